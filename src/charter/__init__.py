@@ -1,0 +1,66 @@
+"""Charter: the control plane between AI agents and the actions they take.
+
+Import everything from here; modules with a leading underscore and the subpackages'
+insides may change between releases.
+
+    from charter import Charter
+
+    with Charter("policy/", "charter.db") as charter:
+        record = charter.decide({"agent": "support-bot", "action": "payments.refund",
+                                 "args": {"order_id": "ord-1", "amount": 40, "currency": "USD"}})
+        record.verdict  # Verdict.ALLOW
+"""
+
+from charter.__about__ import __version__
+from charter.errors import (
+    CharterError,
+    LedgerError,
+    LedgerIntegrityError,
+    PolicyInvalid,
+    Problem,
+    ReplayError,
+    RequestInvalid,
+)
+from charter.gateway import Charter, DecisionRecord
+from charter.ledger._replay import ReplayReport
+from charter.model import (
+    ActionRequest,
+    AgentProfile,
+    AgentState,
+    BudgetUsage,
+    Decision,
+    Factor,
+    Halt,
+    Reason,
+    RouteRef,
+    Verdict,
+)
+from charter.policy import Bundle, bundle_from_content, decide, load_bundle
+
+__all__ = [
+    "ActionRequest",
+    "AgentProfile",
+    "AgentState",
+    "BudgetUsage",
+    "Bundle",
+    "Charter",
+    "CharterError",
+    "Decision",
+    "DecisionRecord",
+    "Factor",
+    "Halt",
+    "LedgerError",
+    "LedgerIntegrityError",
+    "PolicyInvalid",
+    "Problem",
+    "Reason",
+    "ReplayError",
+    "ReplayReport",
+    "RequestInvalid",
+    "RouteRef",
+    "Verdict",
+    "__version__",
+    "bundle_from_content",
+    "decide",
+    "load_bundle",
+]

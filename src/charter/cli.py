@@ -1,0 +1,427 @@
+"""The `charter` command line: check, decide, test, ledger, replay, demo, init.
+
+Exit codes are part of the contract: 0 success; 1 the thing checked is not right (a
+policy problem, a failing scenario, a ledger that does not verify, a replay that does not
+reproduce); 2 the command was used wrongly (a malformed request, a missing file).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from charter.canonical import canonical_bytes
+from charter.errors import CharterError, PolicyInvalid, Problem, RequestInvalid
+from charter.examples import EXAMPLE_POLICY
+from charter.gateway import (
+    Charter,
+    format_time,
+    load_recorded_bundle,
+    recorded_entries,
+    system_clock,
+)
+from charter.ledger import load_public_key
+from charter.ledger._replay import ReplayReport, replay
+from charter.model import ActionRequest, AgentState, Decision
+from charter.policy import Bundle, decide, load_bundle, load_scenarios, run_scenarios
+from charter.store import open_store, verify_store
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="charter",
+    help="Charter: policy-as-code decisions for AI agents' actions, and a tamper-evident ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ledger_app = typer.Typer(help="Inspect and verify a ledger.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+PolicyDir = Annotated[Path, typer.Argument(help="The policy bundle folder.", show_default=False)]
+DbOption = Annotated[Path, typer.Option("--db", help="The SQLite ledger file.")]
+
+
+def _print_problems(problems: tuple[Problem, ...] | list[Problem], root: Path | None) -> None:
+    for problem in problems:
+        name = problem.file
+        if root is not None and not name.startswith(("(", "/")):
+            name = str(root / name)
+        # Plain print: these lines are for editors and grep, not for rich's markup.
+        print(f"{name}:{problem.line}:{problem.col}: {problem.code}: {problem.message}")
+
+
+def _load(policy: Path) -> Bundle:
+    try:
+        return load_bundle(policy)
+    except PolicyInvalid as exc:
+        _print_problems(exc.problems, policy)
+        err.print(f"[red]{len(exc.problems)} problem(s)[/red] in {policy}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def check(policy: PolicyDir) -> None:
+    """Validate a policy bundle: exit 0, or 1 with every problem as file:line:col: code: message."""
+    bundle = _load(policy)
+    actions = sum(len(a) for a in bundle.roles.values())
+    out.print(
+        f"[green]ok[/green] {policy}: {len(bundle.roles)} roles, {actions} actions, "
+        f"{len(bundle.agents)} agents, {len(bundle.rule_ids)} rules/factors/budgets\n"
+        f"version {bundle.version}"
+    )
+
+
+def _read_request(source: str | None) -> Any:
+    if source is None or source == "-":
+        text = sys.stdin.read()
+        where = "standard input"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            err.print(f"error: request file `{source}` does not exist")
+            raise typer.Exit(2)
+        text = path.read_text(encoding="utf-8")
+        where = source
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise RequestInvalid(key, "appears twice in the same object")
+        return dict(pairs)
+
+    def no_constants(name: str) -> Any:
+        raise RequestInvalid("", f"`{name}` is not a JSON number")
+
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except json.JSONDecodeError as exc:
+        err.print(f"error: {where}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}")
+        raise typer.Exit(2) from None
+    except RequestInvalid as exc:
+        err.print(f"error: {where}: {exc.message}")
+        raise typer.Exit(2) from None
+
+
+def _parse_now(value: str | None) -> dt.datetime:
+    if value is None:
+        return system_clock()
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        err.print(f"error: --now `{value}` must be an RFC 3339 time with a zone, e.g. 2026-03-02T10:00:00Z")
+        raise typer.Exit(2)
+    return moment
+
+
+def _explain(decision: Decision) -> None:
+    colour = {"allow": "green", "require_approval": "yellow", "escalate": "magenta", "deny": "red"}
+    verdict = decision.verdict.value
+    out.print(f"[bold {colour[verdict]}]{verdict.upper()}[/]  {decision.agent} → {decision.action}")
+    summary = Table(show_header=False, box=None, pad_edge=False)
+    summary.add_row("role", str(decision.role))
+    summary.add_row(
+        "risk",
+        f"{decision.risk}  (autonomy level {decision.autonomy_level} may take "
+        f"{decision.autonomy_max_risk} alone; ceiling {decision.ceiling})",
+    )
+    if decision.route:
+        r = decision.route
+        summary.add_row(
+            "route",
+            f"{r.id}: groups {', '.join(r.groups)}, {r.approvals} approval(s), "
+            f"SLA {r.sla_seconds}s, on timeout {r.on_timeout}",
+        )
+    if decision.runbook:
+        summary.add_row("runbook", decision.runbook)
+    summary.add_row("policy", decision.policy_version)
+    out.print(summary)
+    if decision.factors:
+        factors = Table(title="risk factors", title_justify="left")
+        factors.add_column("factor")
+        factors.add_column("points", justify="right")
+        factors.add_column("why")
+        for f in decision.factors:
+            factors.add_row(f.id, str(f.points), f.reason)
+        out.print(factors)
+    reasons = Table(title="reasons", title_justify="left")
+    reasons.add_column("step")
+    reasons.add_column("rule")
+    reasons.add_column("why")
+    for reason in decision.reasons:
+        reasons.add_row(reason.code, reason.rule or "", reason.message)
+    out.print(reasons)
+
+
+@app.command("decide")
+def decide_command(
+    policy: Annotated[Path, typer.Option("--policy", help="The policy bundle folder.")],
+    request: Annotated[
+        str | None, typer.Option("--request", help="A JSON request file, or - for standard input.")
+    ] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Show a readable table.")] = False,
+    now: Annotated[
+        str | None, typer.Option("--now", help="Decide as of this time (RFC 3339); default now.")
+    ] = None,
+    autonomy: Annotated[
+        int | None, typer.Option("--autonomy", help="Override the agent's autonomy level.")
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Also record the decision in this ledger.")
+    ] = None,
+) -> None:
+    """Decide one action request and print the decision (exit 0 whatever the verdict)."""
+    bundle = _load(policy)
+    raw = _read_request(request)
+    try:
+        parsed = ActionRequest.from_json(raw)
+    except RequestInvalid as exc:
+        err.print(f"error: malformed request: {exc.message}")
+        raise typer.Exit(2) from None
+    moment = _parse_now(now)
+    if db is not None:
+        with Charter(bundle, db, clock=lambda: moment) as charter:
+            record = charter.decide(parsed)
+        if explain:
+            _explain(record.decision)
+            out.print(f"recorded as entry {record.seq} of {db} (decision {record.id})")
+        else:
+            print(json.dumps(record.to_json(), indent=2, ensure_ascii=False))
+        return
+    decision = decide(parsed, bundle, AgentState(autonomy=autonomy), moment)
+    if explain:
+        _explain(decision)
+    else:
+        print(json.dumps(decision.to_json(), indent=2, ensure_ascii=False))
+
+
+@app.command("test")
+def test_command(
+    policy: PolicyDir,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Run the bundle's scenario suites (scenarios/*.yaml); exit 1 on any failure."""
+    bundle = _load(policy)
+    problems: list[Problem] = []
+    scenarios = load_scenarios(policy, problems)
+    if problems:
+        _print_problems(problems, policy)
+        raise typer.Exit(1)
+    if not scenarios:
+        err.print(f"error: {policy} has no scenarios: add cases under {policy / 'scenarios'}/")
+        raise typer.Exit(1)
+    report = run_scenarios(bundle, scenarios)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "passed": len(report.results) - len(report.failed),
+                    "failed": [
+                        {"name": r.scenario.name, "file": r.scenario.file, "line": r.scenario.line,
+                         "differences": list(r.differences)}
+                        for r in report.failed
+                    ],
+                    "uncovered": report.uncovered,
+                },
+                indent=2,
+            )
+        )
+    else:
+        for result in report.results:
+            s = result.scenario
+            if result.passed:
+                out.print(f"[green]PASS[/green] {s.name}")
+            else:
+                out.print(f"[red]FAIL[/red] {s.name}  ({policy / s.file}:{s.line})")
+                for line in result.differences:
+                    out.print(f"       [red]-[/red] {line}")
+        covered = report.total_rules - len(report.uncovered)
+        out.print(
+            f"\n{len(report.results) - len(report.failed)} passed, {len(report.failed)} failed; "
+            f"rule coverage {covered}/{report.total_rules}"
+        )
+        if report.uncovered:
+            out.print("[yellow]not exercised by any scenario:[/yellow] " + ", ".join(report.uncovered))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _open_existing(db: Path) -> Any:
+    if not db.is_file():
+        err.print(f"error: ledger `{db}` does not exist")
+        raise typer.Exit(2)
+    try:
+        return open_store(db)
+    except CharterError as exc:
+        err.print(f"error: {db}: {exc.message}")
+        raise typer.Exit(2) from None
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    db: DbOption,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="PEM key to check checkpoint signatures.")
+    ] = None,
+) -> None:
+    """Verify the hash chain; exit 1 naming the first entry that breaks."""
+    store = _open_existing(db)
+    key = load_public_key(public_key.read_bytes()) if public_key else None
+    started = time.perf_counter()
+    report = verify_store(store, key)
+    elapsed = time.perf_counter() - started
+    store.close()
+    if report.ok:
+        out.print(
+            f"[green]ok[/green] {report.count} entries verified in {elapsed:.2f}s; "
+            f"head {report.head.seq} {report.head.chain_hash}"
+            + (f"; checkpoint at {report.checkpoint_size} matches" if report.checkpoint_size else "")
+        )
+        return
+    out.print(f"[red]BROKEN[/red] {report.problem}")
+    raise typer.Exit(1)
+
+
+@ledger_app.command("show")
+def ledger_show(
+    db: DbOption,
+    last: Annotated[int, typer.Option("--last", "-n", help="How many entries, from the end.")] = 10,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only entries of this kind.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Show the last entries of a ledger."""
+    store = _open_existing(db)
+    head = store.head().seq
+    entries = list(store.entries(after=max(0, head - last) if kind is None else 0, kinds=(kind,) if kind else None))[-last:]
+    store.close()
+    if as_json:
+        for e in entries:
+            print(json.dumps({"seq": e.seq, "kind": e.kind, "at": e.at, "chain_hash": e.chain_hash, "payload": e.payload_object()}, ensure_ascii=False))
+        return
+    table = Table()
+    for col in ("seq", "at", "kind", "summary", "chain hash"):
+        table.add_column(col)
+    for e in entries:
+        p = e.payload_object()
+        if e.kind == "decision":
+            d = p["decision"]
+            summary = f"{d['agent']} {d['action']} → {d['verdict']} (risk {d['risk']})"
+        elif e.kind == "policy.deployed":
+            summary = f"policy {p['version'][:19]}…"
+        else:
+            summary = json.dumps(p, ensure_ascii=False)[:80]
+        table.add_row(str(e.seq), e.at, e.kind, summary, e.chain_hash[:16] + "…")
+    out.print(table)
+
+
+def _print_replay(report: ReplayReport) -> None:
+    mode = "verify (recorded versions)" if report.against is None else f"what-if against {report.against}"
+    out.print(f"replay: {mode}: {report.total} decisions, {report.unchanged} unchanged, {report.changed} changed")
+    if report.transitions:
+        table = Table(title="verdict transitions", title_justify="left")
+        table.add_column("from")
+        table.add_column("to")
+        table.add_column("count", justify="right")
+        for (a, b), n in report.transitions.most_common():
+            table.add_row(a, b, str(n))
+        out.print(table)
+    if report.by_rule:
+        table = Table(title="by rule", title_justify="left")
+        table.add_column("rule")
+        table.add_column("newly fired", justify="right")
+        table.add_column("no longer fired", justify="right")
+        for rule, counts in sorted(report.by_rule.items()):
+            table.add_row(rule, str(counts["newly_fired"]), str(counts["no_longer_fired"]))
+        out.print(table)
+    if report.by_agent:
+        table = Table(title="by agent", title_justify="left")
+        table.add_column("agent")
+        table.add_column("changes")
+        for agent, moves in sorted(report.by_agent.items()):
+            table.add_row(agent, ", ".join(f"{a}→{b}: {n}" for (a, b), n in moves.most_common()))
+        out.print(table)
+    for (a, b), items in report.examples.items():
+        for item in items:
+            out.print(
+                f"  e.g. entry {item['seq']}: {item['agent']} {item['action']} {a}→{b}, "
+                f"risk {item['risk'][0]}→{item['risk'][1]}"
+                + (f", +{','.join(item['rules_added'])}" if item["rules_added"] else "")
+                + (f", -{','.join(item['rules_removed'])}" if item["rules_removed"] else "")
+            )
+    for m in report.mismatches:
+        out.print(f"[red]MISMATCH[/red] entry {m['seq']}: " + "; ".join(m["differences"]))
+    for seq, message in report.errors:
+        out.print(f"[red]ERROR[/red] entry {seq}: {message}")
+
+
+@app.command("replay")
+def replay_command(
+    db: DbOption,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Replay under this bundle instead (what-if).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Re-decide recorded requests: verify the record, or preview another policy's effect."""
+    against = _load(policy) if policy is not None else None
+    store = _open_existing(db)
+    try:
+        report = replay(recorded_entries(store), lambda v: load_recorded_bundle(store, v), against)
+    except CharterError as exc:
+        err.print(f"error: {exc.message}")
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print_replay(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="Where to write the example policy bundle.")],
+) -> None:
+    """Copy the shipped example policy bundle into FOLDER to start your own."""
+    if folder.exists() and any(folder.iterdir()):
+        err.print(f"error: `{folder}` exists and is not empty; choose a new folder")
+        raise typer.Exit(2)
+    shutil.copytree(EXAMPLE_POLICY, folder, dirs_exist_ok=True)
+    out.print(f"wrote the example bundle to {folder}; next: charter check {folder}")
+
+
+@app.command()
+def demo(
+    db: Annotated[Path, typer.Option("--db", help="The demo ledger file.")] = Path("charter-demo.db"),
+    requests: Annotated[int, typer.Option("--requests", "-n", help="How many requests.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated traffic.")] = 7,
+) -> None:
+    """Run a simulated fleet of agents through the example policy, then audit the ledger."""
+    from charter.demo import run_demo
+
+    raise typer.Exit(run_demo(db, requests, seed, out))
+
+
+def main() -> None:
+    """Entry point of the `charter` script."""
+    app()
+
+
+_ = (canonical_bytes, format_time)

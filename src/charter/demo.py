@@ -1,0 +1,270 @@
+"""`charter demo`: a simulated fleet of agents run through the example policy.
+
+The traffic is seeded pseudo-randomness and the clock is simulated, so the same seed gives
+the same ledger content (ids aside); the point is to show, in seconds, what Charter does
+with a realistic mix: routine actions allowed, risky ones sent to people, bad ones refused,
+an agent halted mid-run, and then the ledger verified and replayed.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from charter.examples import EXAMPLE_POLICY
+from charter.gateway import Charter, DecisionRecord
+from charter.policy import Bundle, bundle_from_content, load_bundle
+
+__all__ = ["Fleet", "run_demo", "what_if_bundle"]
+
+_START = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)  # a Monday morning
+_BATCH = 250
+_RISK_BUCKETS = ((0, 0), (1, 20), (21, 45), (46, 60), (61, 90), (91, 10_000))
+
+
+class Fleet:
+    """Generates the requests of four agents: two support bots, infrastructure, outreach."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.order = 10_000
+
+    def _context(self, *, env: str | None = None) -> dict[str, Any]:
+        rng = self.rng
+        context: dict[str, Any] = {"confidence": round(min(1.0, max(0.05, rng.gauss(0.8, 0.15))), 2)}
+        if rng.random() < 0.9:
+            context["rationale"] = rng.choice(
+                [
+                    "customer reported a damaged item with photos",
+                    "order arrived two weeks late",
+                    "duplicate charge confirmed by the payment provider",
+                    "traffic rising ahead of the evening peak",
+                    "error rate above SLO after the last deploy",
+                    "customer opted in to product updates",
+                ]
+            )
+        if env is not None:
+            context["environment"] = env
+        return context
+
+    def support(self, agent: str) -> dict[str, Any]:
+        """A support bot's request: mostly refunds, some cancellations and notes."""
+        rng = self.rng
+        self.order += 1
+        roll = rng.random()
+        if roll < 0.6:
+            amount = round(rng.lognormvariate(4.2, 1.1), 2)
+            context = self._context()
+            age = rng.choice([30, 60, 120, 600]) if rng.random() > 0.04 else 7200
+            context["data_sources"] = [{"name": "orders-db", "age_seconds": age}]
+            args: dict[str, Any] = {
+                "order_id": f"ord-{self.order}",
+                "amount": amount,
+                "currency": rng.choice(["USD", "USD", "EUR", "GBP"]),
+                "customer_email": f"customer{self.order}@mail.test",
+            }
+            if rng.random() < 0.01:
+                args["currency"] = "JPY"  # a contract the agent gets wrong now and then
+            return {"agent": agent, "action": "payments.refund", "args": args, "context": context}
+        if roll < 0.85:
+            return {
+                "agent": agent,
+                "action": "orders.cancel",
+                "args": {"order_id": f"ord-{self.order}", "shipped": rng.random() < 0.2},
+                "context": self._context(),
+            }
+        if roll < 0.98:
+            return {
+                "agent": agent,
+                "action": "crm.note",
+                "args": {"customer_id": f"c-{self.order}", "text": "called back about the order"},
+                "context": self._context(),
+            }
+        # Now and then a support bot wanders outside its envelope.
+        return {"agent": agent, "action": "infra.restart", "args": {"service": "checkout"}, "context": {}}
+
+    def infra(self) -> dict[str, Any]:
+        """The infrastructure bot: scaling, restarts, the odd migration."""
+        rng = self.rng
+        env = "prod" if rng.random() < 0.6 else "staging"
+        service = rng.choice(["checkout", "search", "catalog", "payments-api"])
+        roll = rng.random()
+        if roll < 0.55:
+            replicas = rng.choice([0, 2, 4, 8, 12, 24, 64]) if rng.random() < 0.9 else 120
+            args: dict[str, Any] = {"service": service, "replicas": replicas}
+            return {"agent": "infra-bot", "action": "infra.scale", "args": args, "context": self._context(env=env)}
+        if roll < 0.9:
+            return {"agent": "infra-bot", "action": "infra.restart", "args": {"service": service}, "context": self._context(env=env)}
+        args = {"database": "orders", "migration": f"00{rng.randint(40, 99)}_change"}
+        if rng.random() < 0.3:
+            args["destructive"] = True
+        return {"agent": "infra-bot", "action": "db.migrate", "args": args, "context": self._context(env=env)}
+
+    def outreach(self) -> dict[str, Any]:
+        """The outreach bot: single mails, now and then a campaign."""
+        rng = self.rng
+        self.order += 1
+        if rng.random() < 0.88:
+            args: dict[str, Any] = {
+                "to": f"lead{self.order}@prospect.test",
+                "subject": "Following up on your trial",
+                "body": "Hello, thanks for trying the product.",
+            }
+            if rng.random() < 0.7:
+                args["campaign"] = "trial-follow-up"
+            return {"agent": "outreach-bot", "action": "mail.send", "args": args, "context": self._context()}
+        return {
+            "agent": "outreach-bot",
+            "action": "mail.bulk_send",
+            "args": {"segment": "trial-users", "recipients": rng.choice([800, 2500, 9000]), "subject": "What's new"},
+            "context": self._context(),
+        }
+
+    def next(self) -> dict[str, Any]:
+        """The next request of the fleet."""
+        roll = self.rng.random()
+        if roll < 0.4:
+            return self.support("support-bot")
+        if roll < 0.55:
+            return self.support("support-bot-trainee")
+        if roll < 0.75:
+            return self.infra()
+        return self.outreach()
+
+
+def what_if_bundle(bundle: Bundle) -> Bundle:
+    """The example policy with finance approving refunds above 500 instead of 1,000."""
+    content = copy.deepcopy(dict(bundle.content))
+    for rule in content["files"]["rules.yaml"]["rules"]:
+        if rule["id"] == "large-refunds-need-finance":
+            rule["when"] = "args.amount > 500"
+            rule["reason"] = "refunds above 500 are approved by finance"
+    return bundle_from_content(content)
+
+
+def _clock(start: dt.datetime, rng: random.Random) -> Callable[[], dt.datetime]:
+    moment = [start]
+
+    def tick() -> dt.datetime:
+        moment[0] += dt.timedelta(seconds=rng.expovariate(1 / 6))
+        return moment[0]
+
+    return tick
+
+
+def _summary(records: list[DecisionRecord], out: Console) -> None:
+    verdicts = ("allow", "require_approval", "escalate", "deny")
+    by_agent: dict[str, Counter[str]] = {}
+    reasons: Counter[str] = Counter()
+    risks: list[int] = []
+    for record in records:
+        by_agent.setdefault(record.request.agent, Counter())[record.verdict.value] += 1
+        risks.append(record.decision.risk)
+        for reason in record.decision.reasons:
+            if reason.code != "allowed":
+                reasons[f"{reason.code}" + (f" · {reason.rule}" if reason.rule else "")] += 1
+    table = Table(title="verdicts by agent", title_justify="left")
+    table.add_column("agent")
+    for v in verdicts:
+        table.add_column(v, justify="right")
+    table.add_column("total", justify="right")
+    totals: Counter[str] = Counter()
+    for agent, counts in sorted(by_agent.items()):
+        totals.update(counts)
+        table.add_row(agent, *(str(counts[v]) for v in verdicts), str(sum(counts.values())))
+    table.add_row("[bold]all[/bold]", *(f"[bold]{totals[v]}[/bold]" for v in verdicts), f"[bold]{len(records)}[/bold]")
+    out.print(table)
+    top = Table(title="top reasons (other than allowed)", title_justify="left")
+    top.add_column("reason · rule")
+    top.add_column("count", justify="right")
+    for name, count in reasons.most_common(8):
+        top.add_row(name, str(count))
+    out.print(top)
+    dist = Table(title="risk distribution", title_justify="left")
+    dist.add_column("risk")
+    dist.add_column("decisions", justify="right")
+    dist.add_column("")
+    for low, high in _RISK_BUCKETS:
+        n = sum(1 for r in risks if low <= r <= high)
+        label = f"{low}" if low == high else (f"{low}–{high}" if high < 10_000 else f"> {low - 1}")
+        dist.add_row(label, str(n), "█" * max(0, round(40 * n / max(1, len(risks)))))
+    out.print(dist)
+
+
+def run_demo(db: Path, count: int, seed: int, out: Console) -> int:
+    """Run the demo into `db`; return the exit code (0 when the ledger verifies and replays)."""
+    started = time.perf_counter()
+    bundle = load_bundle(EXAMPLE_POLICY)
+    fleet = Fleet(seed)
+    start = _START
+    if db.exists():
+        with Charter(bundle, db) as existing:
+            head = existing.store.head()
+            if head.seq:
+                last = next(iter(existing.store.entries(after=head.seq - 1)))
+                start = dt.datetime.fromisoformat(last.at) + dt.timedelta(minutes=1)
+    out.print(f"[bold]Charter demo[/bold]: {count} requests from a fleet of 4 agents")
+    out.print(f"policy  {EXAMPLE_POLICY}\nversion {bundle.version}\nledger  {db}\n")
+    records: list[DecisionRecord] = []
+    halt_at, resume_at = int(count * 0.6), int(count * 0.65)
+    with Charter(bundle, db, clock=_clock(start, fleet.rng)) as charter:
+        progress = Progress(TextColumn("deciding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out, transient=False)
+        with progress:
+            task = progress.add_task("decide", total=count)
+            done = 0
+            while done < count:
+                boundary = min([b for b in (halt_at, resume_at) if b > done] or [count])
+                size = min(_BATCH, boundary - done, count - done)
+                batch = [fleet.next() for _ in range(size)]
+                records.extend(charter.decide_many(batch))
+                done += size
+                progress.update(task, completed=done)
+                if done == halt_at:
+                    charter.halt(
+                        "agent",
+                        "outreach-bot",
+                        reason="complaint spike from recipients",
+                        by="demo-operator",
+                    )
+                elif done == resume_at:
+                    charter.resume("agent", "outreach-bot", by="demo-operator")
+        decided = time.perf_counter() - started
+        out.print(f"{count} decisions recorded in {decided:.1f}s "
+                  f"(outreach-bot was halted for {resume_at - halt_at} requests mid-run)\n")
+        _summary(records, out)
+        t = time.perf_counter()
+        verified = charter.verify()
+        out.print(
+            f"\nledger verify: "
+            + (f"[green]ok[/green], {verified.count} entries in {time.perf_counter() - t:.2f}s"
+               if verified.ok else f"[red]BROKEN[/red] {verified.problem}")
+        )
+        t = time.perf_counter()
+        report = charter.replay()
+        out.print(
+            f"replay under recorded versions: "
+            + (f"[green]ok[/green], {report.total} decisions reproduced exactly in {time.perf_counter() - t:.2f}s"
+               if report.ok else f"[red]{report.changed} differ, {report.error_count} failed[/red]")
+        )
+        what_if = charter.replay(what_if_bundle(bundle))
+        moves = ", ".join(f"{a}→{b}: {n}" for (a, b), n in what_if.transitions.most_common()) or "none"
+        out.print(f"what if finance approved refunds above 500 instead of 1,000? {what_if.changed} decisions would change ({moves})")
+    out.print(f"\ndone in {time.perf_counter() - started:.1f}s. Next:")
+    for line in (
+        f"charter ledger show --db {db} -n 5",
+        f"charter ledger verify --db {db}",
+        f"charter replay --db {db}",
+        "charter init my-policy && charter check my-policy && charter test my-policy",
+    ):
+        out.print(f"  {line}")
+    return 0 if verified.ok and report.ok else 1

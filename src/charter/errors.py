@@ -1,0 +1,116 @@
+"""Charter's errors: one hierarchy, each with a stable code and a location.
+
+Every error a person can meet says what was wrong, where, and (where it helps) what to do.
+Messages are lowercase, quote user input in backticks and never name internal types.
+
+```
+CharterError                    base of everything Charter raises on purpose
+├── PolicyInvalid               a bundle failed `charter check`; carries every Problem found
+├── RequestInvalid              an action request is malformed (names the field)
+├── LedgerError                 the ledger cannot be read or written as asked
+│   └── LedgerIntegrityError    the stored ledger does not verify
+└── ReplayError                 a recorded entry cannot be replayed (bundle missing, bad record)
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "CharterError",
+    "LedgerError",
+    "LedgerIntegrityError",
+    "PolicyInvalid",
+    "Problem",
+    "ReplayError",
+    "RequestInvalid",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a policy bundle, located as precisely as the source allows.
+
+    `line` and `col` are 1-based; 0 means the location is the whole file.
+    """
+
+    file: str
+    line: int
+    col: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.code}: {self.message}"
+
+
+class CharterError(Exception):
+    """Base class of every error Charter raises deliberately.
+
+    `code` is stable across releases so callers (and the HTTP layer) can branch on it.
+    """
+
+    code: str = "charter_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class PolicyInvalid(CharterError):
+    """A policy bundle has one or more problems; none of it is used.
+
+    A bundle is all or nothing: a half-valid policy would decide differently from what its
+    author reviewed, so loading stops at the first invalid bundle and reports every problem.
+    """
+
+    code = "policy_invalid"
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        first = f"\n{self.problems[0]}" if self.problems else ""
+        more = f"\n(and {count - 1} more)" if count > 1 else ""
+        super().__init__(f"policy bundle has {count} problem(s):{first}{more}")
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+class RequestInvalid(CharterError):
+    """An action request is malformed; `field` is the dotted path of the offending value."""
+
+    code = "request_invalid"
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"`{field}`: {message}" if field else message)
+
+
+class LedgerError(CharterError):
+    """The ledger could not be read or written as asked."""
+
+    code = "ledger_error"
+
+
+class LedgerIntegrityError(LedgerError):
+    """The stored ledger does not verify; `seq` is the first entry that breaks."""
+
+    code = "ledger_integrity"
+
+    def __init__(self, seq: int, message: str) -> None:
+        self.seq = seq
+        super().__init__(f"entry {seq}: {message}")
+
+
+class ReplayError(CharterError):
+    """A recorded entry cannot be replayed, for example because its bundle is missing."""
+
+    code = "replay_error"

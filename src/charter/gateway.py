@@ -1,0 +1,329 @@
+"""The application service: decide, record, and keep the state decisions depend on.
+
+This is the one place that ties the pure core to storage and the clock. It reads the
+wall clock (or the clock it is given) and passes it in; it keeps each agent's budget usage
+and the halts in force, rebuilt from the ledger when it opens, and records them beside
+each decision so that replay sees exactly what the engine saw.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from charter.canonical import canonical_bytes
+from charter.errors import LedgerError, RequestInvalid
+from charter.ledger import LedgerEntry, NewEvent, VerifyReport
+from charter.ledger._replay import DECISION_KIND, RecordedEntry, ReplayReport, replay
+from charter.model import ActionRequest, AgentState, BudgetUsage, Decision, Halt, Verdict
+from charter.policy import Bundle, bundle_from_content, decide, load_bundle, redact_request
+from charter.store import GroupCommitWriter, LedgerStore, open_store, verify_store
+
+__all__ = [
+    "DEPLOY_KIND",
+    "HALT_KIND",
+    "RESUME_KIND",
+    "Charter",
+    "DecisionRecord",
+    "format_time",
+    "load_recorded_bundle",
+    "recorded_entries",
+    "system_clock",
+]
+
+DEPLOY_KIND = "policy.deployed"
+HALT_KIND = "halt"
+RESUME_KIND = "resume"
+
+
+def system_clock() -> dt.datetime:
+    """The wall clock in UTC; only edges call it, and pass the result inward."""
+    return dt.datetime.now(dt.UTC)
+
+
+def format_time(moment: dt.datetime) -> str:
+    """RFC 3339 UTC with microseconds and a `Z`, the ledger's timestamp form."""
+    if moment.tzinfo is None:
+        raise ValueError("times must carry a timezone; Charter never guesses one")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """A decision as recorded: its id, ledger position and time, and the decision."""
+
+    id: str
+    seq: int
+    at: str
+    request: ActionRequest
+    decision: Decision
+
+    @property
+    def verdict(self) -> Verdict:
+        """Shorthand for `decision.verdict`."""
+        return self.decision.verdict
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision with its id and ledger position, as the CLI and API show it."""
+        return {"id": self.id, "seq": self.seq, "at": self.at, **self.decision.to_json()}
+
+
+class _Usage:
+    """Budget spending per agent: the allowed decisions still inside some budget window."""
+
+    def __init__(self) -> None:
+        self._by_agent: dict[str, deque[tuple[dt.datetime, int, tuple[str, ...]]]] = {}
+
+    def add(self, agent: str, at: dt.datetime, risk: int, budgets: tuple[str, ...]) -> None:
+        if budgets:
+            self._by_agent.setdefault(agent, deque()).append((at, risk, budgets))
+
+    def state(
+        self, agent: str, budgets: Iterable[tuple[str, int]], now: dt.datetime
+    ) -> dict[str, BudgetUsage]:
+        """Usage of each (budget id, window seconds) over the window ending at `now`."""
+        wanted = list(budgets)
+        if not wanted:
+            return {}
+        history = self._by_agent.get(agent)
+        usage = {bid: [0, 0] for bid, _ in wanted}
+        if history:
+            longest = max(w for _, w in wanted)
+            while history and (now - history[0][0]).total_seconds() >= longest * 4:
+                history.popleft()  # far outside every window that asks; keep memory bounded
+            for at, risk, ids in reversed(history):
+                age = (now - at).total_seconds()
+                if age >= longest:
+                    break
+                for bid, window in wanted:
+                    if bid in ids and 0 <= age < window:
+                        usage[bid][0] += 1
+                        usage[bid][1] += risk
+        return {bid: BudgetUsage(c, r) for bid, (c, r) in usage.items() if c or r}
+
+
+class Charter:
+    """Charter embedded in one process: decisions recorded in a local ledger.
+
+    Args:
+        policy: a bundle folder, or a compiled bundle.
+        db: the SQLite ledger file (created and migrated when missing), or an open store.
+        clock: where `now` comes from; tests and simulations pass their own.
+        ids: makes decision ids; random UUIDs unless given.
+    """
+
+    def __init__(
+        self,
+        policy: str | Path | Bundle,
+        db: str | Path | LedgerStore = "charter.db",
+        *,
+        clock: Callable[[], dt.datetime] = system_clock,
+        ids: Callable[[], str] | None = None,
+    ) -> None:
+        self.bundle = policy if isinstance(policy, Bundle) else load_bundle(policy)
+        self.store: LedgerStore = db if not isinstance(db, str | Path) else open_store(db)
+        self._clock = clock
+        self._ids = ids or (lambda: uuid.uuid4().hex)
+        self._lock = threading.Lock()
+        self._usage = _Usage()
+        self._halts: dict[tuple[str, str | None], Halt] = {}
+        self._deployed: str | None = None
+        self._rebuild()
+        self._writer = GroupCommitWriter(self.store)
+        self._record_deploy(self.bundle)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        """Restore halts, budget usage and the deployed version from the ledger."""
+        for entry in self.store.entries():
+            if entry.kind == DECISION_KIND:
+                payload = entry.payload_object()
+                decision = payload["decision"]
+                if decision["verdict"] == Verdict.ALLOW.value and payload.get("budgets"):
+                    self._usage.add(
+                        decision["agent"],
+                        dt.datetime.fromisoformat(entry.at),
+                        int(decision["risk"]),
+                        tuple(payload["budgets"]),
+                    )
+            elif entry.kind == DEPLOY_KIND:
+                self._deployed = entry.payload_object()["version"]
+            elif entry.kind == HALT_KIND:
+                h = entry.payload_object()
+                self._halts[(h["scope"], h.get("target"))] = Halt(
+                    h["scope"], h.get("target"), h.get("reason", "")
+                )
+            elif entry.kind == RESUME_KIND:
+                h = entry.payload_object()
+                self._halts.pop((h["scope"], h.get("target")), None)
+
+    def _record_deploy(self, bundle: Bundle) -> None:
+        self.store.put_bundle(bundle.version, bundle.canonical_content())
+        if self._deployed != bundle.version:
+            payload = {
+                "version": bundle.version,
+                "previous": self._deployed,
+                "files": sorted(bundle.content["files"]),
+            }
+            self._submit(NewEvent(DEPLOY_KIND, format_time(self._clock()), payload)).result()
+            self._deployed = bundle.version
+
+    def deploy(self, bundle: Bundle) -> None:
+        """Make `bundle` the live policy; the change is recorded in the ledger."""
+        with self._lock:
+            self.bundle = bundle
+            self._record_deploy(bundle)
+
+    def close(self) -> None:
+        """Flush pending ledger writes and close the store."""
+        self._writer.close()
+        self.store.close()
+
+    def __enter__(self) -> Charter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- deciding ----------------------------------------------------------------------
+
+    def _submit(self, event: NewEvent) -> Future[LedgerEntry]:
+        return self._writer.submit(event)
+
+    def _prepare(
+        self, request: ActionRequest, now: dt.datetime
+    ) -> tuple[str, str, Decision, Future[LedgerEntry]]:
+        """Decide and queue the ledger entry; the caller holds the lock."""
+        bundle = self.bundle
+        profile = bundle.agents.get(request.agent)
+        plan = bundle.plan_for(request.agent, profile.role, request.action) if profile else None
+        budgets = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
+        state = AgentState(
+            budgets=self._usage.state(request.agent, budgets, now),
+            halts=tuple(self._halts.values()),
+        )
+        decision = decide(request, bundle, state, now)
+        at = format_time(now)
+        stored, redacted = redact_request(request.to_json(), bundle)
+        decision_id = self._ids()
+        payload: dict[str, Any] = {
+            "decision_id": decision_id,
+            "request": stored,
+            "redacted": redacted,
+            "state": state.to_json(),
+            "budgets": [b for b, _ in budgets],
+            "provenance": {
+                "agent": request.agent,
+                "role": profile.role if profile else None,
+                "owner": profile.owner if profile else None,
+                "model_id": profile.model_id if profile else None,
+                "model_version": profile.model_version if profile else None,
+                "data_sources": [s.get("name") for s in request.context.get("data_sources", [])],
+                "rationale": request.context.get("rationale"),
+            },
+            "decision": decision.to_json(),
+        }
+        # Recorded time must be what the engine saw: replay parses `at` back into `now`.
+        now = dt.datetime.fromisoformat(at)
+        if decision.verdict is Verdict.ALLOW and budgets:
+            self._usage.add(request.agent, now, decision.risk, tuple(b for b, _ in budgets))
+        return decision_id, at, decision, self._submit(NewEvent(DECISION_KIND, at, payload))
+
+    def decide(
+        self, request: ActionRequest | Mapping[str, Any], *, now: dt.datetime | None = None
+    ) -> DecisionRecord:
+        """Decide one request and record it; returns once the entry is durable.
+
+        Raises:
+            RequestInvalid: the request is malformed; nothing is recorded.
+        """
+        return self.decide_many([request], now=now)[0]
+
+    def decide_many(
+        self,
+        requests: Sequence[ActionRequest | Mapping[str, Any]],
+        *,
+        now: dt.datetime | None = None,
+    ) -> list[DecisionRecord]:
+        """Decide several requests in order and record them in as few commits as possible.
+
+        Every request is checked before any is decided, so one malformed request records
+        nothing.
+        """
+        parsed = [r if isinstance(r, ActionRequest) else ActionRequest.from_json(r) for r in requests]
+        pending = []
+        with self._lock:
+            for request in parsed:
+                moment = now or self._clock()
+                # Truncate to what the ledger keeps, so replay decides at the same instant.
+                moment = dt.datetime.fromisoformat(format_time(moment))
+                pending.append((request, *self._prepare(request, moment)))
+        records = []
+        for request, decision_id, at, decision, future in pending:
+            entry = future.result()
+            records.append(DecisionRecord(decision_id, entry.seq, at, request, decision))
+        return records
+
+    # -- halts -------------------------------------------------------------------------
+
+    def halt(self, scope: str = "all", target: str | None = None, *, reason: str, by: str) -> None:
+        """Stop every request that `scope`/`target` covers until `resume` is called."""
+        if scope not in ("all", "agent", "action") or (scope != "all") != (target is not None):
+            raise RequestInvalid("scope", "a halt covers `all`, or an `agent` or `action` named by `target`")
+        with self._lock:
+            payload = {"scope": scope, "target": target, "reason": reason, "by": by}
+            self._submit(NewEvent(HALT_KIND, format_time(self._clock()), payload)).result()
+            self._halts[(scope, target)] = Halt(scope, target, reason)
+
+    def resume(self, scope: str = "all", target: str | None = None, *, by: str) -> None:
+        """Lift a halt; recorded in the ledger."""
+        with self._lock:
+            payload = {"scope": scope, "target": target, "by": by}
+            self._submit(NewEvent(RESUME_KIND, format_time(self._clock()), payload)).result()
+            self._halts.pop((scope, target), None)
+
+    @property
+    def halts(self) -> tuple[Halt, ...]:
+        """The halts in force."""
+        return tuple(self._halts.values())
+
+    # -- audit -------------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Verify the whole ledger's hash chain (and its latest checkpoint, if any)."""
+        return verify_store(self.store)
+
+    def replay(self, against: Bundle | None = None) -> ReplayReport:
+        """Replay every recorded decision: verify the record, or preview `against`."""
+        return replay(recorded_entries(self.store), lambda v: load_recorded_bundle(self.store, v), against)
+
+
+def recorded_entries(store: LedgerStore) -> Iterable[RecordedEntry]:
+    """The store's decision entries, decoded for replay."""
+    for entry in store.entries(kinds=(DECISION_KIND,)):
+        yield RecordedEntry(entry.seq, entry.kind, entry.at, entry.payload_object())
+
+
+def load_recorded_bundle(store: LedgerStore, version: str) -> Bundle | None:
+    """Rebuild a bundle the ledger stored; None if it is not there.
+
+    Raises:
+        LedgerError: the stored content does not hash to its version (it was altered).
+    """
+    content = store.get_bundle(version)
+    if content is None:
+        return None
+    bundle = bundle_from_content(json.loads(content))
+    if bundle.version != version or canonical_bytes(dict(bundle.content)) != content:
+        raise LedgerError(f"stored bundle `{version}` does not match its version: it was altered")
+    return bundle
+

@@ -1,0 +1,444 @@
+"""The domain's value types: requests, agents, their state, and decisions. No I/O.
+
+Every type here converts to and from plain JSON (`to_json` / `from_json`), because the
+ledger stores them canonically encoded and replay reads them back: a value that does not
+survive that round trip exactly could not be replayed byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from charter.errors import RequestInvalid
+
+__all__ = [
+    "ACTION_NAME",
+    "AGENT_FIELDS",
+    "CONTEXT_FIELDS",
+    "ActionRequest",
+    "AgentProfile",
+    "AgentState",
+    "BudgetUsage",
+    "Decision",
+    "Factor",
+    "Halt",
+    "Reason",
+    "RouteRef",
+    "Verdict",
+]
+
+#: A dotted action name such as `payments.refund`: lowercase words of letters, digits, `_`, `-`.
+ACTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$")
+
+#: The fields an action request's `context` may carry, and what each holds.
+CONTEXT_FIELDS: Mapping[str, str] = {
+    "confidence": "the agent's stated confidence, a number from 0 to 1",
+    "environment": "where the action runs, e.g. `prod` or `staging`",
+    "rationale": "why the agent wants to act, in its own words",
+    "alternatives": "a list of the other options the agent considered",
+    "data_sources": "a list of {name, age_seconds} naming the data the agent relied on",
+    "labels": "free-form string, number or boolean values for policies to read",
+}
+
+_MAX_DEPTH = 32
+_MAX_SAFE_INTEGER = 2**53 - 1
+_MAX_ID = 256
+
+
+class Verdict(StrEnum):
+    """What Charter tells the agent, from most permissive to least."""
+
+    ALLOW = "allow"
+    REQUIRE_APPROVAL = "require_approval"
+    ESCALATE = "escalate"
+    DENY = "deny"
+
+
+def _json_copy(value: Any, path: str, depth: int = 0) -> Any:
+    """A copy of a JSON value, refusing what JSON cannot carry faithfully.
+
+    NaN, infinities, unsafe integers and non-string keys are errors. Whole-number floats
+    become ints: canonical JSON writes 5.0 as 5, so the ledger keeps an int, and deciding
+    on the int live too makes replay see exactly what the engine saw.
+    """
+    if depth > _MAX_DEPTH:
+        raise RequestInvalid(path, f"nesting deeper than {_MAX_DEPTH} levels")
+    if isinstance(value, str) or isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        if abs(value) > _MAX_SAFE_INTEGER:
+            raise RequestInvalid(
+                path, "integers beyond 2^53-1 lose precision in JSON; send them as strings"
+            )
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RequestInvalid(path, "numbers must be finite (no NaN or Infinity)")
+        return int(value) if value.is_integer() and abs(value) <= _MAX_SAFE_INTEGER else value
+    if isinstance(value, list | tuple):
+        return [_json_copy(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise RequestInvalid(path, f"keys must be strings, got `{key!r}`")
+            out[key] = _json_copy(item, f"{path}.{key}", depth + 1)
+        return out
+    raise RequestInvalid(path, f"`{type(value).__name__}` is not a JSON value")
+
+
+def _string(obj: Mapping[str, Any], key: str, *, required: bool, path: str = "") -> str | None:
+    value = obj.get(key)
+    where = f"{path}{key}"
+    if value is None:
+        if required:
+            raise RequestInvalid(where, "is required")
+        return None
+    if not isinstance(value, str):
+        raise RequestInvalid(where, f"must be a string, got {_json_type(value)}")
+    if required and not value.strip():
+        raise RequestInvalid(where, "must not be empty")
+    if len(value) > _MAX_ID and key not in ("rationale",):
+        raise RequestInvalid(where, f"longer than {_MAX_ID} characters")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"`{type(value).__name__}`"
+
+
+def _validate_context(context: Any) -> dict[str, Any]:
+    if not isinstance(context, dict):
+        raise RequestInvalid("context", f"must be an object, got {_json_type(context)}")
+    for key in context:
+        if key not in CONTEXT_FIELDS:
+            known = ", ".join(sorted(CONTEXT_FIELDS))
+            raise RequestInvalid(
+                f"context.{key}",
+                f"unknown context field; known fields are {known} "
+                "(put free-form values under `context.labels`)",
+            )
+    conf = context.get("confidence")
+    if conf is not None and (
+        isinstance(conf, bool) or not isinstance(conf, int | float) or not 0 <= conf <= 1
+    ):
+        raise RequestInvalid("context.confidence", "must be a number from 0 to 1")
+    for key in ("environment", "rationale"):
+        if key in context:
+            _string(context, key, required=False, path="context.")
+    alternatives = context.get("alternatives")
+    if alternatives is not None and (
+        not isinstance(alternatives, list) or not all(isinstance(a, str) for a in alternatives)
+    ):
+        raise RequestInvalid("context.alternatives", "must be a list of strings")
+    sources = context.get("data_sources")
+    if sources is not None:
+        if not isinstance(sources, list):
+            raise RequestInvalid("context.data_sources", "must be a list")
+        for i, source in enumerate(sources):
+            where = f"context.data_sources[{i}]"
+            if not isinstance(source, dict):
+                raise RequestInvalid(where, "must be an object with `name` and `age_seconds`")
+            _string(source, "name", required=True, path=f"{where}.")
+            age = source.get("age_seconds")
+            if age is not None and (
+                isinstance(age, bool) or not isinstance(age, int | float) or age < 0
+            ):
+                raise RequestInvalid(f"{where}.age_seconds", "must be a number >= 0")
+            for extra in source:
+                if extra not in ("name", "age_seconds"):
+                    raise RequestInvalid(f"{where}.{extra}", "unknown field")
+    labels = context.get("labels")
+    if labels is not None:
+        if not isinstance(labels, dict):
+            raise RequestInvalid("context.labels", "must be an object")
+        for key, value in labels.items():
+            if isinstance(value, dict | list) or value is None:
+                raise RequestInvalid(
+                    f"context.labels.{key}", "must be a string, number or boolean"
+                )
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRequest:
+    """What an agent proposes to do.
+
+    `args` are the action's arguments, checked against the action's contract by the policy;
+    `context` is what the agent says about its situation (see `CONTEXT_FIELDS`).
+    """
+
+    agent: str
+    action: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    trace_id: str | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ActionRequest:
+        """Build a request from decoded JSON, naming the first field that is wrong."""
+        if not isinstance(obj, dict):
+            raise RequestInvalid("", f"a request must be a JSON object, got {_json_type(obj)}")
+        allowed = {"agent", "action", "args", "context", "idempotency_key", "trace_id"}
+        for key in obj:
+            if key not in allowed:
+                raise RequestInvalid(
+                    str(key), f"unknown field; a request has {', '.join(sorted(allowed))}"
+                )
+        agent = _string(obj, "agent", required=True)
+        action = _string(obj, "action", required=True)
+        assert agent is not None
+        assert action is not None
+        if not ACTION_NAME.match(action):
+            raise RequestInvalid(
+                "action", f"`{action}` is not a dotted action name like `payments.refund`"
+            )
+        args = obj.get("args", {})
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise RequestInvalid("args", f"must be an object, got {_json_type(args)}")
+        args = _json_copy(args, "args")
+        context = obj.get("context", {})
+        if context is None:
+            context = {}
+        context = _json_copy(context, "context")
+        context = _validate_context(context)
+        return cls(
+            agent=agent,
+            action=action,
+            args=args,
+            context=context,
+            idempotency_key=_string(obj, "idempotency_key", required=False),
+            trace_id=_string(obj, "trace_id", required=False),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The request as plain JSON; optional ids appear only when set."""
+        out: dict[str, Any] = {
+            "agent": self.agent,
+            "action": self.action,
+            "args": dict(self.args),
+            "context": dict(self.context),
+        }
+        if self.idempotency_key is not None:
+            out["idempotency_key"] = self.idempotency_key
+        if self.trace_id is not None:
+            out["trace_id"] = self.trace_id
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AgentProfile:
+    """Who an agent is: its role, the person who owns it, its model, its default autonomy."""
+
+    id: str
+    role: str
+    owner: str
+    model_id: str
+    model_version: str
+    autonomy: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The profile as the `agent` variable that policy conditions read."""
+        return {
+            "id": self.id,
+            "role": self.role,
+            "owner": self.owner,
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "autonomy": self.autonomy,
+        }
+
+
+#: The fields of the `agent` variable in conditions.
+AGENT_FIELDS = ("id", "role", "owner", "model_id", "model_version", "autonomy")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetUsage:
+    """What an agent has already spent of one budget in the budget's current window."""
+
+    count: int = 0
+    risk: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        """The usage as plain JSON."""
+        return {"count": self.count, "risk": self.risk}
+
+
+@dataclass(frozen=True, slots=True)
+class Halt:
+    """A kill switch in force: everything (`all`), one agent, or one action."""
+
+    scope: str
+    target: str | None = None
+    reason: str = ""
+
+    def covers(self, request: ActionRequest) -> bool:
+        """Whether this halt stops the request."""
+        if self.scope == "all":
+            return True
+        if self.scope == "agent":
+            return self.target == request.agent
+        return self.target == request.action
+
+    def to_json(self) -> dict[str, Any]:
+        """The halt as plain JSON."""
+        return {"scope": self.scope, "target": self.target, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentState:
+    """The part of a decision's input that changes over time for one agent.
+
+    It is recorded beside every decision, so replay gives the engine exactly what it saw.
+    `autonomy` overrides the agent's default level when a person or monitor changed it.
+    """
+
+    autonomy: int | None = None
+    budgets: Mapping[str, BudgetUsage] = field(default_factory=dict)
+    halts: tuple[Halt, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The state as plain JSON, in a stable shape."""
+        return {
+            "autonomy": self.autonomy,
+            "budgets": {k: self.budgets[k].to_json() for k in sorted(self.budgets)},
+            "halts": [h.to_json() for h in self.halts],
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> AgentState:
+        """Rebuild a recorded state."""
+        budgets = {
+            k: BudgetUsage(count=int(v["count"]), risk=int(v["risk"]))
+            for k, v in (obj.get("budgets") or {}).items()
+        }
+        halts = tuple(
+            Halt(scope=h["scope"], target=h.get("target"), reason=h.get("reason", ""))
+            for h in obj.get("halts") or ()
+        )
+        return cls(autonomy=obj.get("autonomy"), budgets=budgets, halts=halts)
+
+
+@dataclass(frozen=True, slots=True)
+class Factor:
+    """A named risk factor that matched, and the points it added to the score."""
+
+    id: str
+    points: int
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The factor as plain JSON."""
+        return {"id": self.id, "points": self.points, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One step of the decision that fired, in words a reviewer understands.
+
+    `code` is stable (e.g. `outside_envelope`, `deny_rule`, `over_autonomy`); `rule` names
+    the rule, factor or budget behind it when there is one.
+    """
+
+    code: str
+    message: str
+    rule: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The reason as plain JSON."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.rule is not None:
+            out["rule"] = self.rule
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRef:
+    """Where a decision that needs people goes: reviewer groups, quorum, SLA, timeout."""
+
+    id: str
+    groups: tuple[str, ...]
+    approvals: int
+    sla_seconds: int
+    on_timeout: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The route as plain JSON."""
+        return {
+            "id": self.id,
+            "groups": list(self.groups),
+            "approvals": self.approvals,
+            "sla_seconds": self.sla_seconds,
+            "on_timeout": self.on_timeout,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one action request, with everything that explains it.
+
+    A decision is a pure function of (request, bundle, agent state, clock); its JSON form
+    is what the ledger records and what replay compares byte for byte.
+    """
+
+    verdict: Verdict
+    risk: int
+    factors: tuple[Factor, ...]
+    reasons: tuple[Reason, ...]
+    policy_version: str
+    agent: str
+    action: str
+    role: str | None
+    autonomy_level: int | None
+    autonomy_max_risk: int | None
+    ceiling: int | None
+    route: RouteRef | None = None
+    runbook: str | None = None
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The ids of every rule, factor or budget named in the reasons, in order."""
+        seen: dict[str, None] = {}
+        for reason in self.reasons:
+            if reason.rule is not None:
+                seen.setdefault(reason.rule, None)
+        return tuple(seen)
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as plain JSON, in the shape the ledger and the API use."""
+        return {
+            "verdict": self.verdict.value,
+            "risk": self.risk,
+            "factors": [f.to_json() for f in self.factors],
+            "reasons": [r.to_json() for r in self.reasons],
+            "policy_version": self.policy_version,
+            "agent": self.agent,
+            "action": self.action,
+            "role": self.role,
+            "autonomy_level": self.autonomy_level,
+            "autonomy_max_risk": self.autonomy_max_risk,
+            "ceiling": self.ceiling,
+            "route": self.route.to_json() if self.route else None,
+            "runbook": self.runbook,
+        }

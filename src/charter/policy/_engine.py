@@ -1,0 +1,399 @@
+"""The decision: a pure function of (request, bundle, agent state, clock).
+
+Nothing here reads the clock, the network, the disk or randomness; the caller passes in
+everything, so the same inputs give the same decision byte for byte and the ledger can be
+replayed. When the engine cannot decide (a condition errs), the answer is `deny`.
+
+Precedence, as a truth table read top to bottom; the first row that holds sets the verdict,
+and every row that holds is listed in the reasons:
+
+| step | holds when                                                    | verdict          |
+| ---- | ------------------------------------------------------------- | ---------------- |
+| 1    | a halt covers the request                                     | deny             |
+| 2    | unknown agent, action outside the envelope, contract broken,  | deny             |
+|      | or an envelope condition is false                             |                  |
+| -    | a condition could not be evaluated                            | deny             |
+| 3    | a `deny` rule matches                                         | deny             |
+| 4    | risk (sum of matched factors) is above the ceiling            | deny             |
+| 5    | an `escalate` rule matches                                    | escalate         |
+| 6    | a `require_approval` rule matches, risk is above the agent's  | require_approval |
+|      | autonomy level, or a budget would be overspent                |                  |
+| 7    | none of the above                                             | allow            |
+
+Steps 1 and 2 stop the evaluation: past them nothing else is meaningful.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import fastjsonschema
+import jsonschema
+
+from charter.model import (
+    ActionRequest,
+    AgentProfile,
+    AgentState,
+    Decision,
+    Factor,
+    Reason,
+    RouteRef,
+    Verdict,
+)
+from charter.policy._bundle import Bundle, Check, Plan
+
+__all__ = ["decide", "format_seconds"]
+
+_MAX_LISTED = 8
+_CONTEXT_DEFAULTS: dict[str, Any] = {"alternatives": [], "data_sources": [], "labels": {}}
+
+
+def format_seconds(seconds: int) -> str:
+    """A duration the way a person writes it: `90s`, `15m`, `4h`, `2d`."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _deny(
+    request: ActionRequest,
+    bundle: Bundle,
+    profile: AgentProfile | None,
+    level: int | None,
+    reasons: Sequence[Reason],
+) -> Decision:
+    return Decision(
+        verdict=Verdict.DENY,
+        risk=0,
+        factors=(),
+        reasons=tuple(reasons),
+        policy_version=bundle.version,
+        agent=request.agent,
+        action=request.action,
+        role=profile.role if profile else None,
+        autonomy_level=level,
+        autonomy_max_risk=_level_risk(bundle, level) if level is not None else None,
+        ceiling=bundle.ceiling,
+    )
+
+
+def _level_risk(bundle: Bundle, level: int) -> int:
+    """The risk a level may take alone; an undefined level gets the nearest lower one.
+
+    A level below every defined one may take no risk at all: unknown means less autonomy.
+    """
+    if level in bundle.levels:
+        return bundle.levels[level]
+    lower = [risk for lvl, risk in bundle.levels.items() if lvl <= level]
+    return max(lower) if lower else -1
+
+
+def _contract_errors(plan: Plan, args: Any, redacted: Iterable[str]) -> list[str]:
+    """Readable contract violations, ignoring ones caused only by ledger redaction."""
+    skip = [tuple(p.split(".")[1:]) for p in redacted if p.startswith("args.")]
+    out = []
+    validator = jsonschema.Draft7Validator(plan.schema)
+    for error in sorted(validator.iter_errors(args), key=lambda e: ([str(p) for p in e.path], str(e.validator), e.message)):
+        path = tuple(str(p) for p in error.absolute_path)
+        if error.validator == "required" and isinstance(error.instance, dict):
+            missing = [n for n in error.validator_value if n not in error.instance]
+            if all(any((*path, n)[: len(s)] == s for s in skip) for n in missing):
+                continue
+        if any(path[: len(s)] == s for s in skip if s):
+            continue
+        where = "args" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in path)
+        out.append(f"`{where}`: {error.message}")
+    return out
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"no such field `{exc.args[0] if exc.args else ''}`"
+    text = str(exc).split("\n")[0]
+    first = text.split(". ")[0]
+    return first.rstrip(".")
+
+
+def _evaluate(plan: Plan, env: dict[str, Any]) -> tuple[list[bool], list[Reason]]:
+    """Every condition's result, evaluated in one CEL call, and any errors by condition."""
+    if not plan.conditions:
+        return [], []
+    if plan.program is not None:
+        try:
+            results = plan.program.execute(env)
+        except Exception:  # noqa: BLE001 - fall back to one-by-one to name the failing one
+            results = None
+        if isinstance(results, list) and all(isinstance(r, bool) for r in results):
+            return results, []
+    values: list[bool] = []
+    errors: list[Reason] = []
+    for (owner, source), single in zip(plan.conditions, plan.singles, strict=True):
+        try:
+            value = single.execute(env) if single is not None else None
+        except Exception as exc:  # noqa: BLE001 - any failure inside CEL means "cannot decide"
+            errors.append(
+                Reason(
+                    "evaluation_error",
+                    f"{owner}: `{source}` could not be evaluated: {_short(exc)}",
+                    _owner_id(plan, len(values)),
+                )
+            )
+            values.append(False)
+            continue
+        if not isinstance(value, bool):
+            errors.append(
+                Reason(
+                    "evaluation_error",
+                    f"{owner}: `{source}` must be true or false, not `{value!r}`",
+                    _owner_id(plan, len(values)),
+                )
+            )
+            values.append(False)
+            continue
+        values.append(value)
+    return values, errors
+
+
+def _owner_id(plan: Plan, slot: int) -> str | None:
+    for check in plan.checks:
+        if slot in check.slots:
+            return check.id
+    return None
+
+
+def _fired(check: Check, values: Sequence[bool]) -> bool:
+    slots = check.slots
+    if len(slots) == 1:
+        return values[slots[0]]
+    return all(values[s] for s in slots)
+
+
+def _pick(value: Mapping[str, Any], fields: frozenset[str] | None) -> dict[str, Any]:
+    if fields is None:
+        return dict(value)
+    return {k: value[k] for k in fields if k in value}
+
+
+def _inputs(
+    plan: Plan, request: ActionRequest, profile: AgentProfile, level: int, now: dt.datetime
+) -> dict[str, Any]:
+    """The CEL variables the plan's conditions read, holding only the fields they read."""
+    env: dict[str, Any] = {}
+    for name, fields in plan.inputs:
+        if name == "args":
+            env["args"] = _pick(request.args, fields)
+        elif name == "context":
+            # Lists and maps default to empty so `exists`/`all` read naturally without `has`.
+            env["context"] = _pick({**_CONTEXT_DEFAULTS, **request.context}, fields)
+        elif name == "action":
+            env["action"] = request.action
+        elif name == "now":
+            # CEL's calendar functions read the offset they are given; decide in UTC so the
+            # same instant written in any zone decides alike.
+            env["now"] = now.astimezone(dt.UTC)
+        else:
+            agent = profile.to_json()
+            agent["autonomy"] = level
+            env["agent"] = _pick(agent, fields)
+    return env
+
+
+def decide(
+    request: ActionRequest,
+    bundle: Bundle,
+    state: AgentState,
+    now: dt.datetime,
+    *,
+    redacted: Iterable[str] = (),
+) -> Decision:
+    """Decide one action request.
+
+    Args:
+        request: what the agent proposes.
+        bundle: the compiled policy to decide under.
+        state: the agent's current autonomy override, budget usage and the halts in force.
+        now: the decision's clock (timezone-aware); conditions read it as `now`.
+        redacted: dotted paths a data rule removed from a recorded request; replay passes
+            them so that a contract check does not fail on what the ledger never kept.
+
+    Returns:
+        The decision, with every step that fired among its reasons.
+    """
+    halts = [h for h in state.halts if h.covers(request)]
+    profile = bundle.agents.get(request.agent)
+    level = None
+    if profile is not None:
+        level = state.autonomy if state.autonomy is not None else profile.autonomy
+    if halts:
+        return _deny(
+            request,
+            bundle,
+            profile,
+            level,
+            [
+                Reason("halted", f"halted ({h.scope}{' ' + h.target if h.target else ''})"
+                       + (f": {h.reason}" if h.reason else ""))
+                for h in halts
+            ],
+        )
+    if profile is None or level is None:
+        return _deny(
+            request,
+            bundle,
+            None,
+            None,
+            [Reason("unknown_agent", f"agent `{request.agent}` is not defined in the policy")],
+        )
+    plan = bundle.plan_for(request.agent, profile.role, request.action)
+    if plan is None:
+        allowed = sorted(bundle.roles.get(profile.role, ()))
+        listed = ", ".join(f"`{a}`" for a in allowed[:_MAX_LISTED])
+        more = ", ..." if len(allowed) > _MAX_LISTED else ""
+        return _deny(
+            request,
+            bundle,
+            profile,
+            level,
+            [
+                Reason(
+                    "outside_envelope",
+                    f"role `{profile.role}` may not take `{request.action}`; "
+                    f"its envelope allows {listed}{more}",
+                )
+            ],
+        )
+    try:
+        plan.validate(dict(request.args))
+    except fastjsonschema.JsonSchemaException:
+        errors = _contract_errors(plan, dict(request.args), redacted)
+        if errors:
+            return _deny(
+                request,
+                bundle,
+                profile,
+                level,
+                [Reason("contract", f"arguments break the contract of `{request.action}`: {e}")
+                 for e in errors[:_MAX_LISTED]],
+            )
+    env = _inputs(plan, request, profile, level, now)
+    values, errors = _evaluate(plan, env)
+    return _combine(request, bundle, state, profile, level, plan, values, errors)
+
+
+def _combine(
+    request: ActionRequest,
+    bundle: Bundle,
+    state: AgentState,
+    profile: AgentProfile,
+    level: int,
+    plan: Plan,
+    values: Sequence[bool],
+    errors: Sequence[Reason],
+) -> Decision:
+    """Apply the precedence to evaluated conditions (see the module's truth table)."""
+    envelope = {c.id for c in plan.checks if c.kind == "envelope"}
+    if any(e.rule in envelope for e in errors):
+        return _deny(request, bundle, profile, level, errors)
+    for check in plan.checks:
+        if check.kind == "envelope" and not _fired(check, values):
+            return _deny(
+                request,
+                bundle,
+                profile,
+                level,
+                [Reason("outside_envelope", f"outside the envelope: {check.reason}", check.id)],
+            )
+    if errors:
+        return _deny(request, bundle, profile, level, errors)
+    fired = [c for c in plan.checks if c.kind != "envelope" and _fired(c, values)]
+    factors = tuple(Factor(c.id, c.points, c.reason) for c in fired if c.kind == "factor")
+    risk = sum(f.points for f in factors)
+    max_risk = _level_risk(bundle, level)
+    reasons: list[Reason] = []
+    verdict = Verdict.ALLOW
+    route: RouteRef | None = None
+    runbook: str | None = None
+
+    def settle(candidate: Verdict) -> bool:
+        nonlocal verdict
+        if verdict is Verdict.ALLOW:
+            verdict = candidate
+            return True
+        return False
+
+    for check in fired:
+        if check.kind == "deny":
+            reasons.append(Reason("deny_rule", check.reason, check.id))
+            settle(Verdict.DENY)
+    if risk > bundle.ceiling:
+        reasons.append(
+            Reason(
+                "risk_ceiling",
+                f"risk {risk} is above the ceiling of {bundle.ceiling}: "
+                "no agent may take this alone or with approval",
+            )
+        )
+        settle(Verdict.DENY)
+    for check in fired:
+        if check.kind == "escalate":
+            reasons.append(Reason("escalate_rule", check.reason, check.id))
+            if settle(Verdict.ESCALATE):
+                route, runbook = check.route, check.runbook
+    for check in fired:
+        if check.kind == "require_approval":
+            reasons.append(Reason("approval_rule", check.reason, check.id))
+            if settle(Verdict.REQUIRE_APPROVAL):
+                route = check.route
+    if risk > max_risk:
+        reasons.append(
+            Reason(
+                "over_autonomy",
+                f"risk {risk} is above the {max(max_risk, 0)} that autonomy level {level} "
+                "may take alone",
+            )
+        )
+        if settle(Verdict.REQUIRE_APPROVAL):
+            route = plan.route
+    for budget in plan.budgets:
+        used = state.budgets.get(budget.id)
+        count = used.count if used else 0
+        spent = used.risk if used else 0
+        window = format_seconds(budget.window_seconds)
+        message = None
+        if budget.max_count is not None and count + 1 > budget.max_count:
+            message = f"{budget.reason}: {count} of {budget.max_count} actions used in {window}"
+        elif budget.max_risk is not None and spent + risk > budget.max_risk:
+            message = (
+                f"{budget.reason}: {spent} of {budget.max_risk} risk used in {window}, "
+                f"this action adds {risk}"
+            )
+        if message is not None:
+            reasons.append(Reason("budget_spent", message, budget.id))
+            if settle(Verdict.REQUIRE_APPROVAL):
+                route = plan.route
+    if verdict is Verdict.ALLOW:
+        reasons.append(
+            Reason(
+                "allowed",
+                f"within the envelope of role `{profile.role}`; risk {risk} is within the "
+                f"{max_risk} that autonomy level {level} may take alone",
+            )
+        )
+    return Decision(
+        verdict=verdict,
+        risk=risk,
+        factors=factors,
+        reasons=tuple(reasons),
+        policy_version=bundle.version,
+        agent=request.agent,
+        action=request.action,
+        role=profile.role,
+        autonomy_level=level,
+        autonomy_max_risk=max_risk,
+        ceiling=bundle.ceiling,
+        route=route if verdict in (Verdict.REQUIRE_APPROVAL, Verdict.ESCALATE) else None,
+        runbook=runbook,
+    )

@@ -1,0 +1,651 @@
+"""The bundle's file format, checked key by key into typed, located specs.
+
+Each section of a policy file maps to one spec type below. Anything unknown is a problem
+with a location, never silently ignored: a misspelled `when` that Charter skipped would
+quietly widen what an agent may do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from charter.errors import Problem
+from charter.model import ACTION_NAME
+from charter.policy._source import Node, SourceFile
+
+__all__ = [
+    "ActionSpec",
+    "AgentSpec",
+    "AutonomySpec",
+    "BudgetSpec",
+    "BundleSpec",
+    "Cond",
+    "DataRuleSpec",
+    "FactorSpec",
+    "RoleSpec",
+    "RouteSpec",
+    "RuleSpec",
+    "Selector",
+    "parse_bundle",
+    "parse_duration",
+]
+
+SECTIONS = ("agents", "autonomy", "budgets", "data", "defaults", "risk", "roles", "routes", "rules")
+EFFECTS = ("deny", "require_approval", "escalate")
+STORE_MODES = ("drop", "hash", "mask")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> int | None:
+    """Seconds in a duration such as `90s`, `15m`, `4h`, `2d`, `1w` (or a bare integer)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match and int(match.group(1)) > 0:
+            return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Cond:
+    """A CEL condition as written, with where it was written."""
+
+    source: str
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Which requests a rule applies to; an empty tuple means any."""
+
+    roles: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    """One action inside a role's envelope: its argument contract, conditions and route."""
+
+    name: str
+    args: Mapping[str, Any]
+    when: tuple[Cond, ...]
+    route: str | None
+    description: str
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSpec:
+    """A role and its envelope: the only actions agents with this role may take."""
+
+    name: str
+    description: str
+    envelope: Mapping[str, ActionSpec]
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """An agent identity as the bundle defines it."""
+
+    id: str
+    role: str
+    owner: str
+    model_id: str
+    model_version: str
+    autonomy: int
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """An explicit `deny`, `require_approval` or `escalate` rule."""
+
+    id: str
+    effect: str
+    selector: Selector
+    when: tuple[Cond, ...]
+    reason: str
+    route: str | None
+    runbook: str | None
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class FactorSpec:
+    """A named risk factor: when its condition holds it adds `points` to the score."""
+
+    id: str
+    points: int
+    selector: Selector
+    when: tuple[Cond, ...]
+    reason: str
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class AutonomySpec:
+    """The risk each autonomy level may take alone, and the ceiling above which none may."""
+
+    levels: Mapping[int, int]
+    descriptions: Mapping[int, str]
+    ceiling: int
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """Where approvals go: reviewer groups, how many must approve, SLA, and the timeout."""
+
+    id: str
+    groups: tuple[str, ...]
+    approvals: int
+    sla_seconds: int
+    on_timeout: str
+    next_route: str | None
+    description: str
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSpec:
+    """A cap on how many actions, or how much risk, an agent may take alone per window."""
+
+    id: str
+    selector: Selector
+    window_seconds: int
+    max_count: int | None
+    max_risk: int | None
+    reason: str
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
+class DataRuleSpec:
+    """A personal-data field and how the ledger stores it (drop, hash or mask)."""
+
+    field: str
+    actions: tuple[str, ...]
+    store: str
+    node: Node
+
+
+@dataclass(slots=True)
+class BundleSpec:
+    """Every section of a bundle, merged across its files."""
+
+    roles: dict[str, RoleSpec]
+    agents: dict[str, AgentSpec]
+    rules: list[RuleSpec]
+    factors: list[FactorSpec]
+    autonomy: AutonomySpec | None
+    routes: dict[str, RouteSpec]
+    budgets: list[BudgetSpec]
+    data: list[DataRuleSpec]
+    default_route: str | None
+    default_route_node: Node | None
+
+
+class _Reader:
+    """Collects problems while walking a file; every check says where it failed."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+
+    def add(self, node: Node, code: str, message: str) -> None:
+        self.problems.append(node.problem(code, message))
+
+    def mapping(self, node: Node, what: str) -> bool:
+        if isinstance(node.value, dict):
+            return True
+        self.add(node, "type", f"{what} must be a mapping of keys to values")
+        return False
+
+    def keys(
+        self, node: Node, allowed: Iterable[str], what: str, required: Iterable[str] = ()
+    ) -> bool:
+        """Report unknown and missing keys; True when nothing was wrong."""
+        ok = True
+        allowed = tuple(allowed)
+        for key in node.value:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"; did you mean `{close[0]}`?" if close else ""
+                line, col = node.locs.get(key, (node.line, node.col))
+                self.problems.append(
+                    Problem(
+                        node.file,
+                        line,
+                        col,
+                        "unknown_key",
+                        f"unknown key `{key}` in {what}{hint} "
+                        f"(allowed: {', '.join(allowed)})",
+                    )
+                )
+                ok = False
+        for key in required:
+            if key not in node.value:
+                self.add(node, "missing_key", f"{what} needs `{key}`")
+                ok = False
+        return ok
+
+    def text(self, node: Node, key: str, what: str, *, default: str = "") -> str:
+        if key not in node.value:
+            return default
+        child = node.child(key)
+        if isinstance(child.value, str) and child.value.strip():
+            return child.value
+        self.add(child, "type", f"`{key}` of {what} must be non-empty text")
+        return default
+
+    def integer(self, node: Node, key: str, what: str, *, minimum: int = 0) -> int | None:
+        if key not in node.value:
+            return None
+        child = node.child(key)
+        value = child.value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+            return value
+        self.add(child, "type", f"`{key}` of {what} must be a whole number >= {minimum}")
+        return None
+
+    def names(
+        self, node: Node, key: str, what: str, check: Callable[[str], bool] | None = None
+    ) -> tuple[str, ...]:
+        """A list of names (a single name is accepted as a list of one)."""
+        if key not in node.value:
+            return ()
+        child = node.child(key)
+        raw = child.value
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+            self.add(child, "type", f"`{key}` of {what} must be a name or a list of names")
+            return ()
+        if check is not None:
+            for i, item in enumerate(items):
+                if not check(item):
+                    where = child.child(i) if isinstance(raw, list) else child
+                    self.add(where, "invalid_name", f"`{item}` is not a valid {key[:-1]} name")
+        return tuple(items)
+
+    def conditions(self, node: Node, key: str, what: str) -> tuple[Cond, ...]:
+        """`when:` as one CEL expression or a list that must all hold."""
+        if key not in node.value:
+            return ()
+        child = node.child(key)
+        if isinstance(child.value, str) and child.value.strip():
+            return (Cond(child.value.strip(), child),)
+        if isinstance(child.value, list) and child.value:
+            out = []
+            for _, item in child.items():
+                if isinstance(item.value, str) and item.value.strip():
+                    out.append(Cond(item.value.strip(), item))
+                else:
+                    self.add(item, "type", f"each condition of {what} must be CEL text")
+            return tuple(out)
+        self.add(child, "type", f"`{key}` of {what} must be CEL text or a list of them")
+        return ()
+
+    def identifier(self, node: Node, value: Any, what: str) -> bool:
+        if isinstance(value, str) and _ID.match(value):
+            return True
+        self.add(
+            node,
+            "invalid_id",
+            f"{what} `{value}` must start with a letter or digit and use only "
+            "letters, digits, `_`, `-`, `.` or `:`",
+        )
+        return False
+
+
+def _action_pattern(name: str) -> bool:
+    return bool(ACTION_NAME.match(name.replace("*", "x")))
+
+
+def _selector(r: _Reader, node: Node, what: str) -> Selector:
+    return Selector(
+        roles=r.names(node, "roles", what),
+        actions=r.names(node, "actions", what, _action_pattern),
+        agents=r.names(node, "agents", what),
+    )
+
+
+def _parse_roles(r: _Reader, section: Node, spec: BundleSpec) -> None:
+    if not r.mapping(section, "`roles`"):
+        return
+    for name, node in section.items():
+        what = f"role `{name}`"
+        if not r.identifier(section.child(name), name, "role") or not r.mapping(node, what):
+            continue
+        if name in spec.roles:
+            r.add(node, "duplicate", f"{what} is defined twice")
+            continue
+        r.keys(node, ("description", "envelope"), what)
+        envelope: dict[str, ActionSpec] = {}
+        env_node = node.child("envelope") if "envelope" in node.value else None
+        if env_node is None or not env_node.value:
+            r.add(node, "no_envelope", f"{what} has no `envelope`: list the actions it may take")
+        elif r.mapping(env_node, f"the envelope of {what}"):
+            for action, anode in env_node.items():
+                awhere = f"action `{action}` of {what}"
+                if not ACTION_NAME.match(action):
+                    r.add(
+                        anode,
+                        "invalid_name",
+                        f"`{action}` is not a dotted action name like `payments.refund`",
+                    )
+                    continue
+                if anode.value is None:
+                    anode = Node({}, anode.file, anode.line, anode.col)
+                if not r.mapping(anode, awhere):
+                    continue
+                r.keys(anode, ("args", "description", "route", "when"), awhere)
+                args: Mapping[str, Any] = {"type": "object", "additionalProperties": False}
+                if "args" in anode.value:
+                    if isinstance(anode.value["args"], dict):
+                        args = anode.value["args"]
+                    else:
+                        r.add(anode.child("args"), "type", "`args` must be a JSON Schema mapping")
+                envelope[action] = ActionSpec(
+                    name=action,
+                    args=args,
+                    when=r.conditions(anode, "when", awhere),
+                    route=r.text(anode, "route", awhere) or None,
+                    description=r.text(anode, "description", awhere),
+                    node=anode,
+                )
+        spec.roles[name] = RoleSpec(name, r.text(node, "description", what), envelope, node)
+
+
+def _parse_agents(r: _Reader, section: Node, spec: BundleSpec) -> None:
+    if not r.mapping(section, "`agents`"):
+        return
+    for agent_id, node in section.items():
+        what = f"agent `{agent_id}`"
+        if not r.identifier(section.child(agent_id), agent_id, "agent id"):
+            continue
+        if not r.mapping(node, what):
+            continue
+        if agent_id in spec.agents:
+            r.add(node, "duplicate", f"{what} is defined twice")
+            continue
+        r.keys(node, ("autonomy", "description", "model", "owner", "role"), what, ("role",))
+        model_id = model_version = ""
+        if "model" in node.value:
+            model = node.child("model")
+            if r.mapping(model, f"`model` of {what}"):
+                r.keys(model, ("id", "version"), f"`model` of {what}", ("id",))
+                model_id = r.text(model, "id", f"`model` of {what}")
+                model_version = r.text(model, "version", f"`model` of {what}")
+        autonomy = r.integer(node, "autonomy", what)
+        spec.agents[agent_id] = AgentSpec(
+            id=agent_id,
+            role=r.text(node, "role", what),
+            owner=r.text(node, "owner", what),
+            model_id=model_id,
+            model_version=model_version,
+            autonomy=0 if autonomy is None else autonomy,
+            node=node,
+        )
+
+
+def _parse_rules(r: _Reader, section: Node, spec: BundleSpec) -> None:
+    if not isinstance(section.value, list):
+        r.add(section, "type", "`rules` must be a list")
+        return
+    allowed = ("actions", "agents", "effect", "id", "reason", "roles", "route", "runbook", "when")
+    for _, node in section.items():
+        if not r.mapping(node, "a rule"):
+            continue
+        rid = node.value.get("id", "?")
+        what = f"rule `{rid}`"
+        r.keys(node, allowed, what, ("id", "effect", "reason"))
+        if "id" in node.value and not r.identifier(node.child("id"), rid, "rule id"):
+            continue
+        effect = node.value.get("effect")
+        if "effect" in node.value and effect not in EFFECTS:
+            r.add(
+                node.child("effect"),
+                "invalid_effect",
+                f"`effect` of {what} must be one of {', '.join(EFFECTS)}, not `{effect}`",
+            )
+        runbook = r.text(node, "runbook", what) or None
+        if runbook is not None and effect != "escalate":
+            r.add(node.child("runbook"), "runbook_without_escalate", "only `escalate` rules carry a runbook")
+        spec.rules.append(
+            RuleSpec(
+                id=str(rid),
+                effect=str(effect),
+                selector=_selector(r, node, what),
+                when=r.conditions(node, "when", what),
+                reason=r.text(node, "reason", what),
+                route=r.text(node, "route", what) or None,
+                runbook=runbook,
+                node=node,
+            )
+        )
+
+
+def _parse_risk(r: _Reader, section: Node, spec: BundleSpec) -> None:
+    if not r.mapping(section, "`risk`"):
+        return
+    r.keys(section, ("factors",), "`risk`")
+    if "factors" not in section.value:
+        return
+    factors = section.child("factors")
+    if not isinstance(factors.value, list):
+        r.add(factors, "type", "`risk.factors` must be a list")
+        return
+    allowed = ("actions", "agents", "id", "points", "reason", "roles", "when")
+    for _, node in factors.items():
+        if not r.mapping(node, "a risk factor"):
+            continue
+        fid = node.value.get("id", "?")
+        what = f"risk factor `{fid}`"
+        r.keys(node, allowed, what, ("id", "points", "reason", "when"))
+        if "id" in node.value and not r.identifier(node.child("id"), fid, "factor id"):
+            continue
+        spec.factors.append(
+            FactorSpec(
+                id=str(fid),
+                points=r.integer(node, "points", what) or 0,
+                selector=_selector(r, node, what),
+                when=r.conditions(node, "when", what),
+                reason=r.text(node, "reason", what),
+                node=node,
+            )
+        )
+
+
+def _parse_autonomy(r: _Reader, section: Node, spec: BundleSpec) -> None:
+    if spec.autonomy is not None:
+        r.add(section, "duplicate", "`autonomy` is defined in more than one file")
+        return
+    if not r.mapping(section, "`autonomy`"):
+        return
+    r.keys(section, ("ceiling", "levels"), "`autonomy`", ("ceiling", "levels"))
+    levels: dict[int, int] = {}
+    descriptions: dict[int, str] = {}
+    if "levels" in section.value:
+        lnode = section.child("levels")
+        if r.mapping(lnode, "`autonomy.levels`"):
+            for key, node in lnode.items():
+                what = f"autonomy level `{key}`"
+                if not (key.isascii() and key.isdigit()):
+                    r.add(node, "type", f"{what}: levels are whole numbers 0, 1, 2, ...")
+                    continue
+                if isinstance(node.value, int) and not isinstance(node.value, bool):
+                    node = Node({"max_risk": node.value}, node.file, node.line, node.col)
+                if not r.mapping(node, what):
+                    continue
+                r.keys(node, ("description", "max_risk"), what, ("max_risk",))
+                levels[int(key)] = r.integer(node, "max_risk", what) or 0
+                descriptions[int(key)] = r.text(node, "description", what)
+    ceiling = r.integer(section, "ceiling", "`autonomy`") or 0
+    ordered = [levels[k] for k in sorted(levels)]
+    if ordered != sorted(ordered):
+        r.add(section, "levels_order", "a higher autonomy level may not allow less risk")
+    if levels and max(levels.values()) > ceiling:
+        r.add(section, "ceiling", "no autonomy level may allow more risk than the `ceiling`")
+    spec.autonomy = AutonomySpec(levels, descriptions, ceiling, section)
+
+
+def _parse_routes(r: _Reader, section: Node, spec: BundleSpec) -> None:
+    if not r.mapping(section, "`routes`"):
+        return
+    allowed = ("approvals", "description", "groups", "on_timeout", "sla")
+    for rid, node in section.items():
+        what = f"route `{rid}`"
+        if not r.identifier(section.child(rid), rid, "route id") or not r.mapping(node, what):
+            continue
+        if rid in spec.routes:
+            r.add(node, "duplicate", f"{what} is defined twice")
+            continue
+        r.keys(node, allowed, what, ("groups", "sla"))
+        groups = r.names(node, "groups", what)
+        if "groups" in node.value and not groups:
+            r.add(node.child("groups"), "type", f"{what} needs at least one reviewer group")
+        approvals = r.integer(node, "approvals", what, minimum=1) or 1
+        sla = parse_duration(node.value.get("sla"))
+        if "sla" in node.value and sla is None:
+            r.add(node.child("sla"), "duration", "`sla` must be a duration like `30m`, `4h`, `1d`")
+        on_timeout, next_route = "deny", None
+        if "on_timeout" in node.value:
+            tnode = node.child("on_timeout")
+            if tnode.value == "deny":
+                pass
+            elif isinstance(tnode.value, dict) and set(tnode.value) == {"route"}:
+                next_route = str(tnode.value["route"])
+                on_timeout = f"route:{next_route}"
+            else:
+                r.add(
+                    tnode,
+                    "invalid_timeout",
+                    "`on_timeout` must be `deny` or `{route: NEXT_ROUTE}`",
+                )
+        spec.routes[rid] = RouteSpec(
+            id=rid,
+            groups=groups,
+            approvals=approvals,
+            sla_seconds=sla or 0,
+            on_timeout=on_timeout,
+            next_route=next_route,
+            description=r.text(node, "description", what),
+            node=node,
+        )
+
+
+def _parse_budgets(r: _Reader, section: Node, spec: BundleSpec) -> None:
+    if not isinstance(section.value, list):
+        r.add(section, "type", "`budgets` must be a list")
+        return
+    allowed = ("actions", "agents", "id", "max_count", "max_risk", "reason", "roles", "window")
+    for _, node in section.items():
+        if not r.mapping(node, "a budget"):
+            continue
+        bid = node.value.get("id", "?")
+        what = f"budget `{bid}`"
+        r.keys(node, allowed, what, ("id", "window"))
+        if "id" in node.value and not r.identifier(node.child("id"), bid, "budget id"):
+            continue
+        window = parse_duration(node.value.get("window"))
+        if "window" in node.value and window is None:
+            r.add(node.child("window"), "duration", "`window` must be a duration like `1h`")
+        max_count = r.integer(node, "max_count", what, minimum=1)
+        max_risk = r.integer(node, "max_risk", what, minimum=1)
+        if max_count is None and max_risk is None:
+            r.add(node, "missing_key", f"{what} needs `max_count`, `max_risk` or both")
+        spec.budgets.append(
+            BudgetSpec(
+                id=str(bid),
+                selector=_selector(r, node, what),
+                window_seconds=window or 0,
+                max_count=max_count,
+                max_risk=max_risk,
+                reason=r.text(node, "reason", what, default=f"budget `{bid}`"),
+                node=node,
+            )
+        )
+
+
+_FIELD = re.compile(r"^(args|context)(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def _parse_data(r: _Reader, section: Node, spec: BundleSpec) -> None:
+    if not isinstance(section.value, list):
+        r.add(section, "type", "`data` must be a list")
+        return
+    for _, node in section.items():
+        if not r.mapping(node, "a data rule"):
+            continue
+        what = f"data rule for `{node.value.get('field', '?')}`"
+        r.keys(node, ("actions", "field", "store"), what, ("field", "store"))
+        path = node.value.get("field")
+        if "field" in node.value and not (isinstance(path, str) and _FIELD.match(path)):
+            r.add(
+                node.child("field"),
+                "invalid_field",
+                "`field` must be a dotted path under `args` or `context`, e.g. `args.email`",
+            )
+            continue
+        store = node.value.get("store")
+        if "store" in node.value and store not in STORE_MODES:
+            r.add(
+                node.child("store"),
+                "invalid_store",
+                f"`store` must be one of {', '.join(STORE_MODES)}, not `{store}`",
+            )
+        spec.data.append(
+            DataRuleSpec(
+                field=str(path),
+                actions=r.names(node, "actions", what, _action_pattern),
+                store=str(store),
+                node=node,
+            )
+        )
+
+
+def _parse_defaults(r: _Reader, section: Node, spec: BundleSpec) -> None:
+    if spec.default_route_node is not None:
+        r.add(section, "duplicate", "`defaults` is defined in more than one file")
+        return
+    if not r.mapping(section, "`defaults`"):
+        return
+    r.keys(section, ("route",), "`defaults`")
+    spec.default_route = r.text(section, "route", "`defaults`") or None
+    spec.default_route_node = section.child("route") if "route" in section.value else section
+
+
+_PARSERS: dict[str, Callable[[_Reader, Node, BundleSpec], None]] = {
+    "agents": _parse_agents,
+    "autonomy": _parse_autonomy,
+    "budgets": _parse_budgets,
+    "data": _parse_data,
+    "defaults": _parse_defaults,
+    "risk": _parse_risk,
+    "roles": _parse_roles,
+    "routes": _parse_routes,
+    "rules": _parse_rules,
+}
+
+
+def parse_bundle(files: Iterable[SourceFile], problems: list[Problem]) -> BundleSpec:
+    """Check every file's structure and merge the sections into one `BundleSpec`."""
+    spec = BundleSpec({}, {}, [], [], None, {}, [], [], None, None)
+    reader = _Reader(problems)
+    for source in files:
+        root = source.node
+        if not reader.mapping(root, f"`{source.name}`"):
+            continue
+        reader.keys(root, SECTIONS, "a policy file")
+        for section in SECTIONS:
+            if section in root.value:
+                _PARSERS[section](reader, root.child(section), spec)
+    return spec

@@ -1,0 +1,28 @@
+"""Storage: the `LedgerStore` port, its SQL adapter, group commit and verification.
+
+`open_store("charter.db")` gives a migrated SQLite store; `GroupCommitWriter` lets many
+threads append through one batching writer; `verify_store` checks the whole ledger.
+"""
+
+from charter.store._group import GroupCommitWriter
+from charter.store._port import (
+    BundleConflictError,
+    LedgerStore,
+    SchemaVersionError,
+    StoreError,
+    checkpoint_store,
+    verify_store,
+)
+from charter.store._sqlite import SQLStore, open_store
+
+__all__ = [
+    "BundleConflictError",
+    "GroupCommitWriter",
+    "LedgerStore",
+    "SQLStore",
+    "SchemaVersionError",
+    "StoreError",
+    "checkpoint_store",
+    "open_store",
+    "verify_store",
+]

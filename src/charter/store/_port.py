@@ -1,0 +1,161 @@
+"""The storage port: what Charter needs from a database, and nothing more.
+
+Adapters (SQLite now, PostgreSQL later) implement `LedgerStore`; everything above them
+(the gateway, the CLI, verification) talks to this protocol only. Each method is its own
+transaction: `append` writes a whole batch or nothing, and readers never see half of one.
+The ledger's bytes and hashes are computed by `charter.ledger`, so every adapter stores
+exactly the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from charter.errors import LedgerError
+from charter.ledger import (
+    GENESIS,
+    ChainHead,
+    Checkpoint,
+    LedgerEntry,
+    MerkleFrontier,
+    NewEvent,
+    PreparedEvent,
+    SignedCheckpoint,
+    VerifyReport,
+    sign_checkpoint,
+    verify_chain,
+)
+
+__all__ = [
+    "BundleConflictError",
+    "LedgerStore",
+    "SchemaVersionError",
+    "StoreError",
+    "checkpoint_store",
+    "verify_store",
+]
+
+
+class StoreError(LedgerError):
+    """The store cannot do what was asked: base of the store's own errors."""
+
+    code = "store_error"
+
+
+class SchemaVersionError(StoreError):
+    """The database was created or migrated by a newer Charter than this one."""
+
+    code = "schema_too_new"
+
+
+class BundleConflictError(StoreError):
+    """A bundle version is already stored with different content."""
+
+    code = "bundle_conflict"
+
+
+class LedgerStore(Protocol):
+    """Durable storage for the ledger, policy bundles and checkpoints."""
+
+    @property
+    def log_id(self) -> str:
+        """The ledger's identity, fixed when the store was created; checkpoints carry it."""
+
+    def append(self, events: Sequence[NewEvent | PreparedEvent]) -> list[LedgerEntry]:
+        """Append events atomically after the current head and return their entries.
+
+        Every event is validated and encoded before anything is written, and the batch
+        commits durably as one transaction: all of it, or none of it.
+
+        Raises:
+            EventError: an event is malformed; nothing was written.
+        """
+
+    def head(self) -> ChainHead:
+        """The last entry's seq and chain hash (`GENESIS` when empty)."""
+
+    def entries(
+        self, after: int = 0, limit: int | None = None, kinds: Collection[str] | None = None
+    ) -> Iterator[LedgerEntry]:
+        """Stream entries with seq above `after`, in seq order, in bounded memory.
+
+        Args:
+            after: the seq to start after (0 for the beginning).
+            limit: the most entries to yield; all when None.
+            kinds: only entries of these kinds; all when None.
+        """
+
+    def count(self) -> int:
+        """The number of entries: the head's seq."""
+
+    def put_bundle(self, version: str, content: bytes) -> None:
+        """Store a bundle's content under its version, once; repeating it is a no-op.
+
+        Raises:
+            BundleConflictError: the version is stored with other content.
+        """
+
+    def get_bundle(self, version: str) -> bytes | None:
+        """Return a stored bundle's content, or None."""
+
+    def bundle_versions(self) -> list[str]:
+        """Every stored bundle version, sorted."""
+
+    def add_checkpoint(self, signed: SignedCheckpoint) -> None:
+        """Record a signed checkpoint."""
+
+    def latest_checkpoint(self) -> SignedCheckpoint | None:
+        """The checkpoint with the largest tree size, or None."""
+
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+
+def verify_store(
+    store: LedgerStore,
+    public_key: Ed25519PublicKey | None = None,
+    *,
+    check_canonical: bool = True,
+) -> VerifyReport:
+    """Verify a store's whole ledger, streaming it, against its latest checkpoint.
+
+    The checkpoint is compared only when there is one; pass `public_key` to check its
+    signature too, otherwise a forger who rewrote the checkpoint table goes unnoticed.
+    """
+    return verify_chain(
+        store.entries(),
+        checkpoint=store.latest_checkpoint(),
+        public_key=public_key,
+        check_canonical=check_canonical,
+    )
+
+
+def checkpoint_store(
+    store: LedgerStore, private_key: Ed25519PrivateKey, *, at: str
+) -> SignedCheckpoint:
+    """Sign a checkpoint of the store's ledger as it is now, and record it.
+
+    It streams every leaf hash through a Merkle frontier, so it costs one pass over the
+    ledger; run it periodically, not per entry.
+
+    Args:
+        store: the store to checkpoint.
+        private_key: the operator's Ed25519 signing key.
+        at: the time to stamp it with, RFC 3339 UTC, from the caller's clock.
+    """
+    frontier = MerkleFrontier()
+    head = store.head()
+    chain_head = GENESIS.chain_hash
+    for entry in store.entries(limit=head.seq):
+        frontier.append(entry.leaf_hash)
+        chain_head = entry.chain_hash
+    checkpoint = Checkpoint(store.log_id, frontier.size, frontier.root(), chain_head, at)
+    signed = sign_checkpoint(private_key, checkpoint)
+    store.add_checkpoint(signed)
+    return signed

@@ -1,0 +1,294 @@
+"""The SQL adapter of the storage port, on SQLAlchemy 2 Core; SQLite is the default.
+
+This is the only module (with the migrations) that touches SQLAlchemy. On SQLite it
+turns on WAL with `synchronous=FULL`, so a committed append survives power loss, and
+takes the write lock at the start of every writing transaction (`BEGIN IMMEDIATE`), so
+two writers never compute a seq from the same head. Opening runs the packaged Alembic
+migrations, and refuses a database whose schema is newer than this code.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from charter.ledger import (
+    GENESIS,
+    ChainHead,
+    Checkpoint,
+    LedgerEntry,
+    NewEvent,
+    PreparedEvent,
+    SignedCheckpoint,
+    link_entries,
+    prepare_event,
+)
+from charter.store._port import BundleConflictError, SchemaVersionError, StoreError
+from charter.store._tables import bundles, checkpoints, ledger_entries, meta
+
+__all__ = ["SQLStore", "open_store"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_PAGE = 1000  # rows per read transaction when streaming entries
+_WRITE = "charter_write"  # execution option: this connection is about to write
+_BUSY_TIMEOUT_MS = 30_000
+
+_ENTRY_COLUMNS = (
+    ledger_entries.c.seq,
+    ledger_entries.c.kind,
+    ledger_entries.c.at,
+    ledger_entries.c.payload,
+    ledger_entries.c.leaf_hash,
+    ledger_entries.c.chain_hash,
+)
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    """Take transactions over from pysqlite and set the durability pragmas."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "foreign_keys=ON",
+            f"busy_timeout={_BUSY_TIMEOUT_MS}",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(_WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class SQLStore:
+    """A `LedgerStore` on a SQL database through SQLAlchemy Core.
+
+    Safe to share between threads: each call checks a connection out of the pool for
+    the length of one transaction. Build it with `open_store`.
+    """
+
+    def __init__(self, engine: Engine, log_id: str) -> None:
+        self._engine = engine
+        self._log_id = log_id
+
+    @property
+    def log_id(self) -> str:
+        """The ledger's identity, fixed when the store was created."""
+        return self._log_id
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for tools and tests that need raw access."""
+        return self._engine
+
+    def _writing(self) -> Connection:
+        return self._engine.connect().execution_options(**{_WRITE: True})
+
+    def append(self, events: Sequence[NewEvent | PreparedEvent]) -> list[LedgerEntry]:
+        """Append events atomically after the current head and return their entries."""
+        prepared = [prepare_event(item) for item in events]
+        if not prepared:
+            return []
+        with self._writing() as connection, connection.begin():
+            entries = link_entries(self._head(connection), prepared)
+            connection.execute(
+                insert(ledger_entries),
+                [
+                    {
+                        "seq": entry.seq,
+                        "kind": entry.kind,
+                        "at": entry.at,
+                        "payload": entry.payload,
+                        "leaf_hash": entry.leaf_hash,
+                        "chain_hash": entry.chain_hash,
+                    }
+                    for entry in entries
+                ],
+            )
+        return entries
+
+    @staticmethod
+    def _head(connection: Connection) -> ChainHead:
+        row = connection.execute(
+            select(ledger_entries.c.seq, ledger_entries.c.chain_hash)
+            .order_by(ledger_entries.c.seq.desc())
+            .limit(1)
+        ).first()
+        return GENESIS if row is None else ChainHead(row.seq, row.chain_hash)
+
+    def head(self) -> ChainHead:
+        """The last entry's seq and chain hash (`GENESIS` when empty)."""
+        with self._engine.connect() as connection:
+            return self._head(connection)
+
+    def count(self) -> int:
+        """The number of entries: the head's seq."""
+        return self.head().seq
+
+    def entries(
+        self, after: int = 0, limit: int | None = None, kinds: Collection[str] | None = None
+    ) -> Iterator[LedgerEntry]:
+        """Stream entries after `after` in seq order, a page per short read transaction."""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = _PAGE if remaining is None else min(_PAGE, remaining)
+            query = select(*_ENTRY_COLUMNS).where(ledger_entries.c.seq > after)
+            if kinds is not None:
+                query = query.where(ledger_entries.c.kind.in_(list(kinds)))
+            with self._engine.connect() as connection:
+                rows = connection.execute(query.order_by(ledger_entries.c.seq).limit(page)).all()
+            for row in rows:
+                yield LedgerEntry(*row)
+            if len(rows) < page:
+                return
+            after = rows[-1].seq
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def put_bundle(self, version: str, content: bytes) -> None:
+        """Store a bundle's content under its version, once; repeating it is a no-op."""
+        with self._writing() as connection, connection.begin():
+            stored = connection.execute(
+                select(bundles.c.content).where(bundles.c.version == version)
+            ).scalar()
+            if stored is None:
+                connection.execute(insert(bundles).values(version=version, content=content))
+            elif bytes(stored) != content:
+                raise BundleConflictError(
+                    f"the bundle version `{version}` is already stored with other content"
+                )
+
+    def get_bundle(self, version: str) -> bytes | None:
+        """Return a stored bundle's content, or None."""
+        with self._engine.connect() as connection:
+            stored = connection.execute(
+                select(bundles.c.content).where(bundles.c.version == version)
+            ).scalar()
+        return None if stored is None else bytes(stored)
+
+    def bundle_versions(self) -> list[str]:
+        """Every stored bundle version, sorted."""
+        with self._engine.connect() as connection:
+            return list(
+                connection.execute(select(bundles.c.version).order_by(bundles.c.version)).scalars()
+            )
+
+    def add_checkpoint(self, signed: SignedCheckpoint) -> None:
+        """Record a signed checkpoint; one per tree size."""
+        checkpoint = signed.checkpoint
+        try:
+            with self._writing() as connection, connection.begin():
+                connection.execute(
+                    insert(checkpoints).values(
+                        tree_size=checkpoint.tree_size,
+                        origin=checkpoint.origin,
+                        root_hash=checkpoint.root_hash,
+                        chain_head=checkpoint.chain_head,
+                        at=checkpoint.at,
+                        key_id=signed.key_id,
+                        signature=signed.signature,
+                    )
+                )
+        except IntegrityError:
+            raise StoreError(
+                f"a checkpoint for tree size `{checkpoint.tree_size}` is already stored"
+            ) from None
+
+    def latest_checkpoint(self) -> SignedCheckpoint | None:
+        """The checkpoint with the largest tree size, or None."""
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                select(checkpoints).order_by(checkpoints.c.tree_size.desc()).limit(1)
+            ).first()
+        if row is None:
+            return None
+        checkpoint = Checkpoint(row.origin, row.tree_size, row.root_hash, row.chain_head, row.at)
+        return SignedCheckpoint(checkpoint, row.key_id, row.signature)
+
+    def close(self) -> None:
+        """Dispose of the connection pool."""
+        self._engine.dispose()
+
+    def __enter__(self) -> SQLStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _url(target: str | os.PathLike[str]) -> str:
+    text = os.fspath(target)
+    return text if "://" in text else f"sqlite:///{text}"
+
+
+def _migrate(connection: Connection) -> None:
+    """Bring the schema to this code's head revision, or refuse a newer one."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    script = ScriptDirectory.from_config(config)
+    current = MigrationContext.configure(connection).get_current_revision()
+    head = script.get_current_head()
+    if current == head:
+        return
+    known = {revision.revision for revision in script.walk_revisions()}
+    if current is not None and current not in known:
+        raise SchemaVersionError(
+            f"the database schema is at revision `{current}`, newer than this Charter"
+            f" (`{head}`): upgrade Charter to open it"
+        )
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _log_id(connection: Connection, log_id: str | None) -> str:
+    stored = connection.execute(select(meta.c.value).where(meta.c.key == "log_id")).scalar()
+    if stored is not None:
+        if log_id is not None and log_id != stored:
+            raise StoreError(f"the store holds ledger `{stored}`, not `{log_id}`")
+        return str(stored)
+    chosen = log_id if log_id is not None else str(uuid.uuid4())
+    connection.execute(insert(meta).values(key="log_id", value=chosen))
+    return chosen
+
+
+def open_store(target: str | os.PathLike[str], *, log_id: str | None = None) -> SQLStore:
+    """Open (creating and migrating if needed) a store at a path or database URL.
+
+    Args:
+        target: a file path, or a SQLAlchemy URL such as `sqlite:///charter.db`.
+        log_id: the ledger's identity for a new store (a random UUID when None); when
+            given for an existing store it must match.
+
+    Raises:
+        SchemaVersionError: the database was migrated by a newer Charter.
+        StoreError: `log_id` does not match the stored one.
+    """
+    engine = create_engine(_url(target))
+    if engine.dialect.name == "sqlite":
+        _sqlite_setup(engine)
+    try:
+        with engine.connect().execution_options(**{_WRITE: True}) as connection:
+            with connection.begin():
+                _migrate(connection)
+            with connection.begin():
+                chosen = _log_id(connection, log_id)
+    except BaseException:
+        engine.dispose()
+        raise
+    return SQLStore(engine, chosen)
