@@ -17,12 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from charter.examples import EXAMPLE_POLICY
 from charter.gateway import Charter, DecisionRecord
+from charter.ledger import generate_signing_key, load_private_key, private_key_pem, public_key_pem
 from charter.policy import Bundle, bundle_from_content, load_bundle
 
 __all__ = ["Fleet", "run_demo", "what_if_bundle"]
@@ -41,7 +43,9 @@ class Fleet:
 
     def _context(self, *, env: str | None = None) -> dict[str, Any]:
         rng = self.rng
-        context: dict[str, Any] = {"confidence": round(min(1.0, max(0.05, rng.gauss(0.8, 0.15))), 2)}
+        context: dict[str, Any] = {
+            "confidence": round(min(1.0, max(0.05, rng.gauss(0.8, 0.15))), 2)
+        }
         if rng.random() < 0.9:
             context["rationale"] = rng.choice(
                 [
@@ -91,7 +95,12 @@ class Fleet:
                 "context": self._context(),
             }
         # Now and then a support bot wanders outside its envelope.
-        return {"agent": agent, "action": "infra.restart", "args": {"service": "checkout"}, "context": {}}
+        return {
+            "agent": agent,
+            "action": "infra.restart",
+            "args": {"service": "checkout"},
+            "context": {},
+        }
 
     def infra(self) -> dict[str, Any]:
         """The infrastructure bot: scaling, restarts, the odd migration."""
@@ -102,13 +111,28 @@ class Fleet:
         if roll < 0.55:
             replicas = rng.choice([0, 2, 4, 8, 12, 24, 64]) if rng.random() < 0.9 else 120
             args: dict[str, Any] = {"service": service, "replicas": replicas}
-            return {"agent": "infra-bot", "action": "infra.scale", "args": args, "context": self._context(env=env)}
+            return {
+                "agent": "infra-bot",
+                "action": "infra.scale",
+                "args": args,
+                "context": self._context(env=env),
+            }
         if roll < 0.9:
-            return {"agent": "infra-bot", "action": "infra.restart", "args": {"service": service}, "context": self._context(env=env)}
+            return {
+                "agent": "infra-bot",
+                "action": "infra.restart",
+                "args": {"service": service},
+                "context": self._context(env=env),
+            }
         args = {"database": "orders", "migration": f"00{rng.randint(40, 99)}_change"}
         if rng.random() < 0.3:
             args["destructive"] = True
-        return {"agent": "infra-bot", "action": "db.migrate", "args": args, "context": self._context(env=env)}
+        return {
+            "agent": "infra-bot",
+            "action": "db.migrate",
+            "args": args,
+            "context": self._context(env=env),
+        }
 
     def outreach(self) -> dict[str, Any]:
         """The outreach bot: single mails, now and then a campaign."""
@@ -122,11 +146,20 @@ class Fleet:
             }
             if rng.random() < 0.7:
                 args["campaign"] = "trial-follow-up"
-            return {"agent": "outreach-bot", "action": "mail.send", "args": args, "context": self._context()}
+            return {
+                "agent": "outreach-bot",
+                "action": "mail.send",
+                "args": args,
+                "context": self._context(),
+            }
         return {
             "agent": "outreach-bot",
             "action": "mail.bulk_send",
-            "args": {"segment": "trial-users", "recipients": rng.choice([800, 2500, 9000]), "subject": "What's new"},
+            "args": {
+                "segment": "trial-users",
+                "recipients": rng.choice([800, 2500, 9000]),
+                "subject": "What's new",
+            },
             "context": self._context(),
         }
 
@@ -182,7 +215,11 @@ def _summary(records: list[DecisionRecord], out: Console) -> None:
     for agent, counts in sorted(by_agent.items()):
         totals.update(counts)
         table.add_row(agent, *(str(counts[v]) for v in verdicts), str(sum(counts.values())))
-    table.add_row("[bold]all[/bold]", *(f"[bold]{totals[v]}[/bold]" for v in verdicts), f"[bold]{len(records)}[/bold]")
+    table.add_row(
+        "[bold]all[/bold]",
+        *(f"[bold]{totals[v]}[/bold]" for v in verdicts),
+        f"[bold]{len(records)}[/bold]",
+    )
     out.print(table)
     top = Table(title="top reasons (other than allowed)", title_justify="left")
     top.add_column("reason · rule")
@@ -196,9 +233,21 @@ def _summary(records: list[DecisionRecord], out: Console) -> None:
     dist.add_column("")
     for low, high in _RISK_BUCKETS:
         n = sum(1 for r in risks if low <= r <= high)
-        label = f"{low}" if low == high else (f"{low}–{high}" if high < 10_000 else f"> {low - 1}")
+        label = f"{low}" if low == high else (f"{low}-{high}" if high < 10_000 else f"> {low - 1}")
         dist.add_row(label, str(n), "█" * max(0, round(40 * n / max(1, len(risks)))))
     out.print(dist)
+
+
+def _signing_key(db: Path) -> Ed25519PrivateKey:
+    """The demo's checkpoint key, kept beside its ledger so later runs sign with it too."""
+    path = db.with_name(db.stem + "-key.pem")
+    if path.exists():
+        return load_private_key(path.read_bytes())
+    key = generate_signing_key()
+    path.touch(mode=0o600)
+    path.write_bytes(private_key_pem(key))
+    path.with_name(path.name + ".pub").write_bytes(public_key_pem(key.public_key()))
+    return key
 
 
 def run_demo(db: Path, count: int, seed: int, out: Console) -> int:
@@ -215,10 +264,18 @@ def run_demo(db: Path, count: int, seed: int, out: Console) -> int:
                 start = dt.datetime.fromisoformat(last.at) + dt.timedelta(minutes=1)
     out.print(f"[bold]Charter demo[/bold]: {count} requests from a fleet of 4 agents")
     out.print(f"policy  {EXAMPLE_POLICY}\nversion {bundle.version}\nledger  {db}\n")
+    key = _signing_key(db)
     records: list[DecisionRecord] = []
     halt_at, resume_at = int(count * 0.6), int(count * 0.65)
     with Charter(bundle, db, clock=_clock(start, fleet.rng)) as charter:
-        progress = Progress(TextColumn("deciding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out, transient=False)
+        progress = Progress(
+            TextColumn("deciding"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=out,
+            transient=False,
+        )
         with progress:
             task = progress.add_task("decide", total=count)
             done = 0
@@ -239,30 +296,46 @@ def run_demo(db: Path, count: int, seed: int, out: Console) -> int:
                 elif done == resume_at:
                     charter.resume("agent", "outreach-bot", by="demo-operator")
         decided = time.perf_counter() - started
-        out.print(f"{count} decisions recorded in {decided:.1f}s "
-                  f"(outreach-bot was halted for {resume_at - halt_at} requests mid-run)\n")
-        _summary(records, out)
-        t = time.perf_counter()
-        verified = charter.verify()
         out.print(
-            f"\nledger verify: "
-            + (f"[green]ok[/green], {verified.count} entries in {time.perf_counter() - t:.2f}s"
-               if verified.ok else f"[red]BROKEN[/red] {verified.problem}")
+            f"{count} decisions recorded in {decided:.1f}s "
+            f"(outreach-bot was halted for {resume_at - halt_at} requests mid-run)\n"
+        )
+        _summary(records, out)
+        signed = charter.checkpoint(key)
+        t = time.perf_counter()
+        verified = charter.verify(key.public_key())
+        out.print(
+            "\nledger verify: "
+            + (
+                f"[green]ok[/green], {verified.count} entries in {time.perf_counter() - t:.2f}s, "
+                f"matching the checkpoint signed by key {signed.key_id[:16]}"
+                if verified.ok
+                else f"[red]BROKEN[/red] {verified.problem}"
+            )
         )
         t = time.perf_counter()
         report = charter.replay()
         out.print(
-            f"replay under recorded versions: "
-            + (f"[green]ok[/green], {report.total} decisions reproduced exactly in {time.perf_counter() - t:.2f}s"
-               if report.ok else f"[red]{report.changed} differ, {report.error_count} failed[/red]")
+            "replay under recorded versions: "
+            + (
+                f"[green]ok[/green], {report.total} decisions reproduced exactly "
+                f"in {time.perf_counter() - t:.2f}s"
+                if report.ok
+                else f"[red]{report.changed} differ, {report.error_count} failed[/red]"
+            )
         )
         what_if = charter.replay(what_if_bundle(bundle))
-        moves = ", ".join(f"{a}→{b}: {n}" for (a, b), n in what_if.transitions.most_common()) or "none"
-        out.print(f"what if finance approved refunds above 500 instead of 1,000? {what_if.changed} decisions would change ({moves})")
+        moves = (
+            ", ".join(f"{a}→{b}: {n}" for (a, b), n in what_if.transitions.most_common()) or "none"
+        )
+        out.print(
+            "what if finance approved refunds above 500 instead of 1,000? "
+            f"{what_if.changed} decisions would change ({moves})"
+        )
     out.print(f"\ndone in {time.perf_counter() - started:.1f}s. Next:")
     for line in (
         f"charter ledger show --db {db} -n 5",
-        f"charter ledger verify --db {db}",
+        f"charter ledger verify --db {db} --public-key {db.stem}-key.pem.pub",
         f"charter replay --db {db}",
         "charter init my-policy && charter check my-policy && charter test my-policy",
     ):

@@ -19,13 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
 from charter.canonical import canonical_bytes
 from charter.errors import LedgerError, RequestInvalid
-from charter.ledger import LedgerEntry, NewEvent, VerifyReport
+from charter.ledger import LedgerEntry, NewEvent, SignedCheckpoint, VerifyReport
 from charter.ledger._replay import DECISION_KIND, RecordedEntry, ReplayReport, replay
 from charter.model import ActionRequest, AgentState, BudgetUsage, Decision, Halt, Verdict
 from charter.policy import Bundle, bundle_from_content, decide, load_bundle, redact_request
-from charter.store import GroupCommitWriter, LedgerStore, open_store, verify_store
+from charter.store import (
+    GroupCommitWriter,
+    LedgerStore,
+    checkpoint_store,
+    open_store,
+    verify_store,
+)
 
 __all__ = [
     "DEPLOY_KIND",
@@ -259,7 +270,9 @@ class Charter:
         Every request is checked before any is decided, so one malformed request records
         nothing.
         """
-        parsed = [r if isinstance(r, ActionRequest) else ActionRequest.from_json(r) for r in requests]
+        parsed = [
+            r if isinstance(r, ActionRequest) else ActionRequest.from_json(r) for r in requests
+        ]
         pending = []
         with self._lock:
             for request in parsed:
@@ -278,7 +291,9 @@ class Charter:
     def halt(self, scope: str = "all", target: str | None = None, *, reason: str, by: str) -> None:
         """Stop every request that `scope`/`target` covers until `resume` is called."""
         if scope not in ("all", "agent", "action") or (scope != "all") != (target is not None):
-            raise RequestInvalid("scope", "a halt covers `all`, or an `agent` or `action` named by `target`")
+            raise RequestInvalid(
+                "scope", "a halt covers `all`, or an `agent` or `action` named by `target`"
+            )
         with self._lock:
             payload = {"scope": scope, "target": target, "reason": reason, "by": by}
             self._submit(NewEvent(HALT_KIND, format_time(self._clock()), payload)).result()
@@ -298,13 +313,29 @@ class Charter:
 
     # -- audit -------------------------------------------------------------------------
 
-    def verify(self) -> VerifyReport:
-        """Verify the whole ledger's hash chain (and its latest checkpoint, if any)."""
-        return verify_store(self.store)
+    def verify(
+        self, public_key: Ed25519PublicKey | None = None, *, strict: bool = False
+    ) -> VerifyReport:
+        """Verify the whole ledger's hash chain, and its latest checkpoint if any.
+
+        Args:
+            public_key: the checkpoint signer's key; without it a checkpoint's signature is
+                not checked, only its size and roots.
+            strict: also check each payload is canonical JSON (catches a buggy writer;
+                a forger can write canonical JSON too, so it adds no tamper evidence).
+        """
+        return verify_store(self.store, public_key, check_canonical=strict)
+
+    def checkpoint(self, private_key: Ed25519PrivateKey) -> SignedCheckpoint:
+        """Sign and record a checkpoint of the ledger as it is now."""
+        with self._lock:
+            return checkpoint_store(self.store, private_key, at=format_time(self._clock()))
 
     def replay(self, against: Bundle | None = None) -> ReplayReport:
         """Replay every recorded decision: verify the record, or preview `against`."""
-        return replay(recorded_entries(self.store), lambda v: load_recorded_bundle(self.store, v), against)
+        return replay(
+            recorded_entries(self.store), lambda v: load_recorded_bundle(self.store, v), against
+        )
 
 
 def recorded_entries(store: LedgerStore) -> Iterable[RecordedEntry]:
@@ -326,4 +357,3 @@ def load_recorded_bundle(store: LedgerStore, version: str) -> Bundle | None:
     if bundle.version != version or canonical_bytes(dict(bundle.content)) != content:
         raise LedgerError(f"stored bundle `{version}` does not match its version: it was altered")
     return bundle
-

@@ -68,7 +68,7 @@ def _json_copy(value: Any, path: str, depth: int = 0) -> Any:
     """
     if depth > _MAX_DEPTH:
         raise RequestInvalid(path, f"nesting deeper than {_MAX_DEPTH} levels")
-    if isinstance(value, str) or isinstance(value, bool) or value is None:
+    if isinstance(value, str | bool) or value is None:
         return value
     if isinstance(value, int):
         if abs(value) > _MAX_SAFE_INTEGER:
@@ -171,9 +171,7 @@ def _validate_context(context: Any) -> dict[str, Any]:
             raise RequestInvalid("context.labels", "must be an object")
         for key, value in labels.items():
             if isinstance(value, dict | list) or value is None:
-                raise RequestInvalid(
-                    f"context.labels.{key}", "must be a string, number or boolean"
-                )
+                raise RequestInvalid(f"context.labels.{key}", "must be a string, number or boolean")
     return context
 
 

@@ -79,16 +79,13 @@ class ReplayReport:
             "transitions": [
                 {"from": a, "to": b, "count": n} for (a, b), n in self.transitions.most_common()
             ],
-            "by_rule": {
-                rule: dict(counts) for rule, counts in sorted(self.by_rule.items())
-            },
+            "by_rule": {rule: dict(counts) for rule, counts in sorted(self.by_rule.items())},
             "by_agent": {
                 agent: [{"from": a, "to": b, "count": n} for (a, b), n in c.most_common()]
                 for agent, c in sorted(self.by_agent.items())
             },
             "examples": [
-                {"from": a, "to": b, "entries": items}
-                for (a, b), items in self.examples.items()
+                {"from": a, "to": b, "entries": items} for (a, b), items in self.examples.items()
             ],
             "mismatches": self.mismatches,
             "errors": [{"seq": seq, "message": m} for seq, m in self.errors],

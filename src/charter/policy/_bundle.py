@@ -26,6 +26,8 @@ from charter.model import AgentProfile, RouteRef
 from charter.policy._conditions import (
     CelProgram,
     compile_condition,
+    flat_name,
+    flatten,
     impossible_fields,
     read_fields,
     unknown_variables,
@@ -40,7 +42,7 @@ from charter.policy._spec import (
     parse_bundle,
 )
 
-__all__ = ["Bundle", "Check", "DataRule", "Plan", "load_bundle", "bundle_from_content"]
+__all__ = ["Bundle", "Check", "DataRule", "Plan", "bundle_from_content", "load_bundle"]
 
 #: The format of a bundle's canonical content; bumped if the content's shape changes.
 CONTENT_FORMAT = 1
@@ -85,11 +87,24 @@ class Plan:
     conditions: tuple[tuple[str, str], ...]  # (owner description, CEL source) by slot
     program: CelProgram | None
     variables: frozenset[str]
-    #: (variable, fields) to pass to CEL; fields None means the whole value.
-    inputs: tuple[tuple[str, frozenset[str] | None], ...]
+    #: (variable, field, CEL name) bound one by one for the flattened program.
+    flat: tuple[tuple[str, str, str], ...]
+    #: (variable, field, CEL name) bound to whether the field is present.
+    present: tuple[tuple[str, str, str], ...]
+    #: variables passed to the program whole.
+    whole: tuple[str, ...]
     budgets: tuple[BudgetRef, ...]
     route: RouteRef | None
     singles: list[CelProgram | None] = field(default_factory=list)
+
+    def of_kind(self, kind: str) -> tuple[Check, ...]:
+        """The plan's checks of one kind, in bundle order (cached: the engine asks per call)."""
+        cached = self.kinds.get(kind)
+        if cached is None:
+            cached = self.kinds[kind] = tuple(c for c in self.checks if c.kind == kind)
+        return cached
+
+    kinds: dict[str, tuple[Check, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,17 +169,33 @@ class _Compiler:
         route = self.spec.routes.get(name)
         if route is None:
             known = ", ".join(f"`{r}`" for r in sorted(self.spec.routes)) or "none"
-            self.add(node, "unknown_route", f"{what} names route `{name}`, which does not exist (routes: {known})")
+            self.add(
+                node,
+                "unknown_route",
+                f"{what} names route `{name}`, which does not exist (routes: {known})",
+            )
             return None
-        return RouteRef(route.id, route.groups, route.approvals, route.sla_seconds, route.on_timeout)
+        return RouteRef(
+            route.id, route.groups, route.approvals, route.sla_seconds, route.on_timeout
+        )
 
     def check_references(self) -> None:
         spec = self.spec
         for agent in spec.agents.values():
             if agent.role and agent.role not in spec.roles:
-                self.add(agent.node.child("role"), "unknown_role", f"agent `{agent.id}` has role `{agent.role}`, which is not defined under `roles`")
+                self.add(
+                    agent.node.child("role"),
+                    "unknown_role",
+                    f"agent `{agent.id}` has role `{agent.role}`, "
+                    "which is not defined under `roles`",
+                )
             if spec.autonomy is not None and agent.autonomy not in spec.autonomy.levels:
-                self.add(agent.node.child("autonomy") if "autonomy" in agent.node.value else agent.node, "unknown_level", f"agent `{agent.id}` has autonomy level {agent.autonomy}, which `autonomy.levels` does not define")
+                self.add(
+                    agent.node.child("autonomy") if "autonomy" in agent.node.value else agent.node,
+                    "unknown_level",
+                    f"agent `{agent.id}` has autonomy level {agent.autonomy}, "
+                    "which `autonomy.levels` does not define",
+                )
         all_actions = {(r.name, a) for r in spec.roles.values() for a in r.envelope}
         selectors: list[tuple[str, Selector, Node]] = [
             *((f"rule `{r.id}`", r.selector, r.node) for r in spec.rules),
@@ -174,36 +205,78 @@ class _Compiler:
         for what, selector, node in selectors:
             for role in selector.roles:
                 if role not in spec.roles:
-                    self.add(node, "unknown_role", f"{what} names role `{role}`, which is not defined")
-            for agent in selector.agents:
-                if agent not in spec.agents:
-                    self.add(node, "unknown_agent", f"{what} names agent `{agent}`, which is not defined")
+                    self.add(
+                        node, "unknown_role", f"{what} names role `{role}`, which is not defined"
+                    )
+            for agent_id in selector.agents:
+                if agent_id not in spec.agents:
+                    self.add(
+                        node,
+                        "unknown_agent",
+                        f"{what} names agent `{agent_id}`, which is not defined",
+                    )
             for pattern in selector.actions:
                 if not any(
                     fnmatch.fnmatchcase(a, pattern) and (not selector.roles or r in selector.roles)
                     for r, a in all_actions
                 ):
-                    self.add(node, "matches_nothing", f"{what}: action pattern `{pattern}` matches no action in the envelopes it applies to")
+                    self.add(
+                        node,
+                        "matches_nothing",
+                        f"{what}: action pattern `{pattern}` matches no action "
+                        "in the envelopes it applies to",
+                    )
         seen: dict[str, str] = {}
-        for kind, items in (("rule", spec.rules), ("risk factor", spec.factors), ("budget", spec.budgets)):
+        for kind, items in (
+            ("rule", spec.rules),
+            ("risk factor", spec.factors),
+            ("budget", spec.budgets),
+        ):
             for item in items:
                 if item.id in seen:
-                    self.add(item.node, "duplicate_id", f"id `{item.id}` of this {kind} is already used by a {seen[item.id]}")
+                    self.add(
+                        item.node,
+                        "duplicate_id",
+                        f"id `{item.id}` of this {kind} is already used by a {seen[item.id]}",
+                    )
                 seen.setdefault(item.id, kind)
         for route in spec.routes.values():
             if route.next_route is not None:
-                self.route(route.next_route, route.node.child("on_timeout"), f"the timeout of route `{route.id}`")
+                self.route(
+                    route.next_route,
+                    route.node.child("on_timeout"),
+                    f"the timeout of route `{route.id}`",
+                )
                 if route.next_route == route.id:
-                    self.add(route.node, "route_loop", f"route `{route.id}` escalates to itself on timeout")
+                    self.add(
+                        route.node,
+                        "route_loop",
+                        f"route `{route.id}` escalates to itself on timeout",
+                    )
         for rule in spec.rules:
             if rule.runbook is not None:
                 path = PurePosixPath(rule.runbook)
                 if path.is_absolute() or ".." in path.parts or rule.runbook not in self.runbooks:
-                    self.add(rule.node.child("runbook"), "unknown_runbook", f"rule `{rule.id}` names runbook `{rule.runbook}`, which is not a file under `runbooks/` in the bundle")
+                    self.add(
+                        rule.node.child("runbook"),
+                        "unknown_runbook",
+                        f"rule `{rule.id}` names runbook `{rule.runbook}`, "
+                        "which is not a file under `runbooks/` in the bundle",
+                    )
         if spec.autonomy is None:
-            self.problems.append(Problem("(bundle)", 0, 0, "missing_section", "the bundle has no `autonomy` section: define `levels` and the `ceiling`"))
+            self.problems.append(
+                Problem(
+                    "(bundle)",
+                    0,
+                    0,
+                    "missing_section",
+                    "the bundle has no `autonomy` section: define `levels` and the `ceiling`",
+                )
+            )
         if not spec.roles:
-            self.problems.append(Problem("(bundle)", 0, 0, "missing_section", "the bundle defines no `roles`"))
+            self.problems.append(
+                Problem("(bundle)", 0, 0, "missing_section", "the bundle defines no `roles`")
+            )
 
     # -- conditions --------------------------------------------------------------------
 
@@ -255,7 +328,11 @@ class _Compiler:
 
     def plans(self) -> tuple[dict[tuple[str, str], Plan], dict[tuple[str, str], Plan]]:
         spec = self.spec
-        default_route = self.route(spec.default_route, spec.default_route_node, "`defaults.route`") if spec.default_route_node else None
+        default_route = (
+            self.route(spec.default_route, spec.default_route_node, "`defaults.route`")
+            if spec.default_route_node
+            else None
+        )
         plans: dict[tuple[str, str], Plan] = {}
         agent_plans: dict[tuple[str, str], Plan] = {}
         for role in spec.roles.values():
@@ -263,7 +340,9 @@ class _Compiler:
                 plans[(role.name, action)] = self.plan(role, action, None, default_route)
                 for agent in spec.agents.values():
                     if agent.role == role.name and self.agent_specific(role.name, action, agent.id):
-                        agent_plans[(agent.id, action)] = self.plan(role, action, agent.id, default_route)
+                        agent_plans[(agent.id, action)] = self.plan(
+                            role, action, agent.id, default_route
+                        )
         return plans, agent_plans
 
     def agent_specific(self, role: str, action: str, agent: str) -> bool:
@@ -271,14 +350,20 @@ class _Compiler:
         items += [f.selector for f in self.spec.factors] + [b.selector for b in self.spec.budgets]
         return any(s.agents and agent in s.agents and _matches(s, role, action) for s in items)
 
-    def plan(self, role: RoleSpec, action: str, agent: str | None, default_route: RouteRef | None) -> Plan:
+    def plan(
+        self, role: RoleSpec, action: str, agent: str | None, default_route: RouteRef | None
+    ) -> Plan:
         spec = self.spec
         aspec = role.envelope[action]
         # Keys in canonical order: a contract's error messages then read the same whether
         # the bundle came from its files or from the ledger.
         schema = json.loads(canonical_bytes(dict(aspec.args)))
         contract = [(action, schema)]
-        redacted = [".".join(d.field.split(".")) for d in spec.data if not d.actions or any(fnmatch.fnmatchcase(action, p) for p in d.actions)]
+        redacted = [
+            ".".join(d.field.split("."))
+            for d in spec.data
+            if not d.actions or any(fnmatch.fnmatchcase(action, p) for p in d.actions)
+        ]
         conditions: list[tuple[str, str]] = []
         programs: list[CelProgram | None] = []
         checks: list[Check] = []
@@ -296,43 +381,72 @@ class _Compiler:
                 programs.append(self.program(cond, what, contract, redacted))
             return tuple(out)
 
-        action_route = self.route(aspec.route, aspec.node.child("route") if aspec.route else aspec.node, f"action `{action}` of role `{role.name}`")
+        action_route = self.route(
+            aspec.route,
+            aspec.node.child("route") if aspec.route else aspec.node,
+            f"action `{action}` of role `{role.name}`",
+        )
         route = action_route or default_route
         if aspec.when:
-            checks.append(Check("envelope", f"{role.name}/{action}", aspec.description or f"the envelope of role `{role.name}` for `{action}`", slots(aspec.when, f"the envelope condition of `{action}` in role `{role.name}`")))
+            checks.append(
+                Check(
+                    "envelope",
+                    f"{role.name}/{action}",
+                    aspec.description or f"the envelope of role `{role.name}` for `{action}`",
+                    slots(
+                        aspec.when, f"the envelope condition of `{action}` in role `{role.name}`"
+                    ),
+                )
+            )
         for rule in spec.rules:
             if applies(rule.selector):
-                rroute = self.route(rule.route, rule.node.child("route") if rule.route else rule.node, f"rule `{rule.id}`")
-                checks.append(Check(rule.effect, rule.id, rule.reason, slots(rule.when, f"rule `{rule.id}`"), route=rroute or route, runbook=rule.runbook))
+                rroute = self.route(
+                    rule.route,
+                    rule.node.child("route") if rule.route else rule.node,
+                    f"rule `{rule.id}`",
+                )
+                checks.append(
+                    Check(
+                        rule.effect,
+                        rule.id,
+                        rule.reason,
+                        slots(rule.when, f"rule `{rule.id}`"),
+                        route=rroute or route,
+                        runbook=rule.runbook,
+                    )
+                )
         for factor in spec.factors:
             if applies(factor.selector):
-                checks.append(Check("factor", factor.id, factor.reason, slots(factor.when, f"risk factor `{factor.id}`"), points=factor.points))
+                checks.append(
+                    Check(
+                        "factor",
+                        factor.id,
+                        factor.reason,
+                        slots(factor.when, f"risk factor `{factor.id}`"),
+                        points=factor.points,
+                    )
+                )
         budgets = tuple(
             BudgetRef(b.id, b.window_seconds, b.max_count, b.max_risk, b.reason)
             for b in spec.budgets
             if applies(b.selector)
         )
         if route is None:
-            self.add(aspec.node, "no_route", f"action `{action}` of role `{role.name}` has no escalation route: set `route` on it or `defaults.route`")
-        program = None
-        variables: set[str] = set()
-        if conditions and all(p is not None for p in programs):
-            source = "[" + ", ".join(f"({src})" for _, src in conditions) + "]"
-            program, error = compile_condition(source)
-            for (_, src), single in zip(conditions, programs, strict=True):
-                variables |= used_variables(single, src)
-            if error is not None:  # every part compiled alone; keep them apart
-                program = None
-        inputs = []
-        for name in sorted(variables):
-            fields: frozenset[str] | None = frozenset()
-            for _, src in conditions:
-                found = read_fields(src, name) if name in ("agent", "args", "context") else None
-                fields = None if found is None or fields is None else fields | found
-            inputs.append((name, fields))
+            self.add(
+                aspec.node,
+                "no_route",
+                f"action `{action}` of role `{role.name}` has no escalation route: "
+                "set `route` on it or `defaults.route`",
+            )
+        program, variables, flat, present, whole = _combined_program(conditions, programs)
         schema_problem = self.contract_problem(schema)
         if schema_problem is not None:
-            self.add(aspec.node.child("args") if "args" in aspec.node.value else aspec.node, "invalid_contract", f"the `args` contract of `{action}` in role `{role.name}` is not a valid JSON Schema: {schema_problem}")
+            self.add(
+                aspec.node.child("args") if "args" in aspec.node.value else aspec.node,
+                "invalid_contract",
+                f"the `args` contract of `{action}` in role `{role.name}` "
+                f"is not a valid JSON Schema: {schema_problem}",
+            )
             validate: Callable[[Any], Any] = _reject_all
         else:
             validate = fastjsonschema.compile(schema)
@@ -345,7 +459,9 @@ class _Compiler:
             conditions=tuple(conditions),
             program=program,
             variables=frozenset(variables),
-            inputs=tuple(inputs),
+            flat=tuple(flat),
+            present=tuple(present),
+            whole=tuple(whole),
             budgets=budgets,
             route=route,
             singles=programs,
@@ -365,6 +481,50 @@ class _Compiler:
         return None
 
 
+def _combined_program(
+    conditions: Sequence[tuple[str, str]], programs: Sequence[CelProgram | None]
+) -> tuple[
+    CelProgram | None,
+    set[str],
+    list[tuple[str, str, str]],
+    list[tuple[str, str, str]],
+    list[str],
+]:
+    """One CEL program returning every condition's result, with the inputs it binds."""
+    program = None
+    variables: set[str] = set()
+    flat: list[tuple[str, str, str]] = []
+    present: list[tuple[str, str, str]] = []
+    whole: list[str] = []
+    if conditions and all(p is not None for p in programs):
+        for (_, src), single in zip(conditions, programs, strict=True):
+            variables |= used_variables(single, src)
+        flattened = [
+            v
+            for v in ("agent", "args", "context")
+            if v in variables and all(read_fields(src, v) is not None for _, src in conditions)
+        ]
+        source = "[" + ", ".join(f"({flatten(src, flattened)})" for _, src in conditions) + "]"
+        program, error = compile_condition(source)
+        if error is not None:  # flattening is an optimisation; never let it cost a plan
+            flattened = []
+            source = "[" + ", ".join(f"({src})" for _, src in conditions) + "]"
+            program, error = compile_condition(source)
+        if error is not None:  # every part compiled alone; evaluate them one by one
+            program = None
+        names = set(program.variables()) if program is not None else set()
+        for var in flattened:
+            for field in sorted(
+                set().union(*(read_fields(src, var) or () for _, src in conditions))
+            ):
+                if flat_name(var, field) in names:
+                    flat.append((var, field, flat_name(var, field)))
+                if flat_name(var, field, has=True) in names:
+                    present.append((var, field, flat_name(var, field, has=True)))
+        whole = sorted(v for v in variables if v not in flattened)
+    return program, variables, flat, present, whole
+
+
 def _reject_all(value: Any) -> Any:
     raise fastjsonschema.JsonSchemaValueException("the contract is invalid")
 
@@ -375,9 +535,11 @@ def _build(files: list[SourceFile], runbooks: dict[str, str], problems: list[Pro
     compiler.check_references()
     plans, agent_plans = compiler.plans()
     if problems:
-        raise PolicyInvalid(sorted(set(problems), key=lambda p: (p.file, p.line, p.col, p.code, p.message)))
+        raise PolicyInvalid(
+            sorted(set(problems), key=lambda p: (p.file, p.line, p.col, p.code, p.message))
+        )
     assert spec.autonomy is not None
-    content = {
+    content: dict[str, Any] = {
         "format": CONTENT_FORMAT,
         "files": {f.name: f.node.value for f in files},
         "runbooks": dict(runbooks),
@@ -429,7 +591,17 @@ def bundle_from_content(content: Mapping[str, Any]) -> Bundle:
     problems: list[Problem] = []
     files_raw = content.get("files")
     if content.get("format") != CONTENT_FORMAT or not isinstance(files_raw, dict):
-        raise PolicyInvalid([Problem("(ledger)", 0, 0, "bundle_format", "stored bundle content is not in a format this version of Charter reads")])
+        raise PolicyInvalid(
+            [
+                Problem(
+                    "(ledger)",
+                    0,
+                    0,
+                    "bundle_format",
+                    "stored bundle content is not in a format this version of Charter reads",
+                )
+            ]
+        )
     files = [SourceFile(name, Node(value, name, 0, 0)) for name, value in sorted(files_raw.items())]
     runbooks = {str(k): str(v) for k, v in (content.get("runbooks") or {}).items()}
     return _build(files, runbooks, problems)

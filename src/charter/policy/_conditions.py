@@ -22,15 +22,20 @@ __all__ = [
     "CelProgram",
     "compile_condition",
     "field_references",
-    "read_fields",
+    "flat_name",
+    "flatten",
     "impossible_fields",
+    "read_fields",
     "unknown_variables",
 ]
 
 #: The variables every condition may read.
 VARIABLES = ("agent", "action", "args", "context", "now")
 
-_STRING = re.compile(r"""(?:[rR]?'''.*?'''|[rR]?\"\"\".*?\"\"\"|[rR]?'(?:\\.|[^'\\])*'|[rR]?"(?:\\.|[^"\\])*")""", re.S)
+_STRING = re.compile(
+    r"""(?:[rR]?'''.*?'''|[rR]?\"\"\".*?\"\"\"|[rR]?'(?:\\.|[^'\\])*'|[rR]?"(?:\\.|[^"\\])*")""",
+    re.S,
+)
 _MACRO_VAR = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 # A name followed by `(` is a macro or method on the variable itself (`args.exists(k, ...)`).
 _FIELD_REF = re.compile(r"(?<![\w.])(agent|args|context)\s*\.\s*([A-Za-z_]\w*)(?!\w|\s*\()")
@@ -63,7 +68,7 @@ def compile_condition(source: str) -> tuple[CelProgram | None, CompileError | No
         if match:
             detail = match.group(3).split("\n")[0].strip()
             return None, CompileError(int(match.group(1)), int(match.group(2)), detail)
-        return None, CompileError(1, 1, text.split("\n")[0])
+        return None, CompileError(1, 1, text.split("\n", maxsplit=1)[0])
 
 
 def unknown_variables(program: CelProgram, source: str) -> list[str]:
@@ -92,6 +97,45 @@ def read_fields(source: str, variable: str) -> frozenset[str] | None:
     return frozenset(name for var, name in _FIELD_REF.findall(blank) if var == variable)
 
 
+_HAS = re.compile(r"has\(\s*(agent|args|context)\s*\.\s*([A-Za-z_]\w*)\s*\)")
+
+
+def _mask_strings(source: str) -> str:
+    """The source with each string literal's characters replaced by `#`, offsets kept."""
+    return _STRING.sub(lambda m: "#" * len(m.group(0)), source)
+
+
+def flat_name(variable: str, field: str, *, has: bool = False) -> str:
+    """The top-level CEL variable that stands for `variable.field` (or `has(...)` of it)."""
+    return f"__{'h' if has else 'v'}_{variable}_{field}"
+
+
+def flatten(source: str, variables: Iterable[str]) -> str:
+    """Rewrite `args.amount` as one top-level variable, `has(args.x)` as a boolean one.
+
+    Passing a map into CEL costs far more than passing its values one by one, so for each
+    of `variables` (read only through `var.field`, see `read_fields`) the engine binds
+    each field it reads to its own name. A field that is absent leaves its name unbound,
+    which CEL reports as an error just as it reports the missing key, and `has()` reads
+    the boolean the engine bound: the result is the same either way.
+    """
+    wanted = set(variables)
+
+    def rewrite(text: str, pattern: re.Pattern[str], has: bool) -> str:
+        masked = _mask_strings(text)
+        out, last = [], 0
+        for match in pattern.finditer(masked):
+            if match.group(1) not in wanted:
+                continue
+            out.append(text[last : match.start()])
+            out.append(flat_name(match.group(1), match.group(2), has=has))
+            last = match.end()
+        out.append(text[last:])
+        return "".join(out)
+
+    return rewrite(rewrite(source, _HAS, True), _FIELD_REF, False)
+
+
 def field_references(source: str) -> list[tuple[str, str]]:
     """Each `agent.X`, `args.X` and `context.X` the expression names, first level only."""
     return sorted(set(_FIELD_REF.findall(_blank_strings(source))))
@@ -100,16 +144,12 @@ def field_references(source: str) -> list[tuple[str, str]]:
 def _allowed_args(schema: Mapping[str, Any]) -> set[str] | None:
     """The argument names a contract allows, or None when it allows any name."""
     props = schema.get("properties")
-    if schema.get("additionalProperties", True) is not False or schema.get(
-        "patternProperties"
-    ):
+    if schema.get("additionalProperties", True) is not False or schema.get("patternProperties"):
         return None
     return set(props) if isinstance(props, dict) else set()
 
 
-def impossible_fields(
-    source: str, contracts: Iterable[tuple[str, Mapping[str, Any]]]
-) -> list[str]:
+def impossible_fields(source: str, contracts: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """Messages for fields this condition names that can never be present.
 
     `contracts` are the (action, JSON Schema) pairs the condition applies to; an argument

@@ -26,7 +26,7 @@ Steps 1 and 2 stop the evaluation: past them nothing else is meaningful.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import fastjsonschema
@@ -36,17 +36,20 @@ from charter.model import (
     ActionRequest,
     AgentProfile,
     AgentState,
+    BudgetUsage,
     Decision,
     Factor,
     Reason,
     RouteRef,
     Verdict,
 )
-from charter.policy._bundle import Bundle, Check, Plan
+from charter.policy._bundle import BudgetRef, Bundle, Check, Plan
+from charter.policy._conditions import VARIABLES
 
 __all__ = ["decide", "format_seconds"]
 
 _MAX_LISTED = 8
+_BOOL = frozenset({bool})
 _CONTEXT_DEFAULTS: dict[str, Any] = {"alternatives": [], "data_sources": [], "labels": {}}
 
 
@@ -96,7 +99,10 @@ def _contract_errors(plan: Plan, args: Any, redacted: Iterable[str]) -> list[str
     skip = [tuple(p.split(".")[1:]) for p in redacted if p.startswith("args.")]
     out = []
     validator = jsonschema.Draft7Validator(plan.schema)
-    for error in sorted(validator.iter_errors(args), key=lambda e: ([str(p) for p in e.path], str(e.validator), e.message)):
+    for error in sorted(
+        validator.iter_errors(args),
+        key=lambda e: ([str(p) for p in e.path], str(e.validator), e.message),
+    ):
         path = tuple(str(p) for p in error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
             missing = [n for n in error.validator_value if n not in error.instance]
@@ -117,23 +123,30 @@ def _short(exc: BaseException) -> str:
     return first.rstrip(".")
 
 
-def _evaluate(plan: Plan, env: dict[str, Any]) -> tuple[list[bool], list[Reason]]:
-    """Every condition's result, evaluated in one CEL call, and any errors by condition."""
+def _evaluate(
+    plan: Plan, sources: Mapping[str, Any], everything: Callable[[], dict[str, Any]]
+) -> tuple[list[bool], list[Reason]]:
+    """Every condition's result, evaluated in one CEL call, and any errors by condition.
+
+    When the one call fails, each condition is evaluated alone on the whole variables, so
+    the error names the condition and says what CEL said about it.
+    """
     if not plan.conditions:
         return [], []
     if plan.program is not None:
         try:
-            results = plan.program.execute(env)
-        except Exception:  # noqa: BLE001 - fall back to one-by-one to name the failing one
+            results = plan.program.execute(_inputs(plan, sources))
+        except Exception:
             results = None
-        if isinstance(results, list) and all(isinstance(r, bool) for r in results):
+        if isinstance(results, list) and set(map(type, results)) <= _BOOL:
             return results, []
     values: list[bool] = []
     errors: list[Reason] = []
+    env = everything()
     for (owner, source), single in zip(plan.conditions, plan.singles, strict=True):
         try:
             value = single.execute(env) if single is not None else None
-        except Exception as exc:  # noqa: BLE001 - any failure inside CEL means "cannot decide"
+        except Exception as exc:
             errors.append(
                 Reason(
                     "evaluation_error",
@@ -171,33 +184,45 @@ def _fired(check: Check, values: Sequence[bool]) -> bool:
     return all(values[s] for s in slots)
 
 
-def _pick(value: Mapping[str, Any], fields: frozenset[str] | None) -> dict[str, Any]:
-    if fields is None:
-        return dict(value)
-    return {k: value[k] for k in fields if k in value}
-
-
-def _inputs(
-    plan: Plan, request: ActionRequest, profile: AgentProfile, level: int, now: dt.datetime
+def _sources(
+    request: ActionRequest,
+    profile: AgentProfile,
+    level: int,
+    now: dt.datetime,
+    wanted: Iterable[str] = VARIABLES,
 ) -> dict[str, Any]:
-    """The CEL variables the plan's conditions read, holding only the fields they read."""
-    env: dict[str, Any] = {}
-    for name, fields in plan.inputs:
+    """The variables conditions read (those in `wanted`), each whole."""
+    out: dict[str, Any] = {}
+    for name in wanted:
         if name == "args":
-            env["args"] = _pick(request.args, fields)
+            out["args"] = request.args
         elif name == "context":
             # Lists and maps default to empty so `exists`/`all` read naturally without `has`.
-            env["context"] = _pick({**_CONTEXT_DEFAULTS, **request.context}, fields)
+            out["context"] = {**_CONTEXT_DEFAULTS, **request.context}
         elif name == "action":
-            env["action"] = request.action
+            out["action"] = request.action
         elif name == "now":
             # CEL's calendar functions read the offset they are given; decide in UTC so the
             # same instant written in any zone decides alike.
-            env["now"] = now.astimezone(dt.UTC)
+            out["now"] = now.astimezone(dt.UTC)
         else:
             agent = profile.to_json()
             agent["autonomy"] = level
-            env["agent"] = _pick(agent, fields)
+            out["agent"] = agent
+    return out
+
+
+def _inputs(plan: Plan, sources: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables of the plan's flattened program: each field read, bound on its own."""
+    env: dict[str, Any] = {}
+    for var, field, name in plan.flat:
+        value = sources[var]
+        if field in value:
+            env[name] = value[field]
+    for var, field, name in plan.present:
+        env[name] = field in sources[var]
+    for var in plan.whole:
+        env[var] = sources[var]
     return env
 
 
@@ -234,8 +259,11 @@ def decide(
             profile,
             level,
             [
-                Reason("halted", f"halted ({h.scope}{' ' + h.target if h.target else ''})"
-                       + (f": {h.reason}" if h.reason else ""))
+                Reason(
+                    "halted",
+                    f"halted ({h.scope}{' ' + h.target if h.target else ''})"
+                    + (f": {h.reason}" if h.reason else ""),
+                )
                 for h in halts
             ],
         )
@@ -268,18 +296,20 @@ def decide(
     try:
         plan.validate(dict(request.args))
     except fastjsonschema.JsonSchemaException:
-        errors = _contract_errors(plan, dict(request.args), redacted)
-        if errors:
+        broken = _contract_errors(plan, dict(request.args), redacted)
+        if broken:
             return _deny(
                 request,
                 bundle,
                 profile,
                 level,
-                [Reason("contract", f"arguments break the contract of `{request.action}`: {e}")
-                 for e in errors[:_MAX_LISTED]],
+                [
+                    Reason("contract", f"arguments break the contract of `{request.action}`: {e}")
+                    for e in broken[:_MAX_LISTED]
+                ],
             )
-    env = _inputs(plan, request, profile, level, now)
-    values, errors = _evaluate(plan, env)
+    sources = _sources(request, profile, level, now, plan.variables)
+    values, errors = _evaluate(plan, sources, lambda: _sources(request, profile, level, now))
     return _combine(request, bundle, state, profile, level, plan, values, errors)
 
 
@@ -294,11 +324,11 @@ def _combine(
     errors: Sequence[Reason],
 ) -> Decision:
     """Apply the precedence to evaluated conditions (see the module's truth table)."""
-    envelope = {c.id for c in plan.checks if c.kind == "envelope"}
-    if any(e.rule in envelope for e in errors):
+    envelope = plan.of_kind("envelope")
+    if errors and any(e.rule == c.id for e in errors for c in envelope):
         return _deny(request, bundle, profile, level, errors)
-    for check in plan.checks:
-        if check.kind == "envelope" and not _fired(check, values):
+    for check in envelope:
+        if not _fired(check, values):
             return _deny(
                 request,
                 bundle,
@@ -308,26 +338,19 @@ def _combine(
             )
     if errors:
         return _deny(request, bundle, profile, level, errors)
-    fired = [c for c in plan.checks if c.kind != "envelope" and _fired(c, values)]
-    factors = tuple(Factor(c.id, c.points, c.reason) for c in fired if c.kind == "factor")
+    factors = tuple(
+        Factor(c.id, c.points, c.reason) for c in plan.of_kind("factor") if _fired(c, values)
+    )
     risk = sum(f.points for f in factors)
     max_risk = _level_risk(bundle, level)
     reasons: list[Reason] = []
     verdict = Verdict.ALLOW
     route: RouteRef | None = None
     runbook: str | None = None
-
-    def settle(candidate: Verdict) -> bool:
-        nonlocal verdict
-        if verdict is Verdict.ALLOW:
-            verdict = candidate
-            return True
-        return False
-
-    for check in fired:
-        if check.kind == "deny":
+    for check in plan.of_kind("deny"):
+        if _fired(check, values):
             reasons.append(Reason("deny_rule", check.reason, check.id))
-            settle(Verdict.DENY)
+            verdict = Verdict.DENY
     if risk > bundle.ceiling:
         reasons.append(
             Reason(
@@ -336,17 +359,17 @@ def _combine(
                 "no agent may take this alone or with approval",
             )
         )
-        settle(Verdict.DENY)
-    for check in fired:
-        if check.kind == "escalate":
+        verdict = Verdict.DENY
+    for check in plan.of_kind("escalate"):
+        if _fired(check, values):
             reasons.append(Reason("escalate_rule", check.reason, check.id))
-            if settle(Verdict.ESCALATE):
-                route, runbook = check.route, check.runbook
-    for check in fired:
-        if check.kind == "require_approval":
+            if verdict is Verdict.ALLOW:
+                verdict, route, runbook = Verdict.ESCALATE, check.route, check.runbook
+    for check in plan.of_kind("require_approval"):
+        if _fired(check, values):
             reasons.append(Reason("approval_rule", check.reason, check.id))
-            if settle(Verdict.REQUIRE_APPROVAL):
-                route = check.route
+            if verdict is Verdict.ALLOW:
+                verdict, route = Verdict.REQUIRE_APPROVAL, check.route
     if risk > max_risk:
         reasons.append(
             Reason(
@@ -355,25 +378,14 @@ def _combine(
                 "may take alone",
             )
         )
-        if settle(Verdict.REQUIRE_APPROVAL):
-            route = plan.route
+        if verdict is Verdict.ALLOW:
+            verdict, route = Verdict.REQUIRE_APPROVAL, plan.route
     for budget in plan.budgets:
-        used = state.budgets.get(budget.id)
-        count = used.count if used else 0
-        spent = used.risk if used else 0
-        window = format_seconds(budget.window_seconds)
-        message = None
-        if budget.max_count is not None and count + 1 > budget.max_count:
-            message = f"{budget.reason}: {count} of {budget.max_count} actions used in {window}"
-        elif budget.max_risk is not None and spent + risk > budget.max_risk:
-            message = (
-                f"{budget.reason}: {spent} of {budget.max_risk} risk used in {window}, "
-                f"this action adds {risk}"
-            )
+        message = _budget_spent(budget, state.budgets.get(budget.id), risk)
         if message is not None:
             reasons.append(Reason("budget_spent", message, budget.id))
-            if settle(Verdict.REQUIRE_APPROVAL):
-                route = plan.route
+            if verdict is Verdict.ALLOW:
+                verdict, route = Verdict.REQUIRE_APPROVAL, plan.route
     if verdict is Verdict.ALLOW:
         reasons.append(
             Reason(
@@ -397,3 +409,19 @@ def _combine(
         route=route if verdict in (Verdict.REQUIRE_APPROVAL, Verdict.ESCALATE) else None,
         runbook=runbook,
     )
+
+
+def _budget_spent(budget: BudgetRef, used: BudgetUsage | None, risk: int) -> str | None:
+    """Why this action would overspend the budget, or None when it fits."""
+    count = used.count if used else 0
+    spent = used.risk if used else 0
+    if budget.max_count is not None and count + 1 > budget.max_count:
+        window = format_seconds(budget.window_seconds)
+        return f"{budget.reason}: {count} of {budget.max_count} actions used in {window}"
+    if budget.max_risk is not None and spent + risk > budget.max_risk:
+        window = format_seconds(budget.window_seconds)
+        return (
+            f"{budget.reason}: {spent} of {budget.max_risk} risk used in {window}, "
+            f"this action adds {risk}"
+        )
+    return None

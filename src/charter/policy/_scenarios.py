@@ -19,7 +19,14 @@ from charter.policy._bundle import Bundle
 from charter.policy._engine import decide
 from charter.policy._source import SCENARIO_DIR, Node, read_yaml
 
-__all__ = ["DEFAULT_NOW", "Scenario", "ScenarioResult", "SuiteReport", "load_scenarios", "run_scenarios"]
+__all__ = [
+    "DEFAULT_NOW",
+    "Scenario",
+    "ScenarioResult",
+    "SuiteReport",
+    "load_scenarios",
+    "run_scenarios",
+]
 
 #: The clock of a scenario that names none: fixed, so a suite never depends on the day.
 DEFAULT_NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -97,7 +104,9 @@ def _parse_state(node: Node, problems: list[Problem]) -> AgentState:
         return AgentState()
     for halt in halts:
         if halt.scope not in ("all", "agent", "action"):
-            problems.append(node.problem("scenario", "a halt's `scope` is `all`, `agent` or `action`"))
+            problems.append(
+                node.problem("scenario", "a halt's `scope` is `all`, `agent` or `action`")
+            )
     autonomy = raw.get("autonomy")
     if autonomy is not None and (isinstance(autonomy, bool) or not isinstance(autonomy, int)):
         problems.append(node.problem("scenario", "`state.autonomy` must be a whole number"))
@@ -117,7 +126,9 @@ def load_scenarios(root: Path, problems: list[Problem]) -> list[Scenario]:
         if node is None:
             continue
         if not isinstance(node.value, dict) or not isinstance(node.value.get("scenarios"), list):
-            problems.append(node.problem("scenario", "a suite is a mapping with a `scenarios` list"))
+            problems.append(
+                node.problem("scenario", "a suite is a mapping with a `scenarios` list")
+            )
             continue
         for _, case in node.child("scenarios").items():
             scenario = _parse_case(case, display, problems)
@@ -167,13 +178,21 @@ def _parse_case(case: Node, display: str, problems: list[Problem]) -> Scenario |
     try:
         request = ActionRequest.from_json(raw["request"])
     except RequestInvalid as exc:
-        problems.append(case.child("request").problem("scenario", f"scenario `{name}`: {exc.message}"))
+        problems.append(
+            case.child("request").problem("scenario", f"scenario `{name}`: {exc.message}")
+        )
         return None
     expect = raw["expect"]
-    if not isinstance(expect, dict) or not set(expect) <= set(_EXPECT_KEYS) or "verdict" not in expect:
+    if (
+        not isinstance(expect, dict)
+        or not set(expect) <= set(_EXPECT_KEYS)
+        or "verdict" not in expect
+    ):
         problems.append(
             case.child("expect").problem(
-                "scenario", f"scenario `{name}`: `expect` needs `verdict` and may hold {', '.join(_EXPECT_KEYS)}"
+                "scenario",
+                f"scenario `{name}`: `expect` needs `verdict` "
+                f"and may hold {', '.join(_EXPECT_KEYS)}",
             )
         )
         return None
@@ -182,13 +201,22 @@ def _parse_case(case: Node, display: str, problems: list[Problem]) -> Scenario |
         problems.append(case.child("expect").problem("scenario", f"scenario `{name}`: {wrong}"))
         return None
     if expect["verdict"] not in {v.value for v in Verdict}:
-        problems.append(case.child("expect").problem("scenario", f"scenario `{name}`: unknown verdict `{expect['verdict']}`"))
+        problems.append(
+            case.child("expect").problem(
+                "scenario", f"scenario `{name}`: unknown verdict `{expect['verdict']}`"
+            )
+        )
         return None
     now = DEFAULT_NOW
     if "now" in raw:
         parsed = _parse_now(case.child("now"))
         if parsed is None:
-            problems.append(case.child("now").problem("scenario", "`now` must be an RFC 3339 time with a zone, e.g. `2026-03-02T10:00:00Z`"))
+            problems.append(
+                case.child("now").problem(
+                    "scenario",
+                    "`now` must be an RFC 3339 time with a zone, e.g. `2026-03-02T10:00:00Z`",
+                )
+            )
             return None
         now = parsed
     state = _parse_state(case.child("state"), problems) if "state" in raw else AgentState()
@@ -209,7 +237,9 @@ def check_expectations(decision: Decision, expect: dict[str, Any]) -> list[str]:
     fired = set(decision.rules) | {f.id for f in decision.factors}
     for rule in _as_list(expect.get("rules")):
         if rule not in fired:
-            diffs.append(f"rules: expected `{rule}` to fire; fired: {', '.join(sorted(fired)) or 'none'}")
+            diffs.append(
+                f"rules: expected `{rule}` to fire; fired: {', '.join(sorted(fired)) or 'none'}"
+            )
     codes = {r.code for r in decision.reasons}
     for code in _as_list(expect.get("reasons")):
         if code not in codes:

@@ -76,8 +76,8 @@ def _to_node(raw: Any, file: str, line: int, col: int, problems: list[Problem]) 
         for key, item in raw.items():
             # A key brought in by a `<<` merge has no position of its own: use the mapping's.
             own = lc is not None and key in lc.data
-            kline, kcol = (lc.key(key) if own else (line - 1, col - 1))
-            vline, vcol = (lc.value(key) if own else (kline, kcol))
+            kline, kcol = lc.key(key) if own and lc else (line - 1, col - 1)
+            vline, vcol = lc.value(key) if own and lc else (kline, kcol)
             if item is None and vline != kline:  # `key:` with no value: ruamel points past it
                 vline, vcol = kline, kcol
             if isinstance(key, int) and not isinstance(key, bool):
@@ -99,7 +99,7 @@ def _to_node(raw: Any, file: str, line: int, col: int, problems: list[Problem]) 
         items: list[Any] = []
         node = Node(items, file, line, col)
         for i, item in enumerate(raw):
-            iline, icol = (lc.item(i) if lc is not None else (line - 1, col - 1))
+            iline, icol = lc.item(i) if lc is not None else (line - 1, col - 1)
             child = _to_node(item, file, iline + 1, icol + 1, problems)
             items.append(child.value)
             node.children[i] = child
@@ -196,7 +196,5 @@ def read_bundle_files(
                 except (UnicodeDecodeError, OSError) as exc:
                     problems.append(Problem(rel, 0, 0, "unreadable", str(exc)))
     if not files and not problems:
-        problems.append(
-            Problem(str(root), 0, 0, "empty_bundle", "holds no `*.yaml` policy files")
-        )
+        problems.append(Problem(str(root), 0, 0, "empty_bundle", "holds no `*.yaml` policy files"))
     return files, runbooks

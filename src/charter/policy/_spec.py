@@ -226,8 +226,7 @@ class _Reader:
                         line,
                         col,
                         "unknown_key",
-                        f"unknown key `{key}` in {what}{hint} "
-                        f"(allowed: {', '.join(allowed)})",
+                        f"unknown key `{key}` in {what}{hint} (allowed: {', '.join(allowed)})",
                     )
                 )
                 ok = False
@@ -418,7 +417,11 @@ def _parse_rules(r: _Reader, section: Node, spec: BundleSpec) -> None:
             )
         runbook = r.text(node, "runbook", what) or None
         if runbook is not None and effect != "escalate":
-            r.add(node.child("runbook"), "runbook_without_escalate", "only `escalate` rules carry a runbook")
+            r.add(
+                node.child("runbook"),
+                "runbook_without_escalate",
+                "only `escalate` rules carry a runbook",
+            )
         spec.rules.append(
             RuleSpec(
                 id=str(rid),
