@@ -98,9 +98,13 @@ class _Usage:
             self._by_agent.setdefault(agent, deque()).append((at, risk, budgets))
 
     def state(
-        self, agent: str, budgets: Iterable[tuple[str, int]], now: dt.datetime
+        self, agent: str, budgets: Iterable[tuple[str, int]], now: dt.datetime, horizon: int
     ) -> dict[str, BudgetUsage]:
-        """Usage of each (budget id, window seconds) over the window ending at `now`."""
+        """Usage of each (budget id, window seconds) over the window ending at `now`.
+
+        `horizon` is the longest window of any budget in force: older history can never
+        count again and is dropped, keeping memory bounded.
+        """
         wanted = list(budgets)
         if not wanted:
             return {}
@@ -108,8 +112,8 @@ class _Usage:
         usage = {bid: [0, 0] for bid, _ in wanted}
         if history:
             longest = max(w for _, w in wanted)
-            while history and (now - history[0][0]).total_seconds() >= longest * 4:
-                history.popleft()  # far outside every window that asks; keep memory bounded
+            while history and (now - history[0][0]).total_seconds() >= max(horizon, longest):
+                history.popleft()
             for at, risk, ids in reversed(history):
                 age = (now - at).total_seconds()
                 if age >= longest:
@@ -177,6 +181,10 @@ class Charter:
                 h = entry.payload_object()
                 self._halts.pop((h["scope"], h.get("target")), None)
 
+    @property
+    def _horizon(self) -> int:
+        return max((b.window_seconds for b in self.bundle.spec.budgets), default=0)
+
     def _record_deploy(self, bundle: Bundle) -> None:
         self.store.put_bundle(bundle.version, bundle.canonical_content())
         if self._deployed != bundle.version:
@@ -219,7 +227,7 @@ class Charter:
         plan = bundle.plan_for(request.agent, profile.role, request.action) if profile else None
         budgets = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
         state = AgentState(
-            budgets=self._usage.state(request.agent, budgets, now),
+            budgets=self._usage.state(request.agent, budgets, now, self._horizon),
             halts=tuple(self._halts.values()),
         )
         decision = decide(request, bundle, state, now)

@@ -105,6 +105,26 @@ class Plan:
         return cached
 
     kinds: dict[str, tuple[Check, ...]] = field(default_factory=dict)
+    relaxed: dict[frozenset[str], Callable[[Any], Any]] = field(default_factory=dict)
+
+    def validator_without(self, fields: frozenset[str]) -> Callable[[Any], Any]:
+        """The contract with top-level `fields` optional and unconstrained (cached).
+
+        Replay checks a recorded request whose personal data a data rule removed or
+        replaced; the live decision already checked those fields, so they are not held
+        against the record.
+        """
+        cached = self.relaxed.get(fields)
+        if cached is None:
+            schema = json.loads(json.dumps(self.schema))
+            if isinstance(schema.get("required"), list):
+                schema["required"] = [r for r in schema["required"] if r not in fields]
+            props = schema.get("properties")
+            if isinstance(props, dict):
+                for name in fields & props.keys():
+                    props[name] = {}
+            cached = self.relaxed[fields] = fastjsonschema.compile(schema)
+        return cached
 
 
 @dataclass(frozen=True, slots=True)
