@@ -37,7 +37,14 @@ from charter.ledger import (
 )
 from charter.ledger._replay import ReplayReport, replay
 from charter.model import ActionRequest, AgentState, Decision
-from charter.policy import Bundle, decide, load_bundle, load_scenarios, run_scenarios
+from charter.policy import (
+    Bundle,
+    decide,
+    format_seconds,
+    load_bundle,
+    load_scenarios,
+    run_scenarios,
+)
 from charter.store import checkpoint_store, open_store, verify_store
 
 __all__ = ["app", "main"]
@@ -62,7 +69,7 @@ DbOption = Annotated[Path, typer.Option("--db", help="The SQLite ledger file.")]
 def _print_problems(problems: tuple[Problem, ...] | list[Problem], root: Path | None) -> None:
     for problem in problems:
         name = problem.file
-        if root is not None and not name.startswith(("(", "/")):
+        if root is not None and not name.startswith(("(", "/")) and name != str(root):
             name = str(root / name)
         # Plain print: these lines are for editors and grep, not for rich's markup.
         print(f"{name}:{problem.line}:{problem.col}: {problem.code}: {problem.message}")
@@ -153,7 +160,7 @@ def _explain(decision: Decision) -> None:
         summary.add_row(
             "route",
             f"{r.id}: groups {', '.join(r.groups)}, {r.approvals} approval(s), "
-            f"SLA {r.sla_seconds}s, on timeout {r.on_timeout}",
+            f"SLA {format_seconds(r.sla_seconds)}, on timeout {r.on_timeout}",
         )
     if decision.runbook:
         summary.add_row("runbook", decision.runbook)
