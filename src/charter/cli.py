@@ -87,6 +87,9 @@ def _load(policy: Path) -> Bundle:
 @app.command()
 def check(policy: PolicyDir) -> None:
     """Validate a policy bundle: exit 0, or 1 with every problem as file:line:col: code: message."""
+    if not policy.is_dir():
+        err.print(f"error: `{policy}` is not a folder; a policy bundle is a folder of YAML files")
+        raise typer.Exit(2)
     bundle = _load(policy)
     actions = sum(len(a) for a in bundle.roles.values())
     out.print(
@@ -115,11 +118,12 @@ def _read_request(source: str | None) -> Any:
                 raise RequestInvalid(key, "appears twice in the same object")
         return dict(pairs)
 
-    def no_constants(name: str) -> Any:
-        raise RequestInvalid("", f"`{name}` is not a JSON number")
+    def constants(name: str) -> float:
+        # Let NaN and Infinity through so the request check can name the field they are in.
+        return float(name)
 
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=constants)
     except json.JSONDecodeError as exc:
         err.print(f"error: {where}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}")
         raise typer.Exit(2) from None
@@ -209,6 +213,12 @@ def decide_command(
         err.print(f"error: malformed request: {exc.message}")
         raise typer.Exit(2) from None
     moment = _parse_now(now)
+    if db is not None and autonomy is not None:
+        err.print(
+            "error: `--autonomy` only applies to a decision that is not recorded; a recorded "
+            "decision uses the autonomy level the ledger holds for the agent"
+        )
+        raise typer.Exit(2)
     if db is not None:
         with Charter(bundle, db, clock=lambda: moment) as charter:
             record = charter.decide(parsed)

@@ -39,6 +39,7 @@ from charter.store import (
 )
 
 __all__ = [
+    "AUTONOMY_KIND",
     "DEPLOY_KIND",
     "HALT_KIND",
     "RESUME_KIND",
@@ -53,6 +54,7 @@ __all__ = [
 DEPLOY_KIND = "policy.deployed"
 HALT_KIND = "halt"
 RESUME_KIND = "resume"
+AUTONOMY_KIND = "autonomy.changed"
 
 
 def system_clock() -> dt.datetime:
@@ -151,9 +153,14 @@ class Charter:
         self._usage = _Usage()
         self._halts: dict[tuple[str, str | None], Halt] = {}
         self._deployed: str | None = None
+        self._autonomy: dict[str, int] = {}
         self._rebuild()
         self._writer = GroupCommitWriter(self.store)
-        self._record_deploy(self.bundle)
+        try:
+            self._record_deploy(self.bundle)
+        except BaseException:
+            self.close()
+            raise
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -180,6 +187,9 @@ class Charter:
             elif entry.kind == RESUME_KIND:
                 h = entry.payload_object()
                 self._halts.pop((h["scope"], h.get("target")), None)
+            elif entry.kind == AUTONOMY_KIND:
+                change = entry.payload_object()
+                self._set_level(change["agent"], change["level"])
 
     @property
     def _horizon(self) -> int:
@@ -227,6 +237,7 @@ class Charter:
         plan = bundle.plan_for(request.agent, profile.role, request.action) if profile else None
         budgets = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
         state = AgentState(
+            autonomy=self._autonomy.get(request.agent),
             budgets=self._usage.state(request.agent, budgets, now, self._horizon),
             halts=tuple(self._halts.values()),
         )
@@ -293,6 +304,37 @@ class Charter:
             entry = future.result()
             records.append(DecisionRecord(decision_id, entry.seq, at, request, decision))
         return records
+
+    # -- autonomy ----------------------------------------------------------------------
+
+    def _set_level(self, agent: str, level: int | None) -> None:
+        if level is None:
+            self._autonomy.pop(agent, None)
+        else:
+            self._autonomy[agent] = level
+
+    def set_autonomy(self, agent: str, level: int | None, *, reason: str, by: str) -> None:
+        """Override an agent's autonomy level (None restores the bundle's); recorded.
+
+        Raises:
+            RequestInvalid: the agent or level is not defined in the live bundle.
+        """
+        if agent not in self.bundle.agents:
+            raise RequestInvalid("agent", f"agent `{agent}` is not defined in the policy")
+        if level is not None and level not in self.bundle.levels:
+            known = ", ".join(str(v) for v in self.bundle.levels)
+            raise RequestInvalid("level", f"autonomy level {level} is not defined ({known})")
+        with self._lock:
+            payload = {"agent": agent, "level": level, "reason": reason, "by": by}
+            self._submit(NewEvent(AUTONOMY_KIND, format_time(self._clock()), payload)).result()
+            self._set_level(agent, level)
+
+    def autonomy(self, agent: str) -> int | None:
+        """The agent's autonomy level in force: an override, else the bundle's."""
+        if agent in self._autonomy:
+            return self._autonomy[agent]
+        profile = self.bundle.agents.get(agent)
+        return profile.autonomy if profile else None
 
     # -- halts -------------------------------------------------------------------------
 

@@ -122,12 +122,12 @@ class TestCheck:
     def test_a_missing_folder_is_named_once(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """`check` on a relative folder that does not exist names it as given, not doubled."""
+        """`check` on a folder that does not exist says so once and exits 2 (usage error)."""
         monkeypatch.chdir(tmp_path)
         result = run("check", "nowhere")
-        assert result.exit_code != 0
-        assert "nowhere/nowhere" not in result.stdout
-        assert "nowhere:0:0: not_a_bundle:" in result.stdout
+        assert result.exit_code == 2
+        assert "nowhere/nowhere" not in result.output
+        assert "`nowhere` is not a folder" in result.output
 
     def test_the_real_script_checks(self) -> None:
         """The installed `charter` script runs `check` with the same output and exit code."""
@@ -226,6 +226,21 @@ class TestDecide:
         assert [e["kind"] for e in entries] == ["policy.deployed", "decision", "decision"]
         assert entries[1]["payload"]["decision_id"] == first["id"]
         assert run("ledger", "verify", "--db", db).exit_code == 0
+
+    def test_autonomy_is_not_silently_ignored_with_db(
+        self, request_file: Path, tmp_path: Path
+    ) -> None:
+        """`--autonomy` with `--db` is either honoured or refused, never dropped silently."""
+        db = tmp_path / "charter.db"
+        result = run(
+            "decide", "--policy", EXAMPLE_POLICY, "--request", request_file,
+            "--autonomy", "0", "--db", db,
+        )  # fmt: skip
+        if result.exit_code == 2:
+            assert "--autonomy" in result.stderr
+        else:
+            assert result.exit_code == 0
+            assert json.loads(result.stdout)["verdict"] == "require_approval"
 
     def test_the_real_script_reads_stdin(self) -> None:
         """The installed script decides a request piped to it, and exits 2 on a bad one."""

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from charter import Bundle, Charter, RequestInvalid, Verdict, bundle_from_content, load_bundle
+from charter.cli import app
 from charter.examples import EXAMPLE_POLICY
 from charter.store import BundleConflictError
 from charter.testing import FakeClock, make_charter, sequential_ids
@@ -304,7 +306,8 @@ class TestAudit:
     def test_verify_is_ok_after_many_decisions(self, charter: Charter) -> None:
         """A ledger written only through Charter verifies, every entry counted."""
         for start in range(0, 300, 100):
-            charter.decide_many([refund(n=i, amount=10 + i % 900) for i in range(start, start + 100)])
+            batch = [refund(n=i, amount=10 + i % 900) for i in range(start, start + 100)]
+            charter.decide_many(batch)
         charter.halt("action", "payments.refund", reason="audit", by="oncall")
         charter.decide(refund())
         report = charter.verify()
@@ -366,10 +369,6 @@ class TestAudit:
         self, bundle: Bundle, db: Path, clock: FakeClock
     ) -> None:
         """Editing one recorded payload makes `charter ledger verify` fail naming the entry."""
-        from typer.testing import CliRunner
-
-        from charter.cli import app
-
         with make_charter(bundle, db, clock=clock) as charter:
             records = charter.decide_many([refund(2000, n=i) for i in range(10)])
         target = records[4].seq

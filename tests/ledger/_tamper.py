@@ -76,7 +76,7 @@ def index_of(rows: list[Row], seq: int) -> int:
     return next(i for i, row in enumerate(rows) if row.seq == seq)
 
 
-def apply(rows: list[Row], op: dict[str, Any]) -> None:  # noqa: PLR0912 - one branch per op
+def apply(rows: list[Row], op: dict[str, Any]) -> None:
     """Apply one tamper operation from a vector file."""
     name = op["op"]
     if name == "set":

@@ -138,7 +138,7 @@ def replay(
         A report; `ok` says whether the record was reproduced (verify mode).
     """
     report = ReplayReport(against=against.version if against is not None else None)
-    cache: dict[str, Bundle | None] = {}
+    cache: dict[str, Bundle | CharterError | None] = {}
     for entry in entries:
         if entry.kind != DECISION_KIND:
             continue
@@ -151,10 +151,16 @@ def replay(
             bundle = against
             if bundle is None:
                 if version not in cache:
-                    cache[version] = resolve(version)
-                bundle = cache[version]
-                if bundle is None:
+                    try:
+                        cache[version] = resolve(version)
+                    except CharterError as exc:  # remembered: every entry of it fails alike
+                        cache[version] = exc
+                found = cache[version]
+                if isinstance(found, CharterError):
+                    raise found
+                if found is None:
                     raise CharterError(f"bundle `{version}` is not stored in the ledger")
+                bundle = found
             request = _request(payload)
             state = AgentState.from_json(payload.get("state") or {})
             now = dt.datetime.fromisoformat(entry.at)

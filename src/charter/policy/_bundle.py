@@ -106,6 +106,13 @@ class Plan:
 
     kinds: dict[str, tuple[Check, ...]] = field(default_factory=dict)
     relaxed: dict[frozenset[str], Callable[[Any], Any]] = field(default_factory=dict)
+    explainer: Any = None
+
+    def explain_contract(self) -> Any:
+        """A `jsonschema` validator that lists every violation (built on first use)."""
+        if self.explainer is None:
+            self.explainer = jsonschema.Draft7Validator(self.schema)
+        return self.explainer
 
     def validator_without(self, fields: frozenset[str]) -> Callable[[Any], Any]:
         """The contract with top-level `fields` optional and unconstrained (cached).
@@ -551,6 +558,8 @@ def _reject_all(value: Any) -> Any:
 
 def _build(files: list[SourceFile], runbooks: dict[str, str], problems: list[Problem]) -> Bundle:
     spec = parse_bundle(files, problems)
+    if not files:  # nothing was read: the reasons are already in `problems`
+        raise PolicyInvalid(problems)
     compiler = _Compiler(spec, runbooks, problems)
     compiler.check_references()
     plans, agent_plans = compiler.plans()

@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import fastjsonschema
-import jsonschema
 
 from charter.model import (
     ActionRequest,
@@ -98,7 +97,7 @@ def _contract_errors(plan: Plan, args: Any, redacted: Iterable[str]) -> list[str
     """Readable contract violations, ignoring ones caused only by ledger redaction."""
     skip = [tuple(p.split(".")[1:]) for p in redacted if p.startswith("args.")]
     out = []
-    validator = jsonschema.Draft7Validator(plan.schema)
+    validator = plan.explain_contract()
     for error in sorted(
         validator.iter_errors(args),
         key=lambda e: ([str(p) for p in e.path], str(e.validator), e.message),
