@@ -19,23 +19,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from charter.audit import replay_ledger
 from charter.errors import CharterError, PolicyInvalid, Problem, RequestInvalid
 from charter.examples import EXAMPLE_POLICY
-from charter.gateway import (
-    Charter,
-    format_time,
-    load_recorded_bundle,
-    recorded_entries,
-    system_clock,
-)
+from charter.gateway import Charter, format_time, system_clock
 from charter.ledger import (
+    ReplayReport,
     generate_signing_key,
     load_private_key,
     load_public_key,
     private_key_pem,
     public_key_pem,
 )
-from charter.ledger._replay import ReplayReport, replay
 from charter.model import ActionRequest, AgentState, Decision
 from charter.policy import (
     Bundle,
@@ -480,21 +475,27 @@ def replay_command(
         Path | None, typer.Option("--policy", help="Replay under this bundle instead (what-if).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Processes to replay with (default: by ledger size)."),
+    ] = None,
 ) -> None:
     """Re-decide recorded requests: verify the record, or preview another policy's effect."""
     against = _load(policy) if policy is not None else None
-    store = _open_existing(db)
+    _open_existing(db).close()
+    started = time.perf_counter()
     try:
-        report = replay(recorded_entries(store), lambda v: load_recorded_bundle(store, v), against)
+        report = replay_ledger(db, against, workers=workers)
     except CharterError as exc:
         err.print(f"error: {exc.message}")
         raise typer.Exit(1) from None
-    finally:
-        store.close()
+    elapsed = time.perf_counter() - started
     if as_json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
         _print_replay(report)
+        rate = report.total / elapsed if elapsed > 0 else 0.0
+        out.print(f"replayed in {elapsed:.2f}s ({rate:,.0f} decisions/s)")
     if not report.ok:
         raise typer.Exit(1)
 

@@ -8,6 +8,8 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.exc import IntegrityError
 
 from charter.ledger import (
@@ -26,6 +28,7 @@ from charter.store import (
     SchemaVersionError,
     SQLStore,
     StoreError,
+    _sqlite,
     checkpoint_store,
     open_store,
     verify_store,
@@ -272,3 +275,13 @@ class TestGroupCommitWriter:
         writer.close()
         with pytest.raises(StoreError, match="closed"):
             writer.submit(event(1))
+
+
+class TestSchemaHead:
+    """The fast path that skips Alembic knows the newest migration."""
+
+    def test_head_revision_matches_the_shipped_migrations(self) -> None:
+        """`HEAD_REVISION` is Alembic's head, so an up-to-date ledger never loads Alembic."""
+        config = Config()
+        config.set_main_option("script_location", str(_sqlite._MIGRATIONS))
+        assert ScriptDirectory.from_config(config).get_current_head() == _sqlite.HEAD_REVISION

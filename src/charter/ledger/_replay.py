@@ -66,6 +66,28 @@ class ReplayReport:
             return False
         return self.against is not None or self.changed == 0
 
+    def merge(self, later: ReplayReport, *, examples: int = 3) -> None:
+        """Add the report of a later stretch of the same ledger to this one.
+
+        Replay of one entry depends on nothing but that entry, so a ledger can be replayed
+        in pieces (in parallel) and the pieces merged in ledger order.
+        """
+        self.total += later.total
+        self.unchanged += later.unchanged
+        self.changed += later.changed
+        self.transitions.update(later.transitions)
+        self.versions.update(later.versions)
+        for rule, counts in later.by_rule.items():
+            self.by_rule.setdefault(rule, Counter()).update(counts)
+        for agent, moves in later.by_agent.items():
+            self.by_agent.setdefault(agent, Counter()).update(moves)
+        for move, items in later.examples.items():
+            kept = self.examples.setdefault(move, [])
+            kept.extend(items[: max(0, examples - len(kept))])
+        self.mismatches.extend(later.mismatches[: max(0, _KEEP - len(self.mismatches))])
+        self.errors.extend(later.errors[: max(0, _KEEP - len(self.errors))])
+        self.error_count += later.error_count
+
     def to_json(self) -> dict[str, Any]:
         """The report as plain JSON (what `charter replay --json` prints)."""
         return {
@@ -139,6 +161,22 @@ def replay(
     """
     report = ReplayReport(against=against.version if against is not None else None)
     cache: dict[str, Bundle | CharterError | None] = {}
+
+    def bundle_of(version: str) -> Bundle:
+        if against is not None:
+            return against
+        if version not in cache:
+            try:
+                cache[version] = resolve(version)
+            except CharterError as exc:  # remembered: every entry of it fails alike
+                cache[version] = exc
+        found = cache[version]
+        if isinstance(found, CharterError):
+            raise found
+        if found is None:
+            raise CharterError(f"bundle `{version}` is not stored in the ledger")
+        return found
+
     for entry in entries:
         if entry.kind != DECISION_KIND:
             continue
@@ -148,24 +186,12 @@ def replay(
             recorded = payload["decision"]
             version = recorded["policy_version"]
             report.versions[version] += 1
-            bundle = against
-            if bundle is None:
-                if version not in cache:
-                    try:
-                        cache[version] = resolve(version)
-                    except CharterError as exc:  # remembered: every entry of it fails alike
-                        cache[version] = exc
-                found = cache[version]
-                if isinstance(found, CharterError):
-                    raise found
-                if found is None:
-                    raise CharterError(f"bundle `{version}` is not stored in the ledger")
-                bundle = found
             request = _request(payload)
             state = AgentState.from_json(payload.get("state") or {})
             now = dt.datetime.fromisoformat(entry.at)
             redacted = [r["field"] for r in payload.get("redacted") or ()]
-            replayed = decide(request, bundle, state, now, redacted=redacted).to_json()
+            decision = decide(request, bundle_of(version), state, now, redacted=redacted)
+            replayed = decision.to_json()
         except (CharterError, KeyError, TypeError, ValueError) as exc:
             report.error_count += 1
             if len(report.errors) < _KEEP:
@@ -173,34 +199,47 @@ def replay(
             continue
         if against is not None:
             # The version differs by construction; compare what the decision says.
-            replayed = {**replayed, "policy_version": recorded["policy_version"]}
+            replayed["policy_version"] = version
         if replayed == recorded:
             report.unchanged += 1
-            continue
-        report.changed += 1
-        move = (recorded["verdict"], replayed["verdict"])
-        report.transitions[move] += 1
-        report.by_agent.setdefault(request.agent, Counter())[move] += 1
-        before, after = _fired(recorded), _fired(replayed)
-        for rule in after - before:
-            report.by_rule.setdefault(rule, Counter())["newly_fired"] += 1
-        for rule in before - after:
-            report.by_rule.setdefault(rule, Counter())["no_longer_fired"] += 1
-        kept = report.examples.setdefault(move, [])
-        if len(kept) < examples:
-            kept.append(
-                {
-                    "seq": entry.seq,
-                    "decision_id": payload.get("decision_id"),
-                    "agent": request.agent,
-                    "action": request.action,
-                    "risk": [recorded["risk"], replayed["risk"]],
-                    "rules_added": sorted(after - before),
-                    "rules_removed": sorted(before - after),
-                }
-            )
-        if against is None and len(report.mismatches) < _KEEP:
-            report.mismatches.append(
-                {"seq": entry.seq, "differences": _differences(recorded, replayed)}
-            )
+        else:
+            _record_change(report, entry, payload, request, recorded, replayed, examples)
     return report
+
+
+def _record_change(
+    report: ReplayReport,
+    entry: RecordedEntry,
+    payload: Mapping[str, Any],
+    request: ActionRequest,
+    recorded: Mapping[str, Any],
+    replayed: Mapping[str, Any],
+    examples: int,
+) -> None:
+    """Count one changed decision by verdict, rule and agent, keeping a few examples."""
+    report.changed += 1
+    move = (recorded["verdict"], replayed["verdict"])
+    report.transitions[move] += 1
+    report.by_agent.setdefault(request.agent, Counter())[move] += 1
+    before, after = _fired(recorded), _fired(replayed)
+    for rule in after - before:
+        report.by_rule.setdefault(rule, Counter())["newly_fired"] += 1
+    for rule in before - after:
+        report.by_rule.setdefault(rule, Counter())["no_longer_fired"] += 1
+    kept = report.examples.setdefault(move, [])
+    if len(kept) < examples:
+        kept.append(
+            {
+                "seq": entry.seq,
+                "decision_id": payload.get("decision_id"),
+                "agent": request.agent,
+                "action": request.action,
+                "risk": [recorded["risk"], replayed["risk"]],
+                "rules_added": sorted(after - before),
+                "rules_removed": sorted(before - after),
+            }
+        )
+    if report.against is None and len(report.mismatches) < _KEEP:
+        report.mismatches.append(
+            {"seq": entry.seq, "differences": _differences(recorded, replayed)}
+        )
