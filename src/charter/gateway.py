@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import random
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -90,41 +91,52 @@ class DecisionRecord:
 
 
 class _Usage:
-    """Budget spending per agent: the allowed decisions still inside some budget window."""
+    """Budget spending per (agent, budget): allowed decisions still inside the window.
+
+    Each pair keeps its decisions in time order with running totals, so asking costs only
+    the entries that fell out of the window since the last ask. The gateway's clock moves
+    forward; an entry once out of its window never counts again.
+    """
 
     def __init__(self) -> None:
-        self._by_agent: dict[str, deque[tuple[dt.datetime, int, tuple[str, ...]]]] = {}
+        self._spent: dict[tuple[str, str], tuple[deque[tuple[dt.datetime, int]], list[int]]] = {}
 
-    def add(self, agent: str, at: dt.datetime, risk: int, budgets: tuple[str, ...]) -> None:
-        if budgets:
-            self._by_agent.setdefault(agent, deque()).append((at, risk, budgets))
+    def add(self, agent: str, at: dt.datetime, risk: int, budgets: Iterable[str]) -> None:
+        """Count an allowed decision against each budget it falls under."""
+        for budget in budgets:
+            history, totals = self._spent.setdefault((agent, budget), (deque(), [0, 0]))
+            history.append((at, risk))
+            totals[0] += 1
+            totals[1] += risk
 
     def state(
-        self, agent: str, budgets: Iterable[tuple[str, int]], now: dt.datetime, horizon: int
+        self, agent: str, budgets: Iterable[tuple[str, int]], now: dt.datetime
     ) -> dict[str, BudgetUsage]:
-        """Usage of each (budget id, window seconds) over the window ending at `now`.
+        """Usage of each (budget id, window seconds) over the window ending at `now`."""
+        usage: dict[str, BudgetUsage] = {}
+        for budget, window in budgets:
+            found = self._spent.get((agent, budget))
+            if found is None:
+                continue
+            history, totals = found
+            start = now - dt.timedelta(seconds=window)
+            while history and history[0][0] <= start:
+                _, risk = history.popleft()
+                totals[0] -= 1
+                totals[1] -= risk
+            if totals[0]:
+                usage[budget] = BudgetUsage(totals[0], totals[1])
+        return usage
 
-        `horizon` is the longest window of any budget in force: older history can never
-        count again and is dropped, keeping memory bounded.
-        """
-        wanted = list(budgets)
-        if not wanted:
-            return {}
-        history = self._by_agent.get(agent)
-        usage = {bid: [0, 0] for bid, _ in wanted}
-        if history:
-            longest = max(w for _, w in wanted)
-            while history and (now - history[0][0]).total_seconds() >= max(horizon, longest):
-                history.popleft()
-            for at, risk, ids in reversed(history):
-                age = (now - at).total_seconds()
-                if age >= longest:
-                    break
-                for bid, window in wanted:
-                    if bid in ids and 0 <= age < window:
-                        usage[bid][0] += 1
-                        usage[bid][1] += risk
-        return {bid: BudgetUsage(c, r) for bid, (c, r) in usage.items() if c or r}
+
+def _random_ids() -> Callable[[], str]:
+    """Decision ids: 128 random bits each, from a generator seeded once by the OS.
+
+    Asking the OS for every id costs ~100 µs on some virtual machines; ids must be
+    unique, not secret (grants, which must be unguessable, use `secrets`).
+    """
+    rng = random.Random(os.urandom(32))
+    return lambda: f"{rng.getrandbits(128):032x}"
 
 
 class Charter:
@@ -148,7 +160,7 @@ class Charter:
         self.bundle = policy if isinstance(policy, Bundle) else load_bundle(policy)
         self.store: LedgerStore = db if not isinstance(db, str | Path) else open_store(db)
         self._clock = clock
-        self._ids = ids or (lambda: uuid.uuid4().hex)
+        self._ids = ids or _random_ids()
         self._lock = threading.Lock()
         self._usage = _Usage()
         self._halts: dict[tuple[str, str | None], Halt] = {}
@@ -190,10 +202,6 @@ class Charter:
             elif entry.kind == AUTONOMY_KIND:
                 change = entry.payload_object()
                 self._set_level(change["agent"], change["level"])
-
-    @property
-    def _horizon(self) -> int:
-        return max((b.window_seconds for b in self.bundle.spec.budgets), default=0)
 
     def _record_deploy(self, bundle: Bundle) -> None:
         self.store.put_bundle(bundle.version, bundle.canonical_content())
@@ -238,7 +246,7 @@ class Charter:
         budgets = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
         state = AgentState(
             autonomy=self._autonomy.get(request.agent),
-            budgets=self._usage.state(request.agent, budgets, now, self._horizon),
+            budgets=self._usage.state(request.agent, budgets, now),
             halts=tuple(self._halts.values()),
         )
         decision = decide(request, bundle, state, now)

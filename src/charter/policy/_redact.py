@@ -7,7 +7,6 @@ request, so replay knows the value it sees is not the one that was decided on.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import hashlib
 from typing import Any
@@ -50,12 +49,17 @@ def redact_request(
     rules = [r for r in bundle.data_rules if _applies(r, str(request.get("action", "")))]
     if not rules:
         return request, []
-    out = copy.deepcopy(request)
+    out = dict(request)
     changed: list[dict[str, str]] = []
     for rule in rules:
+        # Copy only the objects on the way to the field: the caller's request stays as sent.
         parent: Any = out
         for key in rule.path[:-1]:
-            parent = parent.get(key) if isinstance(parent, dict) else None
+            child = parent.get(key) if isinstance(parent, dict) else None
+            if isinstance(child, dict):
+                child = dict(child)
+                parent[key] = child
+            parent = child
         leaf = rule.path[-1]
         if not isinstance(parent, dict) or leaf not in parent:
             continue
