@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from charter.audit import replay_ledger
 from charter.demo import Fleet, what_if_bundle
 from charter.examples import EXAMPLE_POLICY
 from charter.gateway import Charter
@@ -95,6 +96,19 @@ def main() -> None:  # noqa: PLR0915 - a linear script of measurements
             assert report.total == done, (report.total, done)
             add(f"replay() {report.total:,}, recorded version", report.total, seconds,
                 "decisions/s", TARGET_REPLAY)  # fmt: skip
+
+            for workers in (1, 2):
+                start = time.perf_counter()
+                from_file = replay_ledger(db, workers=workers)
+                seconds = time.perf_counter() - start
+                assert from_file.ok, from_file.to_json()
+                add(
+                    f"charter replay (file, {workers} process{'es' if workers > 1 else ''})",
+                    from_file.total,
+                    seconds,
+                    "decisions/s",
+                    TARGET_REPLAY,
+                )
 
             alternative = what_if_bundle(bundle)
             start = time.perf_counter()

@@ -177,9 +177,21 @@ class Charter:
     # -- lifecycle ---------------------------------------------------------------------
 
     def _rebuild(self) -> None:
-        """Restore halts, budget usage and the deployed version from the ledger."""
+        """Restore halts, budget usage and the deployed version from the ledger.
+
+        Decisions older than the longest budget window of the live bundle can never count
+        again; they are skipped without being decoded, so opening a large ledger is quick.
+        """
+        head = self.store.head().seq
+        cutoff = ""
+        if head:
+            last = next(iter(self.store.entries(after=head - 1)))
+            horizon = max((b.window_seconds for b in self.bundle.spec.budgets), default=0)
+            cutoff = format_time(dt.datetime.fromisoformat(last.at) - dt.timedelta(seconds=horizon))
         for entry in self.store.entries():
             if entry.kind == DECISION_KIND:
+                if entry.at < cutoff:  # RFC 3339 UTC in one format: text order is time order
+                    continue
                 payload = entry.payload_object()
                 decision = payload["decision"]
                 if decision["verdict"] == Verdict.ALLOW.value and payload.get("budgets"):
