@@ -7,6 +7,10 @@ Messages are lowercase, quote user input in backticks and never name internal ty
 CharterError                    base of everything Charter raises on purpose
 ├── PolicyInvalid               a bundle failed `charter check`; carries every Problem found
 ├── RequestInvalid              an action request is malformed (names the field)
+├── IdempotencyConflict         an idempotency key came back with a different request
+├── GrantRefused                a grant cannot be redeemed (unknown, used, expired, other args)
+├── NotFound                    no such decision (or key)
+├── Conflict                    the request contradicts what is recorded (a second outcome)
 ├── LedgerError                 the ledger cannot be read or written as asked
 │   └── LedgerIntegrityError    the stored ledger does not verify
 └── ReplayError                 a recorded entry cannot be replayed (bundle missing, bad record)
@@ -20,8 +24,12 @@ from dataclasses import dataclass
 
 __all__ = [
     "CharterError",
+    "Conflict",
+    "GrantRefused",
+    "IdempotencyConflict",
     "LedgerError",
     "LedgerIntegrityError",
+    "NotFound",
     "PolicyInvalid",
     "Problem",
     "ReplayError",
@@ -92,6 +100,37 @@ class RequestInvalid(CharterError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"`{field}`: {message}" if field else message)
+
+
+class IdempotencyConflict(CharterError):
+    """An idempotency key was used before with a different request; nothing was decided."""
+
+    code = "idempotency_conflict"
+
+
+class GrantRefused(CharterError):
+    """A grant was not redeemed; `code` says why and the refusal is in the ledger.
+
+    Codes: `grant_unknown` (no such grant, or the token does not match), `grant_used`,
+    `grant_expired`, `args_mismatch` (the arguments are not the ones decided on).
+    """
+
+    code = "grant_refused"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)
+
+
+class NotFound(CharterError):
+    """No such decision, grant or key."""
+
+    code = "not_found"
+
+
+class Conflict(CharterError):
+    """The request contradicts what is already recorded, such as a second outcome."""
+
+    code = "conflict"
 
 
 class LedgerError(CharterError):

@@ -8,6 +8,7 @@ each decision so that replay sees exactly what the engine saw.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -25,14 +26,40 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from charter.canonical import canonical_bytes
-from charter.errors import LedgerError, RequestInvalid
+from charter.access import Principal, hash_secret, new_key
+from charter.canonical import canonical_bytes, content_hash
+from charter.errors import (
+    Conflict,
+    GrantRefused,
+    IdempotencyConflict,
+    LedgerError,
+    NotFound,
+    RequestInvalid,
+)
+from charter.grants import GrantTicket, grant_token, token_matches
 from charter.ledger import LedgerEntry, NewEvent, SignedCheckpoint, VerifyReport
 from charter.ledger._replay import DECISION_KIND, RecordedEntry, ReplayReport, replay
-from charter.model import ActionRequest, AgentState, BudgetUsage, Decision, Halt, Verdict
+from charter.model import (
+    ActionRequest,
+    AgentState,
+    BudgetUsage,
+    Decision,
+    Halt,
+    Verdict,
+    json_value,
+)
 from charter.policy import Bundle, bundle_from_content, decide, load_bundle, redact_request
+from charter.records import (
+    DecisionRecord,
+    DecisionView,
+    Redemption,
+    conflict_message,
+    payload_hash,
+    state_of,
+)
 from charter.store import (
     GroupCommitWriter,
+    IndexChange,
     LedgerStore,
     checkpoint_store,
     open_store,
@@ -46,6 +73,10 @@ __all__ = [
     "RESUME_KIND",
     "Charter",
     "DecisionRecord",
+    "DecisionView",
+    "GrantTicket",
+    "Principal",
+    "Redemption",
     "format_time",
     "load_recorded_bundle",
     "recorded_entries",
@@ -56,6 +87,12 @@ DEPLOY_KIND = "policy.deployed"
 HALT_KIND = "halt"
 RESUME_KIND = "resume"
 AUTONOMY_KIND = "autonomy.changed"
+GRANT_REDEEMED_KIND = "grant.redeemed"
+GRANT_REFUSED_KIND = "grant.refused"
+OUTCOME_KIND = "outcome"
+KEY_CREATED_KIND = "key.created"
+KEY_REVOKED_KIND = "key.revoked"
+ACCESS_DENIED_KIND = "access.denied"
 
 
 def system_clock() -> dt.datetime:
@@ -71,23 +108,15 @@ def format_time(moment: dt.datetime) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class DecisionRecord:
-    """A decision as recorded: its id, ledger position and time, and the decision."""
+class _Pending:
+    """A decision made and queued for the ledger, not yet durable."""
 
-    id: str
-    seq: int
-    at: str
     request: ActionRequest
+    decision_id: str
+    at: str
     decision: Decision
-
-    @property
-    def verdict(self) -> Verdict:
-        """Shorthand for `decision.verdict`."""
-        return self.decision.verdict
-
-    def to_json(self) -> dict[str, Any]:
-        """The decision with its id and ledger position, as the CLI and API show it."""
-        return {"id": self.id, "seq": self.seq, "at": self.at, **self.decision.to_json()}
+    grant: GrantTicket | None
+    future: Future[LedgerEntry]
 
 
 class _Usage:
@@ -156,6 +185,7 @@ class Charter:
         *,
         clock: Callable[[], dt.datetime] = system_clock,
         ids: Callable[[], str] | None = None,
+        grant_ttl: int = 300,
     ) -> None:
         self.bundle = policy if isinstance(policy, Bundle) else load_bundle(policy)
         self.store: LedgerStore = db if not isinstance(db, str | Path) else open_store(db)
@@ -166,6 +196,12 @@ class Charter:
         self._halts: dict[tuple[str, str | None], Halt] = {}
         self._deployed: str | None = None
         self._autonomy: dict[str, int] = {}
+        self.grant_ttl = grant_ttl
+        self._inflight: dict[tuple[str, str], tuple[str, Future[DecisionRecord]]] = {}
+        self._redeemed: set[str] = set()
+        self._outcomes: set[str] = set()
+        self._principals: dict[str, Principal] = {}
+        self._grant_secret = self.store.secret("grants")
         self._rebuild()
         self._writer = GroupCommitWriter(self.store)
         try:
@@ -245,12 +281,10 @@ class Charter:
 
     # -- deciding ----------------------------------------------------------------------
 
-    def _submit(self, event: NewEvent) -> Future[LedgerEntry]:
-        return self._writer.submit(event)
+    def _submit(self, event: NewEvent, index: IndexChange | None = None) -> Future[LedgerEntry]:
+        return self._writer.submit(event, index)
 
-    def _prepare(
-        self, request: ActionRequest, now: dt.datetime
-    ) -> tuple[str, str, Decision, Future[LedgerEntry]]:
+    def _prepare(self, request: ActionRequest, now: dt.datetime, key: str | None) -> _Pending:
         """Decide and queue the ledger entry; the caller holds the lock."""
         bundle = self.bundle
         profile = bundle.agents.get(request.agent)
@@ -282,20 +316,59 @@ class Charter:
             },
             "decision": decision.to_json(),
         }
+        index: dict[str, Any] = {
+            "agent": request.agent,
+            "action": request.action,
+            "verdict": decision.verdict.value,
+        }
+        if key is not None:
+            digest = payload_hash(request)
+            payload["idempotency"] = {"key": key, "payload_hash": digest}
+            index.update(idempotency_key=key, payload_hash=digest)
+        grant = None
+        if decision.verdict is Verdict.ALLOW:
+            grant_id = f"g_{decision_id}"
+            expires = format_time(now + dt.timedelta(seconds=self.grant_ttl))
+            grant = GrantTicket(
+                grant_id,
+                grant_token(self._grant_secret, grant_id),
+                expires,
+                content_hash(request.args),
+            )
+            payload["grant"] = {"id": grant_id, "expires_at": expires, "args_hash": grant.args_hash}
+            index.update(
+                grant_id=grant_id, grant_args_hash=grant.args_hash, grant_expires_at=expires
+            )
         # Recorded time must be what the engine saw: replay parses `at` back into `now`.
         now = dt.datetime.fromisoformat(at)
         if decision.verdict is Verdict.ALLOW and budgets:
             self._usage.add(request.agent, now, decision.risk, tuple(b for b, _ in budgets))
-        return decision_id, at, decision, self._submit(NewEvent(DECISION_KIND, at, payload))
+        future = self._submit(
+            NewEvent(DECISION_KIND, at, payload), IndexChange(decision_id, index, insert=True)
+        )
+        return _Pending(request, decision_id, at, decision, grant, future)
 
     def decide(
-        self, request: ActionRequest | Mapping[str, Any], *, now: dt.datetime | None = None
+        self,
+        request: ActionRequest | Mapping[str, Any],
+        *,
+        now: dt.datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> DecisionRecord:
         """Decide one request and record it; returns once the entry is durable.
 
+        With an idempotency key (here or in the request), the same key and request give
+        back the first decision and its grant, without deciding again.
+
         Raises:
             RequestInvalid: the request is malformed; nothing is recorded.
+            IdempotencyConflict: the key was used with a different request.
         """
+        if idempotency_key is not None:
+            parsed = (
+                request if isinstance(request, ActionRequest) else ActionRequest.from_json(request)
+            )
+            request = dataclasses.replace(parsed, idempotency_key=idempotency_key)
         return self.decide_many([request], now=now)[0]
 
     def decide_many(
@@ -306,24 +379,287 @@ class Charter:
     ) -> list[DecisionRecord]:
         """Decide several requests in order and record them in as few commits as possible.
 
-        Every request is checked before any is decided, so one malformed request records
-        nothing.
+        Every request (and its idempotency key) is checked before any is decided, so one
+        bad request records nothing.
         """
         parsed = [
             r if isinstance(r, ActionRequest) else ActionRequest.from_json(r) for r in requests
         ]
-        pending = []
+        slots: list[_Pending | DecisionRecord | Future[DecisionRecord]] = []
+        owned: list[tuple[tuple[str, str], Future[DecisionRecord], int]] = []
         with self._lock:
-            for request in parsed:
+            earlier = [self._earlier(r) for r in parsed]
+            for request, found in zip(parsed, earlier, strict=True):
+                if found is not None:
+                    slots.append(found)
+                    continue
                 moment = now or self._clock()
                 # Truncate to what the ledger keeps, so replay decides at the same instant.
                 moment = dt.datetime.fromisoformat(format_time(moment))
-                pending.append((request, *self._prepare(request, moment)))
-        records = []
-        for request, decision_id, at, decision, future in pending:
-            entry = future.result()
-            records.append(DecisionRecord(decision_id, entry.seq, at, request, decision))
+                pending = self._prepare(request, moment, request.idempotency_key)
+                if request.idempotency_key is not None:
+                    waiter: Future[DecisionRecord] = Future()
+                    marker = (request.agent, request.idempotency_key)
+                    self._inflight[marker] = (payload_hash(request), waiter)
+                    owned.append((marker, waiter, len(slots)))
+                slots.append(pending)
+        records: list[DecisionRecord] = []
+        try:
+            for slot in slots:
+                if isinstance(slot, _Pending):
+                    entry = slot.future.result()
+                    records.append(
+                        DecisionRecord(
+                            slot.decision_id,
+                            entry.seq,
+                            slot.at,
+                            slot.request,
+                            slot.decision,
+                            slot.grant,
+                        )
+                    )
+                elif isinstance(slot, DecisionRecord):
+                    records.append(slot)
+                else:
+                    records.append(dataclasses.replace(slot.result(), replayed=True))
+        except BaseException as exc:
+            for marker, waiter, _ in owned:
+                waiter.set_exception(exc)
+                with self._lock:
+                    self._inflight.pop(marker, None)
+            raise
+        for marker, waiter, position in owned:
+            waiter.set_result(records[position])
+            with self._lock:
+                self._inflight.pop(marker, None)
         return records
+
+    def _earlier(self, request: ActionRequest) -> DecisionRecord | Future[DecisionRecord] | None:
+        """The earlier decision under the request's idempotency key, if there is one.
+
+        Raises:
+            IdempotencyConflict: the key was used with a different request.
+        """
+        key = request.idempotency_key
+        if key is None:
+            return None
+        digest = payload_hash(request)
+        inflight = self._inflight.get((request.agent, key))
+        if inflight is not None:
+            if inflight[0] != digest:
+                raise IdempotencyConflict(conflict_message(key))
+            return inflight[1]
+        row = self.store.decision_row(agent=request.agent, idempotency_key=key)
+        if row is None:
+            return None
+        if row["payload_hash"] != digest:
+            raise IdempotencyConflict(conflict_message(key))
+        return self._record_of(row, request, replayed=True)
+
+    def _record_of(
+        self, row: Mapping[str, Any], request: ActionRequest | None, *, replayed: bool
+    ) -> DecisionRecord:
+        entry = self.store.entry(int(row["seq"]))
+        if entry is None:  # the index and the ledger are written together
+            raise LedgerError(f"decision `{row['id']}` is indexed but not in the ledger")
+        payload = entry.payload_object()
+        grant = None
+        if row["grant_id"] is not None:
+            grant = GrantTicket(
+                row["grant_id"],
+                grant_token(self._grant_secret, row["grant_id"]),
+                row["grant_expires_at"],
+                row["grant_args_hash"],
+            )
+        if request is None:
+            stored = payload["request"]
+            request = ActionRequest(
+                stored["agent"], stored["action"], stored.get("args", {}), stored.get("context", {})
+            )
+        return DecisionRecord(
+            row["id"],
+            entry.seq,
+            entry.at,
+            request,
+            Decision.from_json(payload["decision"]),
+            grant,
+            replayed=replayed,
+        )
+
+    def get_decision(self, decision_id: str) -> DecisionView | None:
+        """A recorded decision with its state now (allowed, redeemed, executed, ...)."""
+        row = self.store.decision_row(decision_id=decision_id)
+        if row is None:
+            return None
+        record = self._record_of(row, None, replayed=False)
+        return DecisionView(record, state_of(row), row)
+
+    # -- grants and outcomes -----------------------------------------------------------
+
+    def redeem(
+        self,
+        grant_id: str,
+        token: str,
+        args: Mapping[str, Any],
+        *,
+        now: dt.datetime | None = None,
+    ) -> Redemption:
+        """Redeem a grant once, for exactly the arguments that were decided on.
+
+        Raises:
+            GrantRefused: unknown grant or wrong token, already used, expired, or other
+                arguments; the refusal is recorded in the ledger.
+        """
+        with self._lock:
+            moment = now or self._clock()
+            at = format_time(moment)
+            row = self.store.decision_row(grant_id=grant_id)
+            refusal: tuple[str, str] | None = None
+            if row is None or not token_matches(self._grant_secret, grant_id, token):
+                refusal = ("grant_unknown", "no grant with this id and token")
+            elif row["redeemed_seq"] is not None or grant_id in self._redeemed:
+                refusal = ("grant_used", "the grant was already redeemed; it runs once")
+            elif at > row["grant_expires_at"]:
+                refusal = ("grant_expired", f"the grant expired at {row['grant_expires_at']}")
+            else:
+                try:
+                    presented = content_hash(json_value(dict(args), "args"))
+                except (RequestInvalid, ValueError):
+                    presented = ""
+                if presented != row["grant_args_hash"]:
+                    refusal = (
+                        "args_mismatch",
+                        "the arguments differ from the ones decided on; decide again",
+                    )
+            decision_id = row["id"] if row is not None else None
+            if refusal is not None:
+                payload = {"grant_id": grant_id, "decision_id": decision_id, "code": refusal[0]}
+                future = self._submit(NewEvent(GRANT_REFUSED_KIND, at, payload))
+            else:
+                self._redeemed.add(grant_id)
+                payload = {"grant_id": grant_id, "decision_id": decision_id}
+                future = self._submit(
+                    NewEvent(GRANT_REDEEMED_KIND, at, payload),
+                    IndexChange(str(decision_id), {}, seq_column="redeemed_seq"),
+                )
+        entry = future.result()
+        if refusal is not None:
+            raise GrantRefused(*refusal)
+        self._redeemed.discard(grant_id)  # the index now says it; memory need not
+        return Redemption(grant_id, str(decision_id), entry.seq, at)
+
+    def record_outcome(
+        self,
+        decision_id: str,
+        *,
+        success: bool,
+        error: str | None = None,
+        duration_ms: float | None = None,
+        result_digest: str | None = None,
+    ) -> dict[str, Any]:
+        """Record what happened when the action ran; once per decision.
+
+        Raises:
+            NotFound: no such decision.
+            Conflict: an outcome is already recorded for it.
+        """
+        with self._lock:
+            row = self.store.decision_row(decision_id=decision_id)
+            if row is None:
+                raise NotFound(f"no decision `{decision_id}`")
+            if row["outcome_seq"] is not None or decision_id in self._outcomes:
+                raise Conflict(f"decision `{decision_id}` already has an outcome")
+            payload: dict[str, Any] = {
+                "decision_id": decision_id,
+                "success": bool(success),
+                "error": error,
+                "duration_ms": duration_ms,
+                "result_digest": result_digest,
+            }
+            self._outcomes.add(decision_id)
+            future = self._submit(
+                NewEvent(OUTCOME_KIND, format_time(self._clock()), payload),
+                IndexChange(
+                    decision_id, {"outcome_success": bool(success)}, seq_column="outcome_seq"
+                ),
+            )
+        entry = future.result()
+        self._outcomes.discard(decision_id)
+        return {"seq": entry.seq, "at": entry.at, **payload}
+
+    # -- keys --------------------------------------------------------------------------
+
+    def create_key(
+        self, role: str, *, agent: str | None = None, label: str = ""
+    ) -> tuple[str, str]:
+        """Create an API key; returns (key id, secret). Only a hash of the secret is kept.
+
+        Raises:
+            RequestInvalid: unknown role, or an agent key without an agent.
+        """
+        key_id, secret = new_key(role, agent)
+        at = format_time(self._clock())
+        self.store.add_key(
+            {
+                "key_id": key_id,
+                "key_hash": hash_secret(secret),
+                "role": role,
+                "agent": agent,
+                "label": label,
+                "created_at": at,
+            }
+        )
+        payload = {"key_id": key_id, "role": role, "agent": agent, "label": label}
+        self._submit(NewEvent(KEY_CREATED_KIND, at, payload)).result()
+        return key_id, secret
+
+    def authenticate(self, secret: str) -> Principal | None:
+        """The principal a secret belongs to, or None for an unknown or revoked key."""
+        digest = hash_secret(secret)
+        cached = self._principals.get(digest)
+        if cached is not None:
+            return cached
+        row = self.store.key_row(digest)
+        if row is None or row["revoked_at"] is not None:
+            return None
+        principal = Principal.from_row(row)
+        self._principals[digest] = principal
+        return principal
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """Every key, without its hash."""
+        return [{k: v for k, v in row.items() if k != "key_hash"} for row in self.store.key_rows()]
+
+    def has_keys(self) -> bool:
+        """Whether any unrevoked key exists (a server with none refuses every request)."""
+        return any(row["revoked_at"] is None for row in self.store.key_rows())
+
+    def revoke_key(self, key_id: str, *, by: str = "") -> None:
+        """Revoke a key at once; recorded in the ledger.
+
+        Raises:
+            NotFound: no such unrevoked key.
+        """
+        at = format_time(self._clock())
+        if not self.store.revoke_key(key_id, at):
+            raise NotFound(f"no active key `{key_id}`")
+        self._principals.clear()
+        self._submit(NewEvent(KEY_REVOKED_KIND, at, {"key_id": key_id, "by": by})).result()
+
+    def record_access_denied(self, principal: Principal, reason: str, **details: Any) -> None:
+        """Record that a principal tried something its key does not allow."""
+        payload = {
+            "key_id": principal.key_id,
+            "role": principal.role,
+            "agent": principal.agent,
+            "reason": reason,
+            **details,
+        }
+        self._submit(NewEvent(ACCESS_DENIED_KIND, format_time(self._clock()), payload)).result()
+
+    def ledger_page(self, after: int = 0, limit: int = 100) -> list[LedgerEntry]:
+        """Up to `limit` entries after `after`, in order."""
+        return list(self.store.entries(after=after, limit=limit))
 
     # -- autonomy ----------------------------------------------------------------------
 

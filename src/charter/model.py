@@ -30,6 +30,7 @@ __all__ = [
     "Reason",
     "RouteRef",
     "Verdict",
+    "json_value",
 ]
 
 #: A dotted action name such as `payments.refund`: lowercase words of letters, digits, `_`, `-`.
@@ -57,6 +58,15 @@ class Verdict(StrEnum):
     REQUIRE_APPROVAL = "require_approval"
     ESCALATE = "escalate"
     DENY = "deny"
+
+
+def json_value(value: Any, path: str = "") -> Any:
+    """A normalised copy of a JSON value, as Charter decides and records it.
+
+    Raises:
+        RequestInvalid: the value holds something JSON cannot carry faithfully.
+    """
+    return _json_copy(value, path)
 
 
 def _json_copy(value: Any, path: str, depth: int = 0) -> Any:
@@ -422,6 +432,34 @@ class Decision:
             if reason.rule is not None:
                 seen.setdefault(reason.rule, None)
         return tuple(seen)
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Decision:
+        """Rebuild a decision from its JSON form (as the ledger records it)."""
+        route = obj.get("route")
+        return cls(
+            verdict=Verdict(obj["verdict"]),
+            risk=int(obj["risk"]),
+            factors=tuple(Factor(f["id"], int(f["points"]), f["reason"]) for f in obj["factors"]),
+            reasons=tuple(Reason(r["code"], r["message"], r.get("rule")) for r in obj["reasons"]),
+            policy_version=obj["policy_version"],
+            agent=obj["agent"],
+            action=obj["action"],
+            role=obj.get("role"),
+            autonomy_level=obj.get("autonomy_level"),
+            autonomy_max_risk=obj.get("autonomy_max_risk"),
+            ceiling=obj.get("ceiling"),
+            route=RouteRef(
+                route["id"],
+                tuple(route["groups"]),
+                int(route["approvals"]),
+                int(route["sla_seconds"]),
+                route["on_timeout"],
+            )
+            if route
+            else None,
+            runbook=obj.get("runbook"),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The decision as plain JSON, in the shape the ledger and the API use."""

@@ -7,6 +7,7 @@ threads append through one batching writer; `verify_store` checks the whole ledg
 from charter.store._group import GroupCommitWriter
 from charter.store._port import (
     BundleConflictError,
+    IndexChange,
     LedgerStore,
     SchemaVersionError,
     StoreError,
@@ -18,6 +19,7 @@ from charter.store._sqlite import SQLStore, open_store
 __all__ = [
     "BundleConflictError",
     "GroupCommitWriter",
+    "IndexChange",
     "LedgerStore",
     "SQLStore",
     "SchemaVersionError",

@@ -13,11 +13,11 @@ import threading
 from concurrent.futures import Future
 
 from charter.ledger import LedgerEntry, NewEvent, PreparedEvent, prepare_event
-from charter.store._port import LedgerStore, StoreError
+from charter.store._port import IndexChange, LedgerStore, StoreError
 
 __all__ = ["GroupCommitWriter"]
 
-_Item = tuple[PreparedEvent, "Future[LedgerEntry]"]
+_Item = tuple[PreparedEvent, "Future[LedgerEntry]", IndexChange | None]
 
 
 class GroupCommitWriter:
@@ -38,7 +38,9 @@ class GroupCommitWriter:
         self._thread.daemon = True
         self._thread.start()
 
-    def submit(self, event: NewEvent | PreparedEvent) -> Future[LedgerEntry]:
+    def submit(
+        self, event: NewEvent | PreparedEvent, index: IndexChange | None = None
+    ) -> Future[LedgerEntry]:
         """Queue an event; the future resolves to its entry once it is durably committed.
 
         The event is validated here, in the caller's thread, so a bad payload fails its
@@ -48,7 +50,7 @@ class GroupCommitWriter:
             EventError: the event is malformed.
             StoreError: the writer is closed.
         """
-        item = (prepare_event(event), Future[LedgerEntry]())
+        item = (prepare_event(event), Future[LedgerEntry](), index)
         with self._lock:
             if self._closed:
                 raise StoreError("the ledger writer is closed")
@@ -79,9 +81,8 @@ class GroupCommitWriter:
                 if item is None:
                     stopping = True
                     break
-                event, future = item
-                if future.set_running_or_notify_cancel():
-                    batch.append((event, future))
+                if item[1].set_running_or_notify_cancel():
+                    batch.append(item)
                 if len(batch) >= self._max_batch:
                     break
                 try:
@@ -93,10 +94,14 @@ class GroupCommitWriter:
 
     def _commit(self, batch: list[_Item]) -> None:
         try:
-            entries = self._store.append([event for event, _ in batch])
+            indexes = [index for _, _, index in batch]
+            entries = self._store.append(
+                [event for event, _, _ in batch],
+                indexes if any(i is not None for i in indexes) else None,
+            )
         except BaseException as error:  # every waiting caller must hear about it
-            for _, future in batch:
+            for _, future, _ in batch:
                 future.set_exception(error)
         else:
-            for (_, future), entry in zip(batch, entries, strict=True):
+            for (_, future, _), entry in zip(batch, entries, strict=True):
                 future.set_result(entry)

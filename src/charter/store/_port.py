@@ -9,8 +9,9 @@ exactly the same thing.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -34,6 +35,7 @@ from charter.ledger import (
 
 __all__ = [
     "BundleConflictError",
+    "IndexChange",
     "LedgerStore",
     "SchemaVersionError",
     "StoreError",
@@ -60,6 +62,20 @@ class BundleConflictError(StoreError):
     code = "bundle_conflict"
 
 
+@dataclass(frozen=True, slots=True)
+class IndexChange:
+    """A change to the decisions index, committed in the same transaction as its entry.
+
+    An insert adds the decision's row (the store fills in its `seq` and `at`); an update
+    sets `values` on the decision's row, and `seq_column`, if given, to the entry's seq.
+    """
+
+    decision_id: str
+    values: Mapping[str, Any]
+    insert: bool = False
+    seq_column: str | None = None
+
+
 class LedgerStore(Protocol):
     """Durable storage for the ledger, policy bundles and checkpoints."""
 
@@ -67,8 +83,15 @@ class LedgerStore(Protocol):
     def log_id(self) -> str:
         """The ledger's identity, fixed when the store was created; checkpoints carry it."""
 
-    def append(self, events: Sequence[NewEvent | PreparedEvent]) -> list[LedgerEntry]:
+    def append(
+        self,
+        events: Sequence[NewEvent | PreparedEvent],
+        indexes: Sequence[IndexChange | None] | None = None,
+    ) -> list[LedgerEntry]:
         """Append events atomically after the current head and return their entries.
+
+        `indexes`, when given, pairs each event with a change to the decisions index that
+        commits (or fails) with it.
 
         Every event is validated and encoded before anything is written, and the batch
         commits durably as one transaction: all of it, or none of it.
@@ -112,6 +135,34 @@ class LedgerStore(Protocol):
 
     def latest_checkpoint(self) -> SignedCheckpoint | None:
         """The checkpoint with the largest tree size, or None."""
+
+    def entry(self, seq: int) -> LedgerEntry | None:
+        """The entry at `seq`, or None."""
+
+    def decision_row(
+        self,
+        *,
+        decision_id: str | None = None,
+        grant_id: str | None = None,
+        agent: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any] | None:
+        """The decisions-index row found by id, by grant, or by (agent, idempotency key)."""
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the store, created on first use."""
+
+    def add_key(self, row: Mapping[str, Any]) -> None:
+        """Store an API key row (`key_id`, `key_hash`, `role`, `agent`, `label`, `created_at`)."""
+
+    def key_row(self, key_hash: str) -> dict[str, Any] | None:
+        """The API key row whose secret hashes to `key_hash`, or None."""
+
+    def key_rows(self) -> list[dict[str, Any]]:
+        """Every API key row (hashes included), oldest first."""
+
+    def revoke_key(self, key_id: str, at: str) -> bool:
+        """Mark a key revoked; False when no such unrevoked key exists."""
 
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -30,14 +30,14 @@ from charter.ledger import (
     link_entries,
     prepare_event,
 )
-from charter.store._port import BundleConflictError, SchemaVersionError, StoreError
-from charter.store._tables import bundles, checkpoints, ledger_entries, meta
+from charter.store._port import BundleConflictError, IndexChange, SchemaVersionError, StoreError
+from charter.store._tables import api_keys, bundles, checkpoints, decisions, ledger_entries, meta
 
 __all__ = ["SQLStore", "open_store"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration this code ships; a test pins it to Alembic's own head.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 _PAGE = 1000  # rows per read transaction when streaming entries
 _WRITE = "charter_write"  # execution option: this connection is about to write
 _BUSY_TIMEOUT_MS = 30_000
@@ -98,11 +98,17 @@ class SQLStore:
     def _writing(self) -> Connection:
         return self._engine.connect().execution_options(**{_WRITE: True})
 
-    def append(self, events: Sequence[NewEvent | PreparedEvent]) -> list[LedgerEntry]:
+    def append(
+        self,
+        events: Sequence[NewEvent | PreparedEvent],
+        indexes: Sequence[IndexChange | None] | None = None,
+    ) -> list[LedgerEntry]:
         """Append events atomically after the current head and return their entries."""
         prepared = [prepare_event(item) for item in events]
         if not prepared:
             return []
+        if indexes is not None and len(indexes) != len(prepared):
+            raise StoreError("`indexes` must pair one change (or None) with each event")
         with self._writing() as connection, connection.begin():
             entries = link_entries(self._head(connection), prepared)
             connection.execute(
@@ -119,7 +125,99 @@ class SQLStore:
                     for entry in entries
                 ],
             )
+            if indexes is not None:
+                for entry, change in zip(entries, indexes, strict=True):
+                    if change is not None:
+                        self._index(connection, entry, change)
         return entries
+
+    @staticmethod
+    def _index(connection: Connection, entry: LedgerEntry, change: IndexChange) -> None:
+        if change.insert:
+            row = {**change.values, "id": change.decision_id, "seq": entry.seq, "at": entry.at}
+            connection.execute(insert(decisions).values(**row))
+            return
+        values = dict(change.values)
+        if change.seq_column is not None:
+            values[change.seq_column] = entry.seq
+        connection.execute(
+            update(decisions).where(decisions.c.id == change.decision_id).values(**values)
+        )
+
+    def entry(self, seq: int) -> LedgerEntry | None:
+        """The entry at `seq`, or None."""
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                select(*_ENTRY_COLUMNS).where(ledger_entries.c.seq == seq)
+            ).first()
+        return None if row is None else LedgerEntry(*row)
+
+    def decision_row(
+        self,
+        *,
+        decision_id: str | None = None,
+        grant_id: str | None = None,
+        agent: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any] | None:
+        """The decisions-index row found by id, by grant, or by (agent, idempotency key)."""
+        query = select(decisions)
+        if decision_id is not None:
+            query = query.where(decisions.c.id == decision_id)
+        elif grant_id is not None:
+            query = query.where(decisions.c.grant_id == grant_id)
+        elif agent is not None and idempotency_key is not None:
+            query = query.where(
+                decisions.c.agent == agent, decisions.c.idempotency_key == idempotency_key
+            )
+        else:
+            raise StoreError("look a decision up by id, by grant, or by agent and key")
+        with self._engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return None if row is None else dict(row)
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the store, created on first use."""
+        key = f"secret:{name}"
+        with self._writing() as connection, connection.begin():
+            stored = connection.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+            if stored is None:
+                stored = os.urandom(32).hex()
+                connection.execute(insert(meta).values(key=key, value=stored))
+        return bytes.fromhex(str(stored))
+
+    def add_key(self, row: Mapping[str, Any]) -> None:
+        """Store an API key row."""
+        with self._writing() as connection, connection.begin():
+            connection.execute(insert(api_keys).values(**row))
+
+    def key_row(self, key_hash: str) -> dict[str, Any] | None:
+        """The API key row whose secret hashes to `key_hash`, or None."""
+        with self._engine.connect() as connection:
+            row = (
+                connection.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))
+                .mappings()
+                .first()
+            )
+        return None if row is None else dict(row)
+
+    def key_rows(self) -> list[dict[str, Any]]:
+        """Every API key row, oldest first."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def revoke_key(self, key_id: str, at: str) -> bool:
+        """Mark a key revoked; False when no such unrevoked key exists."""
+        with self._writing() as connection, connection.begin():
+            result = connection.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )
+        return bool(result.rowcount)
 
     @staticmethod
     def _head(connection: Connection) -> ChainHead:

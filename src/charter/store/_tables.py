@@ -8,9 +8,27 @@ tables; this module is what the adapters query with.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
-__all__ = ["bundles", "checkpoints", "ledger_entries", "meta", "metadata"]
+__all__ = [
+    "api_keys",
+    "bundles",
+    "checkpoints",
+    "decisions",
+    "ledger_entries",
+    "meta",
+    "metadata",
+]
 
 metadata = MetaData()
 
@@ -54,3 +72,37 @@ meta = Table(
     Column("value", Text, nullable=False),
 )
 """Facts about the store itself, such as the ledger's `log_id`."""
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False, unique=True),
+    Column("agent", String(256), nullable=False),
+    Column("action", String(256), nullable=False),
+    Column("verdict", String(32), nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("idempotency_key", String(256), nullable=True),
+    Column("payload_hash", String(80), nullable=True),
+    Column("grant_id", String(64), nullable=True, unique=True),
+    Column("grant_args_hash", String(80), nullable=True),
+    Column("grant_expires_at", String(40), nullable=True),
+    Column("redeemed_seq", Integer, nullable=True),
+    Column("outcome_seq", Integer, nullable=True),
+    Column("outcome_success", Boolean, nullable=True),
+    UniqueConstraint("agent", "idempotency_key", name="uq_decisions_idempotency"),
+)
+"""An index of decision entries: idempotency keys, grants and their use, outcomes."""
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("role", String(32), nullable=False),
+    Column("agent", String(256), nullable=True),
+    Column("label", String(256), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("revoked_at", String(40), nullable=True),
+)
+"""API keys: only the SHA-256 of each secret is kept."""

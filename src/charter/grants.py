@@ -1,0 +1,47 @@
+"""Grants: what an allowed decision yields, so the action runs once and as decided.
+
+A grant is bound to the canonical hash of the exact arguments that were decided on, and
+its token is an HMAC of the grant id under a secret kept in the store: the token need not
+be stored to be checked, and an idempotent repeat of the decision can hand back the same
+grant. Single use is enforced by the decisions index, under the gateway's lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["GrantTicket", "grant_token", "token_matches"]
+
+
+@dataclass(frozen=True, slots=True)
+class GrantTicket:
+    """A grant as the agent receives it; `token` is the secret it redeems with."""
+
+    id: str
+    token: str
+    expires_at: str
+    args_hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The grant as the API returns it."""
+        return {
+            "id": self.id,
+            "token": self.token,
+            "expires_at": self.expires_at,
+            "args_hash": self.args_hash,
+        }
+
+
+def grant_token(secret: bytes, grant_id: str) -> str:
+    """The grant's token: HMAC-SHA256 of its id, URL-safe base64 without padding."""
+    mac = hmac.new(secret, grant_id.encode("utf-8"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def token_matches(secret: bytes, grant_id: str, token: str) -> bool:
+    """Whether `token` is the grant's token, compared in constant time."""
+    return hmac.compare_digest(grant_token(secret, grant_id), token)
