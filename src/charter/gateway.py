@@ -388,8 +388,17 @@ class Charter:
         slots: list[_Pending | DecisionRecord | Future[DecisionRecord]] = []
         owned: list[tuple[tuple[str, str], Future[DecisionRecord], int]] = []
         with self._lock:
-            earlier = [self._earlier(r) for r in parsed]
-            for request, found in zip(parsed, earlier, strict=True):
+            seen: dict[tuple[str, str], str] = {}
+            for request in parsed:  # refuse every conflict before deciding anything
+                if request.idempotency_key is not None:
+                    marker = (request.agent, request.idempotency_key)
+                    digest = seen.setdefault(marker, payload_hash(request))
+                    if digest != payload_hash(request):
+                        raise IdempotencyConflict(conflict_message(request.idempotency_key))
+                    self._earlier(request)
+            for request in parsed:
+                # Asked again per request: an earlier one in this batch may hold its key.
+                found = self._earlier(request)
                 if found is not None:
                     slots.append(found)
                     continue
@@ -404,34 +413,35 @@ class Charter:
                     owned.append((marker, waiter, len(slots)))
                 slots.append(pending)
         records: list[DecisionRecord] = []
+        waiting = {position: (marker, waiter) for marker, waiter, position in owned}
         try:
-            for slot in slots:
+            for position, slot in enumerate(slots):
                 if isinstance(slot, _Pending):
                     entry = slot.future.result()
-                    records.append(
-                        DecisionRecord(
-                            slot.decision_id,
-                            entry.seq,
-                            slot.at,
-                            slot.request,
-                            slot.decision,
-                            slot.grant,
-                        )
+                    record = DecisionRecord(
+                        slot.decision_id,
+                        entry.seq,
+                        slot.at,
+                        slot.request,
+                        slot.decision,
+                        slot.grant,
                     )
+                    if position in waiting:  # later requests (in any thread) wait on this one
+                        marker, waiter = waiting.pop(position)
+                        waiter.set_result(record)
+                        with self._lock:
+                            self._inflight.pop(marker, None)
+                    records.append(record)
                 elif isinstance(slot, DecisionRecord):
                     records.append(slot)
                 else:
                     records.append(dataclasses.replace(slot.result(), replayed=True))
         except BaseException as exc:
-            for marker, waiter, _ in owned:
+            for marker, waiter in waiting.values():
                 waiter.set_exception(exc)
                 with self._lock:
                     self._inflight.pop(marker, None)
             raise
-        for marker, waiter, position in owned:
-            waiter.set_result(records[position])
-            with self._lock:
-                self._inflight.pop(marker, None)
         return records
 
     def _earlier(self, request: ActionRequest) -> DecisionRecord | Future[DecisionRecord] | None:

@@ -230,3 +230,25 @@ class TestKeys:
             charter.create_key("agent")
         with pytest.raises(NotFound):
             charter.revoke_key("key_missing")
+
+
+class TestIdempotencyInBatches:
+    """`decide_many` applies idempotency within one batch too."""
+
+    def test_a_key_repeated_in_one_batch_decides_once(self, charter: Charter) -> None:
+        """Two requests with one key in the same batch give one decision, twice."""
+        first, second = charter.decide_many(
+            [dict(refund(), idempotency_key="b-1"), dict(refund(), idempotency_key="b-1")]
+        )
+        assert first.id == second.id
+        assert second.replayed
+        assert kinds(charter).count("decision") == 1
+
+    def test_a_conflict_in_a_batch_records_nothing(self, charter: Charter) -> None:
+        """A batch whose key is reused with another payload is refused whole."""
+        count = charter.store.count()
+        with pytest.raises(IdempotencyConflict):
+            charter.decide_many(
+                [dict(refund(), idempotency_key="b-2"), dict(refund(99), idempotency_key="b-2")]
+            )
+        assert charter.store.count() == count
