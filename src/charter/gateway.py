@@ -41,6 +41,7 @@ from charter.ledger import LedgerEntry, NewEvent, SignedCheckpoint, VerifyReport
 from charter.ledger._replay import DECISION_KIND, RecordedEntry, ReplayReport, replay
 from charter.model import (
     ActionRequest,
+    AgentProfile,
     AgentState,
     BudgetUsage,
     Decision,
@@ -93,6 +94,7 @@ OUTCOME_KIND = "outcome"
 KEY_CREATED_KIND = "key.created"
 KEY_REVOKED_KIND = "key.revoked"
 ACCESS_DENIED_KIND = "access.denied"
+AGENT_KIND = "agent.updated"
 
 
 def system_clock() -> dt.datetime:
@@ -196,6 +198,7 @@ class Charter:
         self._halts: dict[tuple[str, str | None], Halt] = {}
         self._deployed: str | None = None
         self._autonomy: dict[str, int] = {}
+        self._registry: dict[str, AgentProfile] = {}
         self.grant_ttl = grant_ttl
         self._inflight: dict[tuple[str, str], tuple[str, Future[DecisionRecord]]] = {}
         self._redeemed: set[str] = set()
@@ -250,6 +253,10 @@ class Charter:
             elif entry.kind == AUTONOMY_KIND:
                 change = entry.payload_object()
                 self._set_level(change["agent"], change["level"])
+            elif entry.kind == AGENT_KIND:
+                held = AgentState.from_json({"profile": entry.payload_object()["agent"]}).profile
+                if held is not None:
+                    self._registry[held.id] = held
 
     def _record_deploy(self, bundle: Bundle) -> None:
         self.store.put_bundle(bundle.version, bundle.canonical_content())
@@ -287,10 +294,12 @@ class Charter:
     def _prepare(self, request: ActionRequest, now: dt.datetime, key: str | None) -> _Pending:
         """Decide and queue the ledger entry; the caller holds the lock."""
         bundle = self.bundle
-        profile = bundle.agents.get(request.agent)
+        registered = self._registry.get(request.agent)
+        profile = registered or bundle.agents.get(request.agent)
         plan = bundle.plan_for(request.agent, profile.role, request.action) if profile else None
         budgets = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
         state = AgentState(
+            profile=registered,
             autonomy=self._autonomy.get(request.agent),
             budgets=self._usage.state(request.agent, budgets, now),
             halts=tuple(self._halts.values()),
@@ -671,6 +680,39 @@ class Charter:
         """Up to `limit` entries after `after`, in order."""
         return list(self.store.entries(after=after, limit=limit))
 
+    # -- the agent registry ------------------------------------------------------------
+
+    def get_agent(self, agent_id: str) -> AgentProfile | None:
+        """The agent as decisions see it: the registry's entry, else the bundle's."""
+        return self._registry.get(agent_id) or self.bundle.agents.get(agent_id)
+
+    def agents(self) -> list[AgentProfile]:
+        """Every known agent, registry entries in place of the bundle's, by id."""
+        merged = {**self.bundle.agents, **self._registry}
+        return [merged[k] for k in sorted(merged)]
+
+    def put_agent(self, profile: AgentProfile, *, by: str) -> AgentProfile:
+        """Register or update an agent; recorded, and used by every later decision.
+
+        Raises:
+            RequestInvalid: the role or autonomy level is not defined by the live bundle.
+        """
+        if not profile.id or len(profile.id) > 256:
+            raise RequestInvalid("id", "an agent id is 1 to 256 characters")
+        if profile.role not in self.bundle.roles:
+            known = ", ".join(sorted(self.bundle.roles))
+            raise RequestInvalid("role", f"role `{profile.role}` is not defined ({known})")
+        if profile.autonomy not in self.bundle.levels:
+            known = ", ".join(str(v) for v in self.bundle.levels)
+            raise RequestInvalid(
+                "autonomy", f"autonomy level {profile.autonomy} is not defined ({known})"
+            )
+        with self._lock:
+            payload: dict[str, Any] = {"agent": profile.to_json(), "by": by}
+            self._submit(NewEvent(AGENT_KIND, format_time(self._clock()), payload)).result()
+            self._registry[profile.id] = profile
+        return profile
+
     # -- autonomy ----------------------------------------------------------------------
 
     def _set_level(self, agent: str, level: int | None) -> None:
@@ -685,8 +727,8 @@ class Charter:
         Raises:
             RequestInvalid: the agent or level is not defined in the live bundle.
         """
-        if agent not in self.bundle.agents:
-            raise RequestInvalid("agent", f"agent `{agent}` is not defined in the policy")
+        if self.get_agent(agent) is None:
+            raise RequestInvalid("agent", f"agent `{agent}` is not defined")
         if level is not None and level not in self.bundle.levels:
             known = ", ".join(str(v) for v in self.bundle.levels)
             raise RequestInvalid("level", f"autonomy level {level} is not defined ({known})")
@@ -699,7 +741,7 @@ class Charter:
         """The agent's autonomy level in force: an override, else the bundle's."""
         if agent in self._autonomy:
             return self._autonomy[agent]
-        profile = self.bundle.agents.get(agent)
+        profile = self.get_agent(agent)
         return profile.autonomy if profile else None
 
     # -- halts -------------------------------------------------------------------------

@@ -319,20 +319,25 @@ class AgentState:
     """The part of a decision's input that changes over time for one agent.
 
     It is recorded beside every decision, so replay gives the engine exactly what it saw.
-    `autonomy` overrides the agent's default level when a person or monitor changed it.
+    `autonomy` overrides the agent's default level when a person or monitor changed it;
+    `profile`, when set, is the agent as the registry holds it, in place of the bundle's.
     """
 
     autonomy: int | None = None
     budgets: Mapping[str, BudgetUsage] = field(default_factory=dict)
     halts: tuple[Halt, ...] = ()
+    profile: AgentProfile | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The state as plain JSON, in a stable shape."""
-        return {
+        """The state as plain JSON, in a stable shape (`profile` only when set)."""
+        out: dict[str, Any] = {
             "autonomy": self.autonomy,
             "budgets": {k: self.budgets[k].to_json() for k in sorted(self.budgets)},
             "halts": [h.to_json() for h in self.halts],
         }
+        if self.profile is not None:
+            out["profile"] = self.profile.to_json()
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> AgentState:
@@ -345,7 +350,20 @@ class AgentState:
             Halt(scope=h["scope"], target=h.get("target"), reason=h.get("reason", ""))
             for h in obj.get("halts") or ()
         )
-        return cls(autonomy=obj.get("autonomy"), budgets=budgets, halts=halts)
+        raw = obj.get("profile")
+        profile = (
+            AgentProfile(
+                raw["id"],
+                raw["role"],
+                raw["owner"],
+                raw["model_id"],
+                raw["model_version"],
+                int(raw["autonomy"]),
+            )
+            if raw
+            else None
+        )
+        return cls(autonomy=obj.get("autonomy"), budgets=budgets, halts=halts, profile=profile)
 
 
 @dataclass(frozen=True, slots=True)

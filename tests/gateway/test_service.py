@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from charter import Charter, Verdict, load_bundle
+from charter import AgentProfile, Charter, Verdict, load_bundle
 from charter.errors import Conflict, GrantRefused, IdempotencyConflict, NotFound, RequestInvalid
 from charter.examples import EXAMPLE_POLICY
 from charter.testing import FakeClock, sequential_ids
@@ -252,3 +252,36 @@ class TestIdempotencyInBatches:
                 [dict(refund(), idempotency_key="b-2"), dict(refund(99), idempotency_key="b-2")]
             )
         assert charter.store.count() == count
+
+
+class TestRegistry:
+    """Agents registered at run time decide like bundle agents, and replay exactly."""
+
+    def test_a_registered_agent_is_decided_for_and_replays(self, charter: Charter) -> None:
+        """A new agent with a bundle role gets that role's envelope, and replay reproduces it."""
+        charter.put_agent(
+            AgentProfile("support-bot-2", "support", "lead@example.com", "m", "1", 1), by="admin"
+        )
+        record = charter.decide(dict(refund(amount=600), agent="support-bot-2"))
+        assert record.verdict is Verdict.REQUIRE_APPROVAL  # level 1 may take 20; this is 40
+        assert charter.get_agent("support-bot-2") is not None
+        assert charter.replay().ok
+
+    def test_an_update_changes_later_decisions_only(self, charter: Charter) -> None:
+        """Raising an agent's level in the registry changes what it may do from then on."""
+        before = charter.decide(dict(refund(amount=600), agent="support-bot-trainee"))
+        charter.put_agent(
+            AgentProfile("support-bot-trainee", "support", "lead@example.com", "m", "1", 2),
+            by="admin",
+        )
+        after = charter.decide(dict(refund(amount=600, order="ord-9"), agent="support-bot-trainee"))
+        assert before.verdict is Verdict.REQUIRE_APPROVAL
+        assert after.verdict is Verdict.ALLOW
+        assert charter.replay().ok
+
+    def test_unknown_roles_and_levels_are_refused(self, charter: Charter) -> None:
+        """The registry cannot invent a role or a level the bundle does not define."""
+        with pytest.raises(RequestInvalid):
+            charter.put_agent(AgentProfile("x", "wizard", "o", "m", "1", 1), by="admin")
+        with pytest.raises(RequestInvalid):
+            charter.put_agent(AgentProfile("x", "support", "o", "m", "1", 9), by="admin")

@@ -247,7 +247,7 @@ def decide(
         The decision, with every step that fired among its reasons.
     """
     halts = [h for h in state.halts if h.covers(request)]
-    profile = bundle.agents.get(request.agent)
+    profile = state.profile or bundle.agents.get(request.agent)
     level = None
     if profile is not None:
         level = state.autonomy if state.autonomy is not None else profile.autonomy
