@@ -14,8 +14,12 @@ insides may change between releases.
 from charter.__about__ import __version__
 from charter.errors import (
     CharterError,
+    Conflict,
+    GrantRefused,
+    IdempotencyConflict,
     LedgerError,
     LedgerIntegrityError,
+    NotFound,
     PolicyInvalid,
     Problem,
     ReplayError,
@@ -36,21 +40,41 @@ from charter.model import (
     Verdict,
 )
 from charter.policy import Bundle, bundle_from_content, decide, load_bundle
+from charter.sdk import (
+    ActionDenied,
+    ApprovalRequired,
+    AsyncClient,
+    CharterUnavailable,
+    Client,
+    EmbeddedClient,
+    context,
+    governed,
+)
 
 __all__ = [
+    "ActionDenied",
     "ActionRequest",
     "AgentProfile",
     "AgentState",
+    "ApprovalRequired",
+    "AsyncClient",
     "BudgetUsage",
     "Bundle",
     "Charter",
     "CharterError",
+    "CharterUnavailable",
+    "Client",
+    "Conflict",
     "Decision",
     "DecisionRecord",
+    "EmbeddedClient",
     "Factor",
+    "GrantRefused",
     "Halt",
+    "IdempotencyConflict",
     "LedgerError",
     "LedgerIntegrityError",
+    "NotFound",
     "PolicyInvalid",
     "Problem",
     "Reason",
@@ -61,6 +85,8 @@ __all__ = [
     "Verdict",
     "__version__",
     "bundle_from_content",
+    "context",
     "decide",
+    "governed",
     "load_bundle",
 ]

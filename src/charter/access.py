@@ -7,15 +7,35 @@ the one agent it may act as.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from charter.errors import RequestInvalid
+from charter.errors import NotFound, RequestInvalid
+from charter.ledger import NewEvent
+from charter.store import LedgerStore
 
-__all__ = ["KEY_PREFIX", "ROLES", "Principal", "hash_secret", "new_key"]
+__all__ = [
+    "KEY_CREATED_KIND",
+    "KEY_PREFIX",
+    "KEY_REVOKED_KIND",
+    "PRINCIPAL_TTL",
+    "ROLES",
+    "KeyRing",
+    "Principal",
+    "hash_secret",
+    "new_key",
+]
+
+KEY_CREATED_KIND = "key.created"
+KEY_REVOKED_KIND = "key.revoked"
+#: How long a looked-up key is trusted before the store is asked again: a key revoked by
+#: another process (the CLI, another replica) stops working within this many seconds.
+PRINCIPAL_TTL = 1.0
 
 #: The roles a key may have, and what each is for.
 ROLES: Mapping[str, str] = {
@@ -63,3 +83,89 @@ def new_key(role: str, agent: str | None) -> tuple[str, str]:
             "agent", "an `agent` key names the agent it acts as; other roles name none"
         )
     return f"key_{secrets.token_hex(8)}", KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class KeyRing:
+    """API keys kept in a store: create, authenticate, list, revoke; changes are recorded.
+
+    It needs no policy bundle, so the command line manages keys of a ledger no server is
+    running on, and the gateway delegates to it.
+
+    Args:
+        store: where keys (their hashes) live and where key events are recorded.
+        clock: the time stamped on key rows and events.
+        monotonic: the clock of the lookup cache (seconds; injectable for tests).
+    """
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        clock: Callable[[], dt.datetime],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._monotonic = monotonic
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    def _stamp(self) -> str:
+        return self._clock().astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def create(self, role: str, *, agent: str | None = None, label: str = "") -> tuple[str, str]:
+        """Create a key; returns (key id, secret). Only a hash of the secret is kept.
+
+        Raises:
+            RequestInvalid: unknown role, or an agent key without an agent.
+        """
+        key_id, secret = new_key(role, agent)
+        at = self._stamp()
+        self._store.add_key(
+            {
+                "key_id": key_id,
+                "key_hash": hash_secret(secret),
+                "role": role,
+                "agent": agent,
+                "label": label,
+                "created_at": at,
+            }
+        )
+        payload = {"key_id": key_id, "role": role, "agent": agent, "label": label}
+        self._store.append([NewEvent(KEY_CREATED_KIND, at, payload)])
+        return key_id, secret
+
+    def authenticate(self, secret: str) -> Principal | None:
+        """The principal a secret belongs to, or None for an unknown or revoked key."""
+        digest = hash_secret(secret)
+        now = self._monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[0] < PRINCIPAL_TTL:
+            return cached[1]
+        row = self._store.key_row(digest)
+        principal = (
+            None if row is None or row["revoked_at"] is not None else Principal.from_row(row)
+        )
+        if len(self._cache) > 10_000:  # unknown secrets must not grow memory without bound
+            self._cache.clear()
+        self._cache[digest] = (now, principal)
+        return principal
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every key, oldest first, without its hash."""
+        return [{k: v for k, v in r.items() if k != "key_hash"} for r in self._store.key_rows()]
+
+    def any_active(self) -> bool:
+        """Whether any unrevoked key exists (a server with none refuses every request)."""
+        return any(row["revoked_at"] is None for row in self._store.key_rows())
+
+    def revoke(self, key_id: str, *, by: str = "") -> None:
+        """Revoke a key now; recorded in the ledger.
+
+        Raises:
+            NotFound: no such unrevoked key.
+        """
+        at = self._stamp()
+        if not self._store.revoke_key(key_id, at):
+            raise NotFound(f"no active key `{key_id}`")
+        self._cache.clear()
+        self._store.append([NewEvent(KEY_REVOKED_KIND, at, {"key_id": key_id, "by": by})])

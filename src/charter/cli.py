@@ -19,8 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from charter.access import KeyRing
 from charter.audit import replay_ledger
-from charter.errors import CharterError, PolicyInvalid, Problem, RequestInvalid
+from charter.errors import CharterError, NotFound, PolicyInvalid, Problem, RequestInvalid
 from charter.examples import EXAMPLE_POLICY
 from charter.gateway import Charter, format_time, system_clock
 from charter.ledger import (
@@ -529,3 +530,101 @@ def demo(
 def main() -> None:
     """Entry point of the `charter` script."""
     app()
+
+
+# -- serve and keys (the HTTP API and its API keys) ------------------------------------
+
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@app.command("serve")
+def serve_command(
+    policy: Annotated[Path, typer.Option("--policy", help="The policy bundle folder.")],
+    db: DbOption = Path("charter.db"),
+    host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="The TCP port.")] = 8470,
+    max_body: Annotated[
+        int, typer.Option("--max-body", help="The largest request body, in bytes.")
+    ] = 1024 * 1024,
+) -> None:
+    """Serve the HTTP API (one uvicorn worker) until interrupted."""
+    from charter.server import serve  # noqa: PLC0415 - keeps every other command's start fast
+
+    bundle = _load(policy)
+    try:
+        serve(bundle, db, host=host, port=port, max_body=max_body, say=err.print)
+    except CharterError as exc:
+        err.print(f"error: {exc.message}")
+        raise typer.Exit(2) from None
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[
+        str, typer.Option("--role", help="agent, reviewer, policy-admin, admin or auditor.")
+    ],
+    db: DbOption,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="For an agent key: the agent it acts as.")
+    ] = None,
+    label: Annotated[str, typer.Option("--label", help="A note: who or what holds it.")] = "",
+) -> None:
+    """Create an API key and print its secret, once; only a hash is stored."""
+    store = open_store(db)
+    try:
+        key_id, secret = KeyRing(store, system_clock).create(role, agent=agent, label=label)
+    except RequestInvalid as exc:
+        err.print(f"error: {exc.message}")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    err.print(f"created {role} key {key_id}" + (f" for agent {agent}" if agent else ""))
+    err.print("the secret follows; it is shown once and cannot be recovered:")
+    print(secret)
+
+
+@keys_app.command("list")
+def keys_list(
+    db: DbOption,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON.")] = False,
+) -> None:
+    """List API keys (never their secrets)."""
+    store = _open_existing(db)
+    try:
+        rows = KeyRing(store, system_clock).list()
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table()
+    for col in ("key", "role", "agent", "label", "created", "revoked"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["key_id"],
+            r["role"],
+            r.get("agent") or "",
+            r.get("label") or "",
+            str(r.get("created_at") or ""),
+            str(r.get("revoked_at") or ""),
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id, as `keys list` shows it.")],
+    db: DbOption,
+) -> None:
+    """Revoke an API key; recorded in the ledger (exit 1 if no such active key)."""
+    store = _open_existing(db)
+    try:
+        KeyRing(store, system_clock).revoke(key_id, by="cli")
+    except NotFound as exc:
+        err.print(f"error: {exc.message}")
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    out.print(f"revoked {key_id}")

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from charter.access import Principal, hash_secret, new_key
+from charter.access import KeyRing, Principal
 from charter.canonical import canonical_bytes, content_hash
 from charter.errors import (
     Conflict,
@@ -91,8 +91,6 @@ AUTONOMY_KIND = "autonomy.changed"
 GRANT_REDEEMED_KIND = "grant.redeemed"
 GRANT_REFUSED_KIND = "grant.refused"
 OUTCOME_KIND = "outcome"
-KEY_CREATED_KIND = "key.created"
-KEY_REVOKED_KIND = "key.revoked"
 ACCESS_DENIED_KIND = "access.denied"
 AGENT_KIND = "agent.updated"
 
@@ -203,7 +201,7 @@ class Charter:
         self._inflight: dict[tuple[str, str], tuple[str, Future[DecisionRecord]]] = {}
         self._redeemed: set[str] = set()
         self._outcomes: set[str] = set()
-        self._principals: dict[str, Principal] = {}
+        self.keys = KeyRing(self.store, clock)
         self._grant_secret = self.store.secret("grants")
         self._rebuild()
         self._writer = GroupCommitWriter(self.store)
@@ -611,59 +609,24 @@ class Charter:
     def create_key(
         self, role: str, *, agent: str | None = None, label: str = ""
     ) -> tuple[str, str]:
-        """Create an API key; returns (key id, secret). Only a hash of the secret is kept.
-
-        Raises:
-            RequestInvalid: unknown role, or an agent key without an agent.
-        """
-        key_id, secret = new_key(role, agent)
-        at = format_time(self._clock())
-        self.store.add_key(
-            {
-                "key_id": key_id,
-                "key_hash": hash_secret(secret),
-                "role": role,
-                "agent": agent,
-                "label": label,
-                "created_at": at,
-            }
-        )
-        payload = {"key_id": key_id, "role": role, "agent": agent, "label": label}
-        self._submit(NewEvent(KEY_CREATED_KIND, at, payload)).result()
-        return key_id, secret
+        """Create an API key; returns (key id, secret). See `KeyRing.create`."""
+        return self.keys.create(role, agent=agent, label=label)
 
     def authenticate(self, secret: str) -> Principal | None:
-        """The principal a secret belongs to, or None for an unknown or revoked key."""
-        digest = hash_secret(secret)
-        cached = self._principals.get(digest)
-        if cached is not None:
-            return cached
-        row = self.store.key_row(digest)
-        if row is None or row["revoked_at"] is not None:
-            return None
-        principal = Principal.from_row(row)
-        self._principals[digest] = principal
-        return principal
+        """The principal a secret belongs to, or None. See `KeyRing.authenticate`."""
+        return self.keys.authenticate(secret)
 
     def list_keys(self) -> list[dict[str, Any]]:
         """Every key, without its hash."""
-        return [{k: v for k, v in row.items() if k != "key_hash"} for row in self.store.key_rows()]
+        return self.keys.list()
 
     def has_keys(self) -> bool:
         """Whether any unrevoked key exists (a server with none refuses every request)."""
-        return any(row["revoked_at"] is None for row in self.store.key_rows())
+        return self.keys.any_active()
 
     def revoke_key(self, key_id: str, *, by: str = "") -> None:
-        """Revoke a key at once; recorded in the ledger.
-
-        Raises:
-            NotFound: no such unrevoked key.
-        """
-        at = format_time(self._clock())
-        if not self.store.revoke_key(key_id, at):
-            raise NotFound(f"no active key `{key_id}`")
-        self._principals.clear()
-        self._submit(NewEvent(KEY_REVOKED_KIND, at, {"key_id": key_id, "by": by})).result()
+        """Revoke a key now; recorded in the ledger. See `KeyRing.revoke`."""
+        self.keys.revoke(key_id, by=by)
 
     def record_access_denied(self, principal: Principal, reason: str, **details: Any) -> None:
         """Record that a principal tried something its key does not allow."""

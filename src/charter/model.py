@@ -134,9 +134,11 @@ def _json_type(value: Any) -> str:
     return f"`{type(value).__name__}`"
 
 
-def _validate_context(context: Any) -> dict[str, Any]:
-    if not isinstance(context, dict):
-        raise RequestInvalid("context", f"must be an object, got {_json_type(context)}")
+def _validate_context(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise RequestInvalid("context", f"must be an object, got {_json_type(raw)}")
+    # `null` means "not said": the same as leaving the field out.
+    context: dict[str, Any] = {k: v for k, v in raw.items() if v is not None}
     for key in context:
         if key not in CONTEXT_FIELDS:
             known = ", ".join(sorted(CONTEXT_FIELDS))

@@ -41,6 +41,12 @@ HEAD_REVISION = "0002"
 _PAGE = 1000  # rows per read transaction when streaming entries
 _WRITE = "charter_write"  # execution option: this connection is about to write
 _BUSY_TIMEOUT_MS = 30_000
+# executemany needs every row to name the same columns
+_INDEX_DEFAULTS: dict[str, Any] = {
+    column.name: None
+    for column in decisions.columns
+    if column.name not in ("id", "seq", "at", "agent", "action", "verdict")
+}
 
 _ENTRY_COLUMNS = (
     ledger_entries.c.seq,
@@ -126,23 +132,42 @@ class SQLStore:
                 ],
             )
             if indexes is not None:
-                for entry, change in zip(entries, indexes, strict=True):
-                    if change is not None:
-                        self._index(connection, entry, change)
+                self._index(connection, entries, indexes)
         return entries
 
     @staticmethod
-    def _index(connection: Connection, entry: LedgerEntry, change: IndexChange) -> None:
-        if change.insert:
-            row = {**change.values, "id": change.decision_id, "seq": entry.seq, "at": entry.at}
-            connection.execute(insert(decisions).values(**row))
-            return
-        values = dict(change.values)
-        if change.seq_column is not None:
-            values[change.seq_column] = entry.seq
-        connection.execute(
-            update(decisions).where(decisions.c.id == change.decision_id).values(**values)
-        )
+    def _index(
+        connection: Connection,
+        entries: Sequence[LedgerEntry],
+        changes: Sequence[IndexChange | None],
+    ) -> None:
+        """Apply index changes in entry order: inserts in one statement, then updates."""
+        rows: list[dict[str, Any]] = []
+        for entry, change in zip(entries, changes, strict=True):
+            if change is None:
+                continue
+            if change.insert:
+                rows.append(
+                    {
+                        **_INDEX_DEFAULTS,
+                        **change.values,
+                        "id": change.decision_id,
+                        "seq": entry.seq,
+                        "at": entry.at,
+                    }
+                )
+                continue
+            if rows:  # an update may touch a row inserted earlier in this batch
+                connection.execute(insert(decisions), rows)
+                rows = []
+            values = dict(change.values)
+            if change.seq_column is not None:
+                values[change.seq_column] = entry.seq
+            connection.execute(
+                update(decisions).where(decisions.c.id == change.decision_id).values(**values)
+            )
+        if rows:
+            connection.execute(insert(decisions), rows)
 
     def entry(self, seq: int) -> LedgerEntry | None:
         """The entry at `seq`, or None."""

@@ -1,0 +1,278 @@
+"""What every client shares: the interface, fail-open accounting, and waiting.
+
+`GovernanceClient` and `AsyncGovernanceClient` are the interface `@governed` needs; the
+HTTP clients and the embedded adapters all satisfy one of them, so code written against
+a remote Charter runs unchanged against one in the same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from charter.sdk._flow import (
+    Backoff,
+    FailOpen,
+    Fetch,
+    Op,
+    OutcomeLost,
+    Sleep,
+    run_async,
+    run_sync,
+    wait_flow,
+)
+from charter.sdk._types import DecisionResult, DecisionStatus, Grant
+
+__all__ = [
+    "AsyncClientBase",
+    "AsyncGovernanceClient",
+    "ClientStats",
+    "GovernanceClient",
+    "SyncClientBase",
+    "note",
+]
+
+logger = logging.getLogger("charter.sdk")
+
+
+class ClientStats:
+    """Counters of what a client let through or lost; safe to read from any thread.
+
+    Attributes:
+        failed_open: actions run without a decision or a redeemed grant because Charter
+            could not be reached and the client fails open.
+        outcomes_lost: outcomes that could not be recorded after their action ran.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failed_open = 0
+        self.outcomes_lost = 0
+
+    def count(self, what: str) -> None:
+        """Add one to `failed_open` or `outcomes_lost`."""
+        with self._lock:
+            setattr(self, what, getattr(self, what) + 1)
+
+    def __repr__(self) -> str:
+        return f"ClientStats(failed_open={self.failed_open}, outcomes_lost={self.outcomes_lost})"
+
+
+def note(stats: ClientStats, op: FailOpen | OutcomeLost) -> None:
+    """Count and log what a governed flow let through or lost."""
+    if isinstance(op, FailOpen):
+        stats.count("failed_open")
+        logger.warning(
+            "charter could not be reached at %s; running `%s` anyway because the client "
+            "fails open: %s",
+            op.stage,
+            op.action,
+            op.error,
+        )
+    else:
+        stats.count("outcomes_lost")
+        logger.warning(
+            "the outcome of decision %s could not be recorded: %s", op.decision_id, op.error
+        )
+
+
+class GovernanceClient(Protocol):
+    """What `@governed` needs from a blocking client."""
+
+    fail_open: bool
+    stats: ClientStats
+
+    def decide(
+        self,
+        agent: str,
+        action: str,
+        args: Mapping[str, Any],
+        *,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> DecisionResult:
+        """Decide one request."""
+        ...
+
+    def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
+        """Spend a grant on exactly these arguments."""
+        ...
+
+    def report_outcome(
+        self,
+        decision_id: str,
+        *,
+        success: bool,
+        error: str | None = None,
+        duration_ms: float | None = None,
+        result_digest: str | None = None,
+    ) -> None:
+        """Record how an action went."""
+        ...
+
+    def get_decision(self, decision_id: str) -> DecisionStatus | None:
+        """A decision and its state now."""
+        ...
+
+    def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
+        """Wait until people have decided, or `timeout` seconds have passed."""
+        ...
+
+
+class AsyncGovernanceClient(Protocol):
+    """What `@governed` needs from an async client: `GovernanceClient`, awaited."""
+
+    fail_open: bool
+    stats: ClientStats
+
+    async def decide(
+        self,
+        agent: str,
+        action: str,
+        args: Mapping[str, Any],
+        *,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> DecisionResult:
+        """Decide one request."""
+        ...
+
+    async def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
+        """Spend a grant on exactly these arguments."""
+        ...
+
+    async def report_outcome(
+        self,
+        decision_id: str,
+        *,
+        success: bool,
+        error: str | None = None,
+        duration_ms: float | None = None,
+        result_digest: str | None = None,
+    ) -> None:
+        """Record how an action went."""
+        ...
+
+    async def get_decision(self, decision_id: str) -> DecisionStatus | None:
+        """A decision and its state now."""
+        ...
+
+    async def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
+        """Wait until people have decided, or `timeout` seconds have passed."""
+        ...
+
+
+class SyncClientBase:
+    """Fail-open settings, counters and `wait` for the blocking clients.
+
+    Args:
+        fail_open: let governed actions run when Charter cannot be reached (counted in
+            `stats.failed_open` and logged); by default they raise `CharterUnavailable`.
+        backoff: how `wait` spaces its polls.
+        clock: a monotonic clock in seconds; tests pass their own.
+    """
+
+    def __init__(
+        self,
+        *,
+        fail_open: bool = False,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fail_open = fail_open
+        self.stats = ClientStats()
+        self.backoff = backoff or Backoff()
+        self._clock = clock
+
+    def get_decision(self, decision_id: str) -> DecisionStatus | None:
+        """A decision and its state now; None when there is no such decision."""
+        raise NotImplementedError
+
+    def _fetch(self, op: Fetch) -> DecisionStatus | None:
+        """One poll of `wait`; a client whose server long-polls passes `op.hold` on."""
+        return self.get_decision(op.decision_id)
+
+    def _perform_wait(self, op: Op) -> Any:
+        if isinstance(op, Fetch):
+            return self._fetch(op)
+        if isinstance(op, Sleep):
+            time.sleep(op.seconds)
+            return None
+        raise TypeError(f"`wait` does not perform {op!r}")  # pragma: no cover
+
+    def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
+        """Wait until people have decided on a decision, or `timeout` seconds have passed.
+
+        Args:
+            decision_id: the decision, such as `ApprovalRequired.decision_id`.
+            timeout: how long to wait in all, in seconds.
+
+        Returns:
+            The decision's status: final, or still waiting (`status.waiting`) at timeout.
+
+        Raises:
+            CharterError: no decision has this id (code `decision_unknown`).
+            CharterUnavailable: Charter could not be asked.
+        """
+        flow = wait_flow(decision_id, timeout, clock=self._clock, backoff=self.backoff)
+        return run_sync(flow, self._perform_wait)
+
+
+class AsyncClientBase:
+    """Fail-open settings, counters and `wait` for the async clients.
+
+    Args:
+        fail_open: let governed actions run when Charter cannot be reached (counted in
+            `stats.failed_open` and logged); by default they raise `CharterUnavailable`.
+        backoff: how `wait` spaces its polls.
+        clock: a monotonic clock in seconds; tests pass their own.
+    """
+
+    def __init__(
+        self,
+        *,
+        fail_open: bool = False,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fail_open = fail_open
+        self.stats = ClientStats()
+        self.backoff = backoff or Backoff()
+        self._clock = clock
+
+    async def get_decision(self, decision_id: str) -> DecisionStatus | None:
+        """A decision and its state now; None when there is no such decision."""
+        raise NotImplementedError
+
+    async def _fetch(self, op: Fetch) -> DecisionStatus | None:
+        """One poll of `wait`; a client whose server long-polls passes `op.hold` on."""
+        return await self.get_decision(op.decision_id)
+
+    async def _perform_wait(self, op: Op) -> Any:
+        if isinstance(op, Fetch):
+            return await self._fetch(op)
+        if isinstance(op, Sleep):
+            await asyncio.sleep(op.seconds)
+            return None
+        raise TypeError(f"`wait` does not perform {op!r}")  # pragma: no cover
+
+    async def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
+        """Wait until people have decided on a decision, or `timeout` seconds have passed.
+
+        Args:
+            decision_id: the decision, such as `ApprovalRequired.decision_id`.
+            timeout: how long to wait in all, in seconds.
+
+        Returns:
+            The decision's status: final, or still waiting (`status.waiting`) at timeout.
+
+        Raises:
+            CharterError: no decision has this id (code `decision_unknown`).
+            CharterUnavailable: Charter could not be asked.
+        """
+        flow = wait_flow(decision_id, timeout, clock=self._clock, backoff=self.backoff)
+        return await run_async(flow, self._perform_wait)

@@ -1,0 +1,283 @@
+"""The SDK's multi-step logic, written once and without I/O.
+
+A flow is a generator that yields *operations* (decide, redeem, run the function, report
+the outcome, fetch a decision, sleep) and receives each one's result, or has the error it
+raised thrown in. A driver performs the operations: `run_sync` with blocking calls,
+`run_async` with awaits. This is httpx's auth-flow pattern (`httpx/_auth.py`): the order of
+the steps, what each failure means and when to give up live here, so the sync and async
+clients cannot drift apart, and the flows can be tested by feeding them answers by hand.
+
+`governed_flow` is the life of one governed call::
+
+    decide ─┬─ allow ──▶ redeem(grant, exact args) ──▶ run ──▶ report outcome ──▶ result
+            ├─ deny ───▶ ActionDenied
+            └─ require_approval / escalate ──▶ ApprovalRequired
+
+    The grant is redeemed with the args as they are just before the run (`args_now`),
+    so an argument changed in place after the decision is refused, not run.
+
+    Charter unavailable at decide or redeem: fail closed (re-raise), or with fail_open
+    run anyway and count it. A report that cannot be recorded never fails a call whose
+    action already ran (the caller might retry it): it is counted and logged instead.
+
+`wait_flow` polls a decision until people have decided or the time is up. Each poll says
+how long the server may hold it (`Fetch.hold`); a server that long-polls answers when the
+state changes, and since the flow only sleeps for what is left of its backoff step after
+the answer came back, a held poll is followed immediately by the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from charter.errors import CharterError
+from charter.model import Verdict
+from charter.sdk._errors import ActionDenied, ApprovalRequired, CharterUnavailable
+from charter.sdk._types import DecisionResult, DecisionStatus, Grant
+
+__all__ = [
+    "Backoff",
+    "Decide",
+    "FailOpen",
+    "Fetch",
+    "Flow",
+    "Op",
+    "OutcomeLost",
+    "Redeem",
+    "Report",
+    "Run",
+    "Sleep",
+    "describe_error",
+    "governed_flow",
+    "run_async",
+    "run_sync",
+    "wait_flow",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Decide:
+    """Ask Charter to decide a request; answers a `DecisionResult`."""
+
+    agent: str
+    action: str
+    args: Mapping[str, Any]
+    context: Mapping[str, Any]
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Redeem:
+    """Spend the grant on exactly these arguments; answers None, or raises GrantRefused."""
+
+    grant: Grant
+    args: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Run the governed function; answers its return value, or throws its exception."""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Record how the action went, linked to its decision."""
+
+    decision_id: str
+    success: bool
+    error: str | None = None
+    duration_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailOpen:
+    """Charter was unreachable and the client fails open: count it, warn, and go on."""
+
+    stage: str
+    action: str
+    error: CharterUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeLost:
+    """An outcome could not be recorded after the action ran: count it, warn, go on."""
+
+    decision_id: str
+    error: CharterError
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Read a decision's state; the server may hold the answer up to `hold` seconds."""
+
+    decision_id: str
+    hold: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait this many seconds before the next step."""
+
+    seconds: float
+
+
+Op = Decide | Redeem | Run | Report | FailOpen | OutcomeLost | Fetch | Sleep
+#: A flow: yields operations, receives their results, returns its answer.
+Flow = Generator[Op, Any, T]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How `wait` spaces its polls: `first`, then times `factor`, never above `most`."""
+
+    first: float = 0.2
+    factor: float = 2.0
+    most: float = 5.0
+
+
+def describe_error(exc: BaseException) -> str:
+    """How a failed action's error is recorded: its type, then its message."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _report(op: Report) -> Flow[None]:
+    try:
+        yield op
+    except CharterError as exc:
+        yield OutcomeLost(op.decision_id, exc)
+
+
+def governed_flow(
+    request: Decide,
+    *,
+    args_now: Callable[[], Mapping[str, Any]],
+    fail_open: bool,
+    clock: Callable[[], float],
+) -> Flow[Any]:
+    """Decide, and run the action only when allowed, redeeming its grant just before.
+
+    Args:
+        request: what to decide.
+        args_now: the action's args as they are now, read again just before the run.
+        fail_open: run the action when Charter cannot be reached, instead of raising.
+        clock: a monotonic clock in seconds, for the outcome's duration.
+
+    Returns:
+        The governed function's return value.
+
+    Raises:
+        ActionDenied: the verdict is `deny`.
+        ApprovalRequired: the verdict is `require_approval` or `escalate`.
+        CharterUnavailable: Charter could not be asked and the client fails closed.
+        GrantRefused: the grant was refused (already used, expired, arguments changed).
+    """
+    try:
+        decided: DecisionResult = yield request
+    except CharterUnavailable as exc:
+        if not fail_open:
+            raise
+        yield FailOpen("decide", request.action, exc)
+        return (yield Run())  # no decision was recorded, so there is nothing to report to
+    if decided.verdict is Verdict.DENY:
+        raise ActionDenied(decided)
+    if decided.verdict is not Verdict.ALLOW:
+        raise ApprovalRequired(decided)
+    if decided.grant is None:
+        raise CharterError(
+            f"decision {decided.id} allows `{request.action}` but carries no grant to redeem",
+            code="grant_missing",
+        )
+    try:
+        yield Redeem(decided.grant, args_now())
+    except CharterUnavailable as exc:
+        if not fail_open:
+            raise
+        yield FailOpen("redeem", request.action, exc)
+    started = clock()
+    try:
+        value = yield Run()
+    except Exception as exc:
+        elapsed = (clock() - started) * 1000
+        yield from _report(Report(decided.id, False, describe_error(exc), elapsed))
+        raise
+    yield from _report(Report(decided.id, True, None, (clock() - started) * 1000))
+    return value
+
+
+def wait_flow(
+    decision_id: str,
+    timeout: float,
+    *,
+    clock: Callable[[], float],
+    backoff: Backoff | None = None,
+) -> Flow[DecisionStatus]:
+    """Poll a decision until people have decided, or `timeout` seconds have passed.
+
+    Args:
+        decision_id: the decision to watch, such as `ApprovalRequired.decision_id`.
+        timeout: how long to wait in all, in seconds.
+        clock: a monotonic clock in seconds.
+        backoff: how the polls are spaced; `Backoff()` when None.
+
+    Returns:
+        The last status read: final, or still waiting (`status.waiting`) at the deadline.
+
+    Raises:
+        CharterError: no decision has this id (code `decision_unknown`).
+    """
+    backoff = backoff or Backoff()
+    deadline = clock() + timeout
+    step = backoff.first
+    while True:
+        asked = clock()
+        status: DecisionStatus | None = yield Fetch(decision_id, max(0.0, deadline - asked))
+        if status is None:
+            raise CharterError(f"no decision has the id `{decision_id}`", code="decision_unknown")
+        now = clock()
+        if not status.waiting or now >= deadline:
+            return status
+        pause = min(step - (now - asked), deadline - now)
+        if pause > 0:
+            yield Sleep(pause)
+        step = min(step * backoff.factor, backoff.most)
+
+
+def run_sync(flow: Flow[T], perform: Callable[[Op], Any]) -> T:
+    """Drive a flow with blocking calls: `perform` each operation, send back what it gives."""
+    try:
+        op = next(flow)
+        while True:
+            try:
+                answer = perform(op)
+            except Exception as exc:
+                op = flow.throw(exc)
+            else:
+                op = flow.send(answer)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    finally:
+        flow.close()
+
+
+async def run_async(flow: Flow[T], perform: Callable[[Op], Awaitable[Any]]) -> T:
+    """Drive a flow with awaits: the twin of `run_sync`."""
+    try:
+        op = next(flow)
+        while True:
+            try:
+                answer = await perform(op)
+            except Exception as exc:
+                op = flow.throw(exc)
+            else:
+                op = flow.send(answer)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    finally:
+        flow.close()

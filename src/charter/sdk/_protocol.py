@@ -1,0 +1,175 @@
+"""The HTTP API on the client side, without I/O: what to send and how to read the answer.
+
+Each function returns an `Exchange`: the request to send and how to read its answer. The
+sync and async clients differ only in how they send it, so an endpoint's details (paths,
+bodies, which statuses mean what) are written once. Error answers map back to the same
+errors the embedded service raises, by their stable `code`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+from charter.errors import (
+    CharterError,
+    Conflict,
+    GrantRefused,
+    IdempotencyConflict,
+    NotFound,
+    RequestInvalid,
+)
+from charter.sdk._errors import CharterUnavailable
+from charter.sdk._types import DecisionResult, DecisionStatus, Grant
+
+__all__ = [
+    "Exchange",
+    "decide_exchange",
+    "error_from_answer",
+    "outcome_exchange",
+    "redeem_exchange",
+    "status_exchange",
+]
+
+T = TypeVar("T")
+
+_GRANT_CODES = frozenset({"grant_unknown", "grant_used", "grant_expired", "args_mismatch"})
+_BY_CODE: Mapping[str, Callable[[str], CharterError]] = {
+    "idempotency_conflict": IdempotencyConflict,
+    "not_found": NotFound,
+    "conflict": Conflict,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange(Generic[T]):
+    """One request to the API and how to read its answer.
+
+    Attributes:
+        method: the HTTP method.
+        path: the path below the client's base URL.
+        body: the JSON body, already encoded, or None.
+        headers: headers beyond the client's own (authorization, content type).
+        read: turns (status, body bytes) into the result, or raises the mapped error.
+    """
+
+    method: str
+    path: str
+    body: bytes | None
+    read: Callable[[int, bytes], T]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _encode(value: Mapping[str, Any]) -> bytes:
+    """Strict JSON: what cannot be sent faithfully is refused before anything is sent."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise RequestInvalid("args", f"cannot be sent as JSON: {exc}") from None
+
+
+def _decode(status: int, content: bytes) -> Any:
+    try:
+        return json.loads(content) if content else None
+    except ValueError:
+        raise CharterUnavailable(
+            f"charter answered {status} with a body that is not JSON", status=status
+        ) from None
+
+
+def error_from_answer(status: int, content: bytes) -> CharterError:
+    """The error an unsuccessful answer stands for, chosen by its stable code.
+
+    5xx and 429 mean Charter cannot answer now (`CharterUnavailable`), whatever the body.
+    """
+    try:
+        error = json.loads(content)["error"]
+        code, message, where = str(error["code"]), str(error["message"]), error.get("field")
+    except (ValueError, TypeError, KeyError):
+        code, message, where = "", f"charter answered http {status}", None
+    if status >= 500 or status == 429:
+        return CharterUnavailable(
+            f"charter answered {status}{f' ({code})' if code else ''}: {message}", status=status
+        )
+    if code in _GRANT_CODES:
+        return GrantRefused(code, message)
+    if code in _BY_CODE:
+        return _BY_CODE[code](message)
+    if code == "request_invalid":
+        where = str(where or "")
+        return RequestInvalid(where, message.removeprefix(f"`{where}`: ") if where else message)
+    return CharterError(message, code=code or f"http_{status}")
+
+
+def _expect(status: int, content: bytes, *ok: int) -> Any:
+    if status not in ok:
+        raise error_from_answer(status, content)
+    return _decode(status, content)
+
+
+def decide_exchange(
+    agent: str,
+    action: str,
+    args: Mapping[str, Any],
+    context: Mapping[str, Any],
+    idempotency_key: str | None,
+) -> Exchange[DecisionResult]:
+    """`POST /v1/decisions`: decide one request (the key travels as `Idempotency-Key`)."""
+    body = _encode({"agent": agent, "action": action, "args": args, "context": context})
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+    return Exchange(
+        "POST",
+        "/v1/decisions",
+        body,
+        lambda status, content: DecisionResult.from_json(_expect(status, content, 200, 201)),
+        headers,
+    )
+
+
+def redeem_exchange(grant: Grant, args: Mapping[str, Any]) -> Exchange[None]:
+    """`POST /v1/grants/redeem`: spend the grant on exactly these arguments."""
+    body = _encode({"grant_id": grant.id, "token": grant.token, "args": args})
+
+    def read(status: int, content: bytes) -> None:
+        _expect(status, content, 200, 201)
+
+    return Exchange("POST", "/v1/grants/redeem", body, read)
+
+
+def outcome_exchange(
+    decision_id: str,
+    *,
+    success: bool,
+    error: str | None,
+    duration_ms: float | None,
+    result_digest: str | None,
+) -> Exchange[None]:
+    """`POST /v1/outcomes`: record how the action went."""
+    body = _encode(
+        {
+            "decision_id": decision_id,
+            "success": success,
+            "error": error,
+            "duration_ms": duration_ms,
+            "result_digest": result_digest,
+        }
+    )
+
+    def read(status: int, content: bytes) -> None:
+        _expect(status, content, 200, 201, 204)
+
+    return Exchange("POST", "/v1/outcomes", body, read)
+
+
+def status_exchange(decision_id: str) -> Exchange[DecisionStatus | None]:
+    """`GET /v1/decisions/{id}`: the decision and its state; None when there is none."""
+
+    def read(status: int, content: bytes) -> DecisionStatus | None:
+        if status == 404:
+            return None
+        return DecisionStatus.from_json(_expect(status, content, 200))
+
+    return Exchange("GET", f"/v1/decisions/{quote(decision_id, safe='')}", None, read)

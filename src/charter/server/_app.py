@@ -1,0 +1,381 @@
+"""The ASGI application: routes, the OpenAPI document, and error answers.
+
+FastAPI builds the OpenAPI document and serves the ordinary routes. `POST /v1/decisions`,
+the hot path, is a plain Starlette route placed ahead of a documentation-only FastAPI
+route with the same path and method: requests reach the fast route, and the document
+still describes it fully (FastAPI's own validation would cost about half the floor the
+issue sets). Every route reads its body with the same strict reader and runs its logic in
+a worker thread, because the gateway blocks until the ledger entry is durable and the
+group-commit writer batches many waiting threads into one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Header, Path, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from charter.__about__ import __version__
+from charter.errors import CharterError
+from charter.gateway import Charter
+from charter.server._body import DEFAULT_MAX_BODY, read_body
+from charter.server._errors import ApiError, error_response, from_charter_error
+from charter.server._handlers import Handlers
+from charter.server._metrics import CONTENT_TYPE_LATEST, Metrics
+from charter.server._schemas import (
+    AgentPut,
+    AgentView,
+    DecisionAnswer,
+    DecisionRequest,
+    DecisionState,
+    ErrorBody,
+    LedgerPage,
+    OutcomeAnswer,
+    OutcomeReport,
+    RedeemAnswer,
+    RedeemRequest,
+    Status,
+    VerifyAnswer,
+)
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger("charter.server")
+
+_ERRORS: dict[int, str] = {
+    400: "The body is not strict JSON (malformed, a duplicate key, NaN, too deep).",
+    401: "No API key, or an unknown or revoked one.",
+    403: "The key's role may not do this, or an agent key named another agent.",
+    404: "No such resource.",
+    409: "A conflict with what is recorded.",
+    413: "The body is larger than the limit.",
+    422: "The body or a parameter is wrong (the error names the field).",
+    503: "The ledger cannot be written or read now.",
+}
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
+
+
+def _responses(
+    ok: type[BaseModel], *errors: int, ok_status: int = 200
+) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {ok_status: {"model": ok}}
+    for status in (401, 403, *errors, 503):
+        out[status] = {"model": ErrorBody, "description": _ERRORS[status]}
+    return out
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """An `openapi_extra` declaring a JSON body the route reads itself."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+_BODY_MODELS: tuple[type[BaseModel], ...] = (
+    DecisionRequest,
+    RedeemRequest,
+    OutcomeReport,
+    AgentPut,
+)
+
+
+def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+    """Build the HTTP API over an open gateway.
+
+    The app never closes `charter`; whoever opened it closes it after the server stops.
+
+    Args:
+        charter: the gateway (policy, ledger, keys) to serve.
+        max_body: the largest request body accepted, in bytes; larger is answered 413.
+
+    Returns:
+        An ASGI application.
+    """
+    metrics = Metrics()
+    metrics.time_appends(charter.store)
+    handlers = Handlers(charter, metrics)
+    app = FastAPI(
+        title="Charter",
+        version=__version__,
+        description="Policy decisions for AI agents' actions, single-use grants, outcomes "
+        'and a tamper-evident ledger. Every error is `{"error": {"code", "message", '
+        '"field"}}`; see docs/api.md.',
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.charter = charter
+    app.state.metrics = metrics
+    _install_error_handlers(app)
+
+    async def create_decision(request: Request) -> Response:
+        body = await read_body(request, max_body)
+        answer, replayed = await run_in_threadpool(
+            handlers.create_decision,
+            request.headers.get("authorization"),
+            body,
+            request.headers.get("idempotency-key"),
+        )
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
+        return JSONResponse(answer, headers=headers)
+
+    # The fast route first: the router takes the first route that matches.
+    app.router.routes.insert(
+        0, Route("/v1/decisions", create_decision, methods=["POST"], include_in_schema=False)
+    )
+
+    @app.post(
+        "/v1/decisions",
+        operation_id="create_decision",
+        summary="Decide an action request",
+        description="Decide and durably record one request. An `allow` carries a single-use "
+        "grant. Repeating a request with the same idempotency key (body or header) returns the "
+        "same decision and grant; the same key with another request is 422.",
+        tags=["decisions"],
+        response_model=None,
+        responses=_responses(DecisionAnswer, 400, 409, 413, 422),
+        openapi_extra=_body(DecisionRequest),
+        dependencies=[_security()],
+    )
+    async def create_decision_doc(
+        idempotency_key: str | None = Header(  # documents the header
+            None, alias="Idempotency-Key", min_length=1, max_length=256
+        ),
+    ) -> Response:  # pragma: no cover - the Starlette route above answers this path
+        raise ApiError("internal", "the documentation route was reached")
+
+    @app.get(
+        "/v1/decisions/{decision_id}",
+        operation_id="get_decision",
+        summary="A decision and its state",
+        tags=["decisions"],
+        response_model=None,
+        responses=_responses(DecisionState, 404),
+        dependencies=[_security()],
+    )
+    async def get_decision(
+        request: Request, decision_id: str = Path(min_length=1, max_length=256)
+    ) -> Response:
+        answer = await run_in_threadpool(handlers.get_decision, _auth(request), decision_id)
+        return JSONResponse(answer)
+
+    @app.post(
+        "/v1/grants/redeem",
+        operation_id="redeem_grant",
+        summary="Redeem a grant for the exact decided arguments, once",
+        tags=["grants"],
+        response_model=None,
+        responses=_responses(RedeemAnswer, 400, 409, 413, 422),
+        openapi_extra=_body(RedeemRequest),
+        dependencies=[_security()],
+    )
+    async def redeem_grant(request: Request) -> Response:
+        body = await read_body(request, max_body)
+        answer = await run_in_threadpool(handlers.redeem_grant, _auth(request), body)
+        return JSONResponse(answer)
+
+    @app.post(
+        "/v1/outcomes",
+        operation_id="record_outcome",
+        summary="Report what happened when the action ran",
+        tags=["outcomes"],
+        response_model=None,
+        responses=_responses(OutcomeAnswer, 400, 404, 409, 413, 422),
+        openapi_extra=_body(OutcomeReport),
+        dependencies=[_security()],
+    )
+    async def record_outcome(request: Request) -> Response:
+        body = await read_body(request, max_body)
+        answer = await run_in_threadpool(handlers.record_outcome, _auth(request), body)
+        return JSONResponse(answer)
+
+    @app.get(
+        "/v1/ledger",
+        operation_id="list_ledger",
+        summary="Ledger entries after a position",
+        tags=["ledger"],
+        response_model=None,
+        responses=_responses(LedgerPage, 422),
+        dependencies=[_security()],
+    )
+    async def list_ledger(
+        request: Request,
+        after: int = Query(0, ge=0, le=2**53 - 1, description="Entries with seq above this."),
+        limit: int = Query(100, ge=1, le=1000, description="At most this many entries."),
+    ) -> Response:
+        answer = await run_in_threadpool(handlers.list_ledger, _auth(request), after, limit)
+        return JSONResponse(answer)
+
+    @app.get(
+        "/v1/ledger/verify",
+        operation_id="verify_ledger",
+        summary="Verify the ledger's hash chain and latest checkpoint",
+        tags=["ledger"],
+        response_model=None,
+        responses=_responses(VerifyAnswer),
+        dependencies=[_security()],
+    )
+    async def verify_ledger(request: Request) -> Response:
+        answer = await run_in_threadpool(handlers.verify_ledger, _auth(request))
+        return JSONResponse(answer)
+
+    @app.get(
+        "/v1/agents/{agent_id}",
+        operation_id="get_agent",
+        summary="An agent as decisions see it, with its autonomy level in force",
+        tags=["agents"],
+        response_model=None,
+        responses=_responses(AgentView, 404),
+        dependencies=[_security()],
+    )
+    async def get_agent(
+        request: Request, agent_id: str = Path(min_length=1, max_length=256)
+    ) -> Response:
+        answer = await run_in_threadpool(handlers.get_agent, _auth(request), agent_id)
+        return JSONResponse(answer)
+
+    @app.put(
+        "/v1/agents/{agent_id}",
+        operation_id="put_agent",
+        summary="Register or replace an agent (recorded in the ledger)",
+        description="200 when the agent existed (in the registry or the bundle), 201 when "
+        "it is new. The role and autonomy level must be defined by the live bundle.",
+        tags=["agents"],
+        response_model=None,
+        responses={
+            **_responses(AgentView, 400, 413, 422),
+            201: {"model": AgentView, "description": "A new agent was registered."},
+        },
+        openapi_extra=_body(AgentPut),
+        dependencies=[_security()],
+    )
+    async def put_agent(
+        request: Request, agent_id: str = Path(min_length=1, max_length=256)
+    ) -> Response:
+        body = await read_body(request, max_body)
+        answer, created = await run_in_threadpool(
+            handlers.put_agent, _auth(request), agent_id, body
+        )
+        return JSONResponse(answer, status_code=201 if created else 200)
+
+    @app.get(
+        "/healthz",
+        operation_id="healthz",
+        summary="The process is up",
+        tags=["health"],
+        response_model=Status,
+    )
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok", "checks": {}})
+
+    @app.get(
+        "/readyz",
+        operation_id="readyz",
+        summary="The bundle is loaded and the store is writable",
+        tags=["health"],
+        response_model=None,
+        responses={
+            200: {"model": Status},
+            503: {"model": Status, "description": "Not ready; `checks` says why."},
+        },
+    )
+    async def readyz() -> Response:
+        ready, checks = await run_in_threadpool(handlers.readiness)
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get(
+        "/metrics",
+        operation_id="metrics",
+        summary="Figures in the Prometheus text format",
+        tags=["health"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in _BODY_MODELS:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _security() -> Any:
+    """Declares the bearer scheme in the document; `Handlers` does the checking."""
+    return Security(_bearer)
+
+
+def _auth(request: Request) -> str | None:
+    return request.headers.get("authorization")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Answer every error in the one shape, with the status from the one table."""
+
+    async def api_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc)
+
+    async def charter_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, CharterError)
+        return error_response(from_charter_error(exc))
+
+    async def validation_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        loc = [str(p) for p in first.get("loc", ())]
+        field = ".".join(loc[1:] if loc and loc[0] in ("query", "path", "header") else loc)
+        message = f"`{field}`: {str(first.get('msg', 'invalid')).lower()}"
+        return error_response(ApiError("request_invalid", message, field or None))
+
+    async def http_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "request_invalid")
+        message = {
+            404: "no such route; see /openapi.json",
+            405: "this route does not take that method; see /openapi.json",
+        }.get(exc.status_code, str(exc.detail).lower())
+        error = error_response(ApiError(code, message, status=exc.status_code))
+        if exc.headers:
+            error.headers.update(exc.headers)
+        return error
+
+    async def internal(_request: Request, exc: Exception) -> Response:
+        _log.error("unhandled error", exc_info=exc)
+        return error_response(ApiError("internal", "an internal error; it has been logged"))
+
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        ApiError: api_error,
+        CharterError: charter_error,
+        RequestValidationError: validation_error,
+        StarletteHTTPException: http_error,
+        Exception: internal,
+    }
+    for kind, handler in handlers.items():
+        app.add_exception_handler(kind, handler)

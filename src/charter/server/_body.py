@@ -1,0 +1,133 @@
+"""Reading request bodies: bounded in size, strict JSON, located errors.
+
+Python's `json` accepts what JSON does not (NaN, Infinity, a key given twice with the
+last one silently winning) and recurses without a bound. A control plane must not guess
+what a client meant, so a body is refused unless it is one unambiguous JSON document:
+
+| problem | code | status |
+| --- | --- | --- |
+| longer than the limit (by `Content-Length` or as streamed) | `payload_too_large` | 413 |
+| not JSON, not UTF-8, or empty | `malformed_json` | 400 |
+| a key twice in one object | `duplicate_key` | 400 |
+| `NaN`, `Infinity` or `-Infinity` | `non_finite_number` | 400 |
+| nested deeper than `MAX_DEPTH` | `too_deep` | 400 |
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.requests import Request
+
+from charter.server._errors import ApiError
+
+__all__ = ["DEFAULT_MAX_BODY", "MAX_DEPTH", "parse_json", "read_body"]
+
+#: The default body limit: 1 MiB.
+DEFAULT_MAX_BODY = 1024 * 1024
+
+#: How deeply objects and lists may nest in a body. A request's `args` may nest 32 levels
+#: (the model's own limit, which names the field); this bound only stops pathological input.
+MAX_DEPTH = 64
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the whole body, refusing more than `limit` bytes before and while streaming.
+
+    Raises:
+        ApiError: `payload_too_large`, or `malformed_json` for a bad `Content-Length`.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError("malformed_json", "`Content-Length` is not a number", "Content-Length")
+        if int(declared) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError("payload_too_large", f"the body is larger than the limit of {limit} bytes")
+
+
+class _Duplicate(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
+    return obj
+
+
+def _constant(literal: str) -> float:
+    # Decoded so that the walk below can name the field that holds it, then refused.
+    return float(literal)
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a body as one strict JSON document.
+
+    Raises:
+        ApiError: `malformed_json`, `duplicate_key`, `non_finite_number` or `too_deep`.
+    """
+    if not body.strip():
+        raise ApiError("malformed_json", "the body is empty; send a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError("malformed_json", "the body is not UTF-8 text") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_constant)
+    except _Duplicate as exc:
+        raise ApiError(
+            "duplicate_key", f"`{exc.key}` appears twice in the same object", exc.key
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            "malformed_json", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise ApiError("too_deep", f"the body nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # e.g. an integer literal with thousands of digits
+        raise ApiError("malformed_json", f"invalid JSON: {exc}") from None
+    _check(value, "", 0)
+    return value
+
+
+def _check(value: Any, path: str, depth: int) -> None:
+    """Refuse non-finite numbers and deep nesting, naming where they are."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ApiError(
+                "non_finite_number",
+                "numbers must be finite; NaN and Infinity are not JSON",
+                path or None,
+            )
+        return
+    if depth > MAX_DEPTH:
+        raise ApiError("too_deep", f"nesting deeper than {MAX_DEPTH} levels", path or None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list | float):
+                _check(item, f"{path}.{key}" if path else key, depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, dict | list | float):
+                _check(item, f"{path}[{i}]", depth + 1)

@@ -1,0 +1,103 @@
+"""Errors on the wire: one table from stable codes to HTTP statuses, one body shape.
+
+Every error the API answers is `{"error": {"code": ..., "message": ..., "field": ...}}`.
+`code` is stable across releases (clients branch on it), `message` is for people, and
+`field` names the offending value (a dotted path into the body, a query parameter or a
+header) when one is to blame, else null. The gateway's `CharterError` codes pass through
+unchanged; the HTTP layer adds only the codes of its own checks (body, auth, routing).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from charter.errors import CharterError, LedgerError
+
+__all__ = ["STATUS", "ApiError", "error_body", "error_response", "from_charter_error"]
+
+_log = logging.getLogger("charter.server")
+
+#: Every error code the API answers, and its HTTP status. Codes not listed here that a
+#: `CharterError` carries are answered by kind (see `from_charter_error`).
+STATUS: Mapping[str, int] = {
+    # the body is not a JSON document Charter accepts
+    "malformed_json": 400,
+    "duplicate_key": 400,
+    "non_finite_number": 400,
+    "too_deep": 400,
+    # who is asking
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "agent_mismatch": 403,
+    # grants (the gateway records each refusal in the ledger)
+    "grant_unknown": 403,
+    "grant_expired": 403,
+    "args_mismatch": 403,
+    "grant_used": 409,
+    # what is asked for
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "conflict": 409,
+    "payload_too_large": 413,
+    "request_invalid": 422,
+    "idempotency_conflict": 422,
+    # the server
+    "internal": 500,
+    "not_ready": 503,
+    "ledger_error": 503,
+    "store_error": 503,
+}
+
+
+class ApiError(Exception):
+    """An error answered to the client: a stable code, a message and maybe a field.
+
+    Args:
+        code: a key of `STATUS`.
+        message: what was wrong, lowercase, user input in backticks.
+        field: the offending value's location, when one is to blame.
+        status: the HTTP status; from `STATUS` when not given.
+    """
+
+    def __init__(
+        self, code: str, message: str, field: str | None = None, *, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.status = status if status is not None else STATUS.get(code, 500)
+
+
+def from_charter_error(exc: CharterError) -> ApiError:
+    """Translate a gateway error, keeping its code, message and field.
+
+    A code missing from `STATUS` is answered 503 when it comes from the ledger (the store
+    is failing, not the client) and 422 otherwise (Charter refused the request on purpose).
+    """
+    field = getattr(exc, "field", None)
+    status = STATUS.get(exc.code)
+    if status is None:
+        fallback = "ledger_error" if isinstance(exc, LedgerError) else "request_invalid"
+        _log.warning("error code %r has no HTTP status; answering as %s", exc.code, fallback)
+        status = STATUS[fallback]
+    return ApiError(exc.code, exc.message, field or None, status=status)
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The JSON body of an error answer."""
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    """The HTTP answer for `error`; a 401 says which scheme to authenticate with."""
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return JSONResponse(
+        error_body(error.code, error.message, error.field),
+        status_code=error.status,
+        headers=headers,
+    )

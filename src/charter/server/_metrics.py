@@ -1,0 +1,105 @@
+"""Prometheus figures for one app, in a registry of its own.
+
+Each `create_app` gets its own `CollectorRegistry`, so two apps in one process (tests,
+or an embedded server beside another) never share or double-register series.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from charter.store import LedgerStore
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+# Decisions are answered in well under a millisecond to tens of milliseconds.
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+
+
+class Metrics:
+    """The server's figures: decisions, latency, ledger appends, replays, grants."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            "charter_decisions",
+            "Decisions made, by verdict (idempotent replays not counted).",
+            ["verdict"],
+            registry=self.registry,
+        )
+        self.decision_seconds = Histogram(
+            "charter_decision_seconds",
+            "Time to decide and durably record one decision, as the HTTP handler sees it.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.append_seconds = Histogram(
+            "charter_ledger_append_seconds",
+            "Time of one ledger append transaction (a group commit of one or more entries).",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.replays = Counter(
+            "charter_idempotent_replays",
+            "Decision requests answered from an earlier decision with the same key.",
+            registry=self.registry,
+        )
+        self.grants_redeemed = Counter(
+            "charter_grants_redeemed", "Grants redeemed.", registry=self.registry
+        )
+        self.grants_refused = Counter(
+            "charter_grants_refused",
+            "Grant redemptions refused, by reason code.",
+            ["code"],
+            registry=self.registry,
+        )
+        for verdict in ("allow", "require_approval", "escalate", "deny"):
+            self.decisions.labels(verdict)
+        for code in ("grant_unknown", "grant_used", "grant_expired", "args_mismatch"):
+            self.grants_refused.labels(code)
+
+    def render(self) -> bytes:
+        """The figures in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def time_appends(self, store: LedgerStore) -> None:
+        """Observe every `append` transaction of `store` in `append_seconds`.
+
+        The ledger writer calls the store it was given, so the store object itself is
+        wrapped; a store that is already timed by another app is left alone.
+        """
+        append = store.append
+        if getattr(append, "_charter_timed", False):
+            return
+        histogram = self.append_seconds
+
+        @functools.wraps(append)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return append(*args, **kwargs)
+            finally:
+                histogram.observe(time.perf_counter() - started)
+
+        marked: Callable[..., Any] = timed
+        marked._charter_timed = True  # type: ignore[attr-defined]
+        setattr(store, "append", marked)  # noqa: B010 - assigning a method is the point

@@ -1,0 +1,66 @@
+"""Running the API under uvicorn: one worker, the gateway opened and closed around it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+
+from charter.gateway import Charter
+from charter.policy import Bundle
+from charter.server._app import create_app
+from charter.server._body import DEFAULT_MAX_BODY
+
+__all__ = ["NO_KEYS_HELP", "serve"]
+
+NO_KEYS_HELP = (
+    "no API keys exist in {db}: every request will be refused (401) until one does.\n"
+    "Create the first admin key with:\n"
+    "    charter keys create --role admin --db {db}\n"
+    "and agent keys with:\n"
+    "    charter keys create --role agent --agent AGENT_ID --db {db}"
+)
+
+
+def serve(
+    policy: str | Path | Bundle,
+    db: str | Path = "charter.db",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8470,
+    max_body: int = DEFAULT_MAX_BODY,
+    log_level: str = "info",
+    say: Callable[[str], None] = print,
+) -> None:
+    """Serve the API until interrupted, on one uvicorn worker.
+
+    One worker because the embedded SQLite ledger has one writer: the group-commit writer
+    in this process. Grow past one machine with PostgreSQL replicas, not SQLite workers.
+    A store with no keys is served anyway, refusing every request, and `say` explains how
+    to create the first key; Charter never runs open.
+
+    Args:
+        policy: the policy bundle folder, or a loaded bundle.
+        db: the SQLite ledger file; created when missing.
+        host: the interface to listen on.
+        port: the TCP port.
+        max_body: the largest request body accepted, in bytes.
+        log_level: uvicorn's log level.
+        say: where the startup notice goes.
+    """
+    with Charter(policy, db) as charter:
+        if not charter.has_keys():
+            say(NO_KEYS_HELP.format(db=db))
+        app = create_app(charter, max_body=max_body)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            workers=1,
+            log_level=log_level,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+        )
+        uvicorn.Server(config).run()

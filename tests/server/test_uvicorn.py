@@ -1,0 +1,202 @@
+"""The real thing: `charter serve` as a subprocess spoken to over TCP, and `charter keys`.
+
+Each server runs under `timeout`, so it stops by itself even if the test process dies,
+and is stopped with SIGTERM (then SIGKILL) when the test ends.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from charter.cli import app
+from charter.examples import EXAMPLE_POLICY
+
+pytestmark = pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils timeout")
+
+CHARTER = [sys.executable, "-m", "charter"]
+LIFETIME = "60"  # seconds a test server may live at most
+
+
+def ledger_lines(db: Path) -> list[str]:
+    result = CliRunner().invoke(app, ["ledger", "show", "--db", str(db), "--json"])
+    return result.stdout.splitlines()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+
+    def stop(self) -> str:
+        """Stop the server and return what it wrote to standard error."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        assert self.process.stderr is not None
+        return self.process.stderr.read()
+
+
+def start(db: Path) -> Server:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "timeout",
+            LIFETIME,
+            *CHARTER,
+            "serve",
+            "--policy",
+            str(EXAMPLE_POLICY),
+            "--db",
+            str(db),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = Server(f"http://127.0.0.1:{port}", process)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited early:\n{server.stop()}")
+        try:
+            if httpx2.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx2.TransportError:
+            time.sleep(0.1)
+    server.stop()
+    raise AssertionError("the server did not answer /healthz within 20 s")
+
+
+def keys(*args: str) -> Result:
+    """Run `charter keys ...` in process (the server tests run `serve` as a subprocess)."""
+    return CliRunner().invoke(app, ["keys", *args])
+
+
+def create_key(db: Path, *args: str) -> str:
+    result = keys("create", "--db", str(db), *args)
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "charter.db"
+
+
+@pytest.fixture
+def server(db: Path) -> Iterator[Server]:
+    running = start(db)
+    yield running
+    running.stop()
+
+
+class TestKeysCommand:
+    """`charter keys create|list|revoke` manage keys in the ledger's database."""
+
+    def test_create_list_revoke(self, db: Path):
+        """A key is printed once, listed without its secret, and revoked by id."""
+        secret = create_key(db, "--role", "agent", "--agent", "support-bot", "--label", "bot")
+        assert secret.startswith("chk_")
+        listed = keys("list", "--db", str(db), "--json")
+        rows = json.loads(listed.stdout)
+        assert [(k["role"], k["agent"], k["label"]) for k in rows] == [
+            ("agent", "support-bot", "bot")
+        ]
+        assert secret not in listed.stdout
+        assert keys("revoke", rows[0]["key_id"], "--db", str(db)).exit_code == 0
+        assert keys("revoke", rows[0]["key_id"], "--db", str(db)).exit_code == 1
+        table = keys("list", "--db", str(db))
+        assert "support-bot" in table.stdout
+        kinds = [json.loads(line)["kind"] for line in ledger_lines(db)]
+        assert kinds == ["key.created", "key.revoked"]
+
+    def test_bad_role_is_a_usage_error(self, db: Path):
+        """An unknown role, or an agent key without its agent, exits 2."""
+        assert keys("create", "--db", str(db), "--role", "root").exit_code == 2
+        assert keys("create", "--db", str(db), "--role", "agent").exit_code == 2
+        assert keys("list", "--db", str(db / "missing")).exit_code == 2
+
+
+class TestServe:
+    """`charter serve` under uvicorn, spoken to over TCP."""
+
+    def test_no_keys_runs_closed_and_says_how(self, db: Path):
+        """A fresh server refuses everything and prints the command for the first key."""
+        server = start(db)
+        try:
+            response = httpx2.get(f"{server.url}/v1/ledger", headers={"Authorization": "Bearer x"})
+            assert response.status_code == 401
+            secret = create_key(db, "--role", "admin")
+            headers = {"Authorization": f"Bearer {secret}"}
+            assert httpx2.get(f"{server.url}/v1/ledger", headers=headers).status_code == 200
+        finally:
+            stderr = server.stop()
+        assert "charter keys create --role admin --db" in stderr
+
+    def test_round_trip(self, db: Path):
+        """Decide, replay by key, redeem once, report, page and verify, over real HTTP."""
+        agent_key = create_key(db, "--role", "agent", "--agent", "support-bot")
+        agent = {"Authorization": f"Bearer {agent_key}"}
+        admin = {"Authorization": f"Bearer {create_key(db, '--role', 'admin')}"}
+        server = start(db)
+        try:
+            with httpx2.Client(base_url=server.url, timeout=10) as http:
+                request = {
+                    "agent": "support-bot",
+                    "action": "payments.refund",
+                    "args": {"order_id": "ord-1", "amount": 40, "currency": "USD"},
+                    "context": {"confidence": 0.9, "rationale": "damaged"},
+                }
+                keyed = {**agent, "Idempotency-Key": "k-1"}
+                first = http.post("/v1/decisions", json=request, headers=keyed).json()
+                second = http.post("/v1/decisions", json=request, headers=keyed).json()
+                assert first["verdict"] == "allow"
+                assert (second["id"], second["grant"]) == (first["id"], first["grant"])
+                redeem = {
+                    "grant_id": first["grant"]["id"],
+                    "token": first["grant"]["token"],
+                    "args": request["args"],
+                }
+                assert http.post("/v1/grants/redeem", json=redeem, headers=agent).status_code == 200
+                assert http.post("/v1/grants/redeem", json=redeem, headers=agent).status_code == 409
+                outcome = {"decision_id": first["id"], "success": True, "duration_ms": 3}
+                assert http.post("/v1/outcomes", json=outcome, headers=agent).status_code == 200
+                big = b'{"agent": "' + b"x" * (1024 * 1024) + b'"}'
+                assert http.post("/v1/decisions", content=big, headers=agent).status_code == 413
+                page = http.get("/v1/ledger", params={"limit": 1000}, headers=admin).json()
+                kinds = [e["kind"] for e in page["entries"]]
+                assert kinds.count("decision") == 1
+                assert kinds[-3:] == ["grant.redeemed", "grant.refused", "outcome"]
+                assert http.get("/v1/ledger/verify", headers=admin).json()["ok"] is True
+                assert http.get("/readyz").status_code == 200
+                metrics = http.get("/metrics").text
+                assert 'charter_decisions_total{verdict="allow"} 1.0' in metrics
+        finally:
+            server.stop()
+        assert CliRunner().invoke(app, ["ledger", "verify", "--db", str(db)]).exit_code == 0
