@@ -8,6 +8,7 @@ each decision so that replay sees exactly what the engine saw.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -15,7 +16,7 @@ import os
 import random
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,6 +390,61 @@ class Charter:
         Every request (and its idempotency key) is checked before any is decided, so one
         bad request records nothing.
         """
+        settle = self._begin(requests, now)
+        waited: Any = None
+        failure: BaseException | None = None
+        while True:  # drive the settling generator, blocking on each future it names
+            try:
+                future = settle.throw(failure) if failure is not None else settle.send(waited)
+            except StopIteration as done:
+                return list(done.value)
+            try:
+                waited, failure = future.result(), None
+            except BaseException as exc:  # handed back to the generator, which cleans up
+                waited, failure = None, exc
+
+    async def decide_async(
+        self,
+        request: ActionRequest | Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> DecisionRecord:
+        """`decide` for an event loop: decides at once, awaits durability without a thread.
+
+        The decision itself is CPU work of tens of microseconds and runs on the caller's
+        thread; waiting for the ledger commit is awaited, so one event loop can have many
+        decisions in one group commit without a worker thread each.
+        """
+        if idempotency_key is not None:
+            parsed = (
+                request if isinstance(request, ActionRequest) else ActionRequest.from_json(request)
+            )
+            request = dataclasses.replace(parsed, idempotency_key=idempotency_key)
+        settle = self._begin([request], None)
+        waited: Any = None
+        failure: BaseException | None = None
+        while True:
+            try:
+                future = settle.throw(failure) if failure is not None else settle.send(waited)
+            except StopIteration as done:
+                records: list[DecisionRecord] = done.value
+                return records[0]
+            try:
+                # Shielded: a caller that goes away must not cancel a write already queued.
+                waited, failure = await asyncio.shield(asyncio.wrap_future(future)), None
+            except BaseException as exc:  # handed back to the generator, which cleans up
+                waited, failure = None, exc
+
+    def _begin(
+        self,
+        requests: Sequence[ActionRequest | Mapping[str, Any]],
+        now: dt.datetime | None,
+    ) -> Generator[Future[Any], Any, list[DecisionRecord]]:
+        """Decide under the lock, then settle: a generator that yields each future to await.
+
+        Deciding is the same for blocking and async callers; only how they wait differs, so
+        the waiting is left to the driver (`decide_many` blocks, `decide_async` awaits).
+        """
         parsed = [
             r if isinstance(r, ActionRequest) else ActionRequest.from_json(r) for r in requests
         ]
@@ -419,12 +475,19 @@ class Charter:
                     self._inflight[marker] = (payload_hash(request), waiter)
                     owned.append((marker, waiter, len(slots)))
                 slots.append(pending)
+        return self._settle(slots, owned)
+
+    def _settle(
+        self,
+        slots: list[_Pending | DecisionRecord | Future[DecisionRecord]],
+        owned: list[tuple[tuple[str, str], Future[DecisionRecord], int]],
+    ) -> Generator[Future[Any], Any, list[DecisionRecord]]:
         records: list[DecisionRecord] = []
         waiting = {position: (marker, waiter) for marker, waiter, position in owned}
         try:
             for position, slot in enumerate(slots):
                 if isinstance(slot, _Pending):
-                    entry = slot.future.result()
+                    entry = yield slot.future
                     record = DecisionRecord(
                         slot.decision_id,
                         entry.seq,
@@ -442,7 +505,8 @@ class Charter:
                 elif isinstance(slot, DecisionRecord):
                     records.append(slot)
                 else:
-                    records.append(dataclasses.replace(slot.result(), replayed=True))
+                    earlier = yield slot
+                    records.append(dataclasses.replace(earlier, replayed=True))
         except BaseException as exc:
             for marker, waiter in waiting.values():
                 waiter.set_exception(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from charter import AgentProfile, Charter, Verdict, load_bundle
 from charter.errors import Conflict, GrantRefused, IdempotencyConflict, NotFound, RequestInvalid
 from charter.examples import EXAMPLE_POLICY
+from charter.store import open_store
 from charter.testing import FakeClock, sequential_ids
 
 BUNDLE = load_bundle(EXAMPLE_POLICY)
@@ -285,3 +287,43 @@ class TestRegistry:
             charter.put_agent(AgentProfile("x", "wizard", "o", "m", "1", 1), by="admin")
         with pytest.raises(RequestInvalid):
             charter.put_agent(AgentProfile("x", "support", "o", "m", "1", 9), by="admin")
+
+
+class TestDecideAsync:
+    """`decide_async` decides on the event loop and awaits the ledger without a thread."""
+
+    def test_concurrent_coroutines_share_commits_and_keys(self, charter: Charter) -> None:
+        """Many coroutines decide at once; one idempotency key among them decides once."""
+
+        async def run() -> list[str]:
+            plain = [charter.decide_async(refund(order=f"ord-{i}")) for i in range(20)]
+            keyed = [charter.decide_async(refund(), idempotency_key="same") for _ in range(8)]
+            records = await asyncio.gather(*plain, *keyed)
+            return [r.id for r in records]
+
+        ids = asyncio.run(run())
+        assert len(set(ids[:20])) == 20
+        assert len(set(ids[20:])) == 1
+        assert kinds(charter).count("decision") == 21
+        assert charter.verify().ok
+
+    def test_a_cancelled_caller_does_not_cancel_the_write(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """A decision whose caller is cancelled while it waits for the ledger is still recorded."""
+        db = tmp_path / "cancel.db"
+
+        async def run(charter: Charter) -> None:
+            task = asyncio.ensure_future(charter.decide_async(refund(order="ord-77")))
+            await asyncio.sleep(0)  # the task decides and queues its entry, then waits
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        with Charter(BUNDLE, db, clock=clock) as charter:
+            asyncio.run(run(charter))
+        store = open_store(db)
+        try:
+            assert any("ord-77" in e.payload for e in store.entries(kinds=("decision",)))
+        finally:
+            store.close()

@@ -92,26 +92,44 @@ class Handlers:
 
     # -- decisions ---------------------------------------------------------------------
 
-    def create_decision(
+    def check_decision(
         self, auth: str | None, body: bytes, header_key: str | None
-    ) -> tuple[dict[str, Any], bool]:
-        """Decide a request; returns the answer and whether it was an idempotent replay."""
-        started = time.perf_counter()
+    ) -> tuple[Principal, Any, str | None]:
+        """Authenticate and parse a decision request (cheap: runs on the event loop).
+
+        Returns the principal, the decoded request and the idempotency key; whether an
+        agent key names its own agent is left to `own_agent`, which may write.
+        """
         principal = self._call("create_decision", auth)
         request = parse_json(body)
-        key = _idempotency_key(header_key, request)
+        return principal, request, _idempotency_key(header_key, request)
+
+    def own_agent(self, principal: Principal, request: Any) -> None:
+        """Refuse, and record, an agent key deciding for another agent."""
         if isinstance(request, dict):
             self._as_agent(principal, request.get("agent"), "create_decision", "agent")
-        try:
-            record: DecisionRecord = self.charter.decide(request, idempotency_key=key)
-        except CharterError as exc:
-            raise from_charter_error(exc) from None
+
+    def answered(self, record: DecisionRecord, started: float) -> dict[str, Any]:
+        """Count a decision and shape its answer."""
         if record.replayed:
             self.metrics.replays.inc()
         else:
             self.metrics.decisions.labels(record.verdict.value).inc()
             self.metrics.decision_seconds.observe(time.perf_counter() - started)
-        return record.to_json(), record.replayed
+        return record.to_json()
+
+    def create_decision(
+        self, auth: str | None, body: bytes, header_key: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Decide a request, blocking; returns the answer and whether it was a replay."""
+        started = time.perf_counter()
+        principal, request, key = self.check_decision(auth, body, header_key)
+        self.own_agent(principal, request)
+        try:
+            record: DecisionRecord = self.charter.decide(request, idempotency_key=key)
+        except CharterError as exc:
+            raise from_charter_error(exc) from None
+        return self.answered(record, started), record.replayed
 
     def get_decision(self, auth: str | None, decision_id: str) -> dict[str, Any]:
         """A decision and where it stands."""

@@ -1,0 +1,238 @@
+"""HTTP benchmark: `POST /v1/decisions` on a real `charter serve`, loaded by wrk.
+
+Run: python bench/bench_server.py [--duration 10] [--connections 1 32]. Prints one table.
+
+Starts `charter serve` (one uvicorn worker, SQLite ledger with synchronous=FULL) on a free
+loopback port in a temporary folder, loads it with wrk (Debian's `wrk`; `apt-get install
+wrk`) for each connection count, then stops the server and checks that the ledger holds at
+least every decision wrk saw acknowledged (zero lost). Finally it times the grant redeem +
+outcome round trip from a Python client, one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2
+
+from charter.access import KeyRing
+from charter.examples import EXAMPLE_POLICY
+from charter.gateway import system_clock
+from charter.store import open_store
+
+TARGET_RPS = 5_000
+TARGET_P99_MS = 25.0
+TARGET_ROUND_TRIP_MS = 2.0
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {secret}"
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format(
+    '{{"agent":"support-bot","action":"payments.refund","args":{{"order_id":"ord-%d",' ..
+    '"amount":%d,"currency":"USD"}},"context":{{"confidence":0.9,' ..
+    '"rationale":"damaged item, photo attached"}}}}', counter, 20 + counter % 300)
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def charter_script() -> str:
+    return str(Path(sys.executable).with_name("charter"))
+
+
+def wait_ready(base: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            if httpx2.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the server did not become ready")
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    def latency_ms(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors:.*", text)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "total": float(total.group(1)) if total else 0.0,
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "socket_errors": 1.0 if errors else 0.0,
+        "p50": latency_ms("50"),
+        "p99": latency_ms("99"),
+    }
+
+
+def round_trips(base: str, secret: str, count: int) -> list[float]:
+    """Milliseconds for redeem + outcome after an allowed decision, one at a time."""
+    headers = {"Authorization": f"Bearer {secret}"}
+    timings = []
+    with httpx2.Client(base_url=base, headers=headers, timeout=10) as client:
+        for i in range(count):
+            decided = client.post(
+                "/v1/decisions",
+                json={
+                    "agent": "outreach-bot",
+                    "action": "mail.send",
+                    "args": {
+                        "to": f"x{i}@example.com",
+                        "subject": "Hi",
+                        "body": "Hello",
+                        "campaign": "bench",
+                    },
+                    "context": {"confidence": 0.9, "rationale": "customer opted in to mails"},
+                },
+            ).json()
+            grant = decided.get("grant")
+            if grant is None:
+                continue
+            start = time.perf_counter()
+            redeemed = client.post(
+                "/v1/grants/redeem",
+                json={
+                    "grant_id": grant["id"],
+                    "token": grant["token"],
+                    "args": {
+                        "to": f"x{i}@example.com",
+                        "subject": "Hi",
+                        "body": "Hello",
+                        "campaign": "bench",
+                    },
+                },
+            )
+            reported = client.post(
+                "/v1/outcomes", json={"decision_id": decided["id"], "success": True}
+            )
+            timings.append((time.perf_counter() - start) * 1000)
+            assert redeemed.status_code == 200, redeemed.text
+            assert reported.status_code == 200, reported.text
+    return timings
+
+
+def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measurement':<{width}}  {'value':>16}  {'detail':<44}  target")
+    print(f"{'-' * width}  {'-' * 16}  {'-' * 44}  {'-' * 30}")
+    for label, value, detail, target in rows:
+        print(f"{label:<{width}}  {value:>16}  {detail:<44}  {target}")
+    print(json.dumps({"note": "loopback; wrk shares the machine's cores with the server"}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--round-trips", type=int, default=300)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("this benchmark needs wrk: apt-get install wrk")
+
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "server.db"
+        store = open_store(db)
+        try:
+            _, secret = KeyRing(store, system_clock).create("admin", label="bench")
+        finally:
+            store.close()
+        script = Path(tmp) / "decide.lua"
+        script.write_text(WRK_SCRIPT.format(secret=secret))
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [charter_script(), "serve", "--policy", str(EXAMPLE_POLICY), "--db", str(db),
+             "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        acked = 0
+        try:
+            wait_ready(base, time.monotonic() + 30)
+            for connections in args.connections:
+                threads = min(2, connections)
+                result = subprocess.run(
+                    ["wrk", f"-t{threads}", f"-c{connections}", f"-d{args.duration}s",
+                     "--latency", "-s", str(script), f"{base}/v1/decisions"],
+                    capture_output=True, text=True, check=True,
+                    timeout=args.duration + 30,
+                )  # fmt: skip
+                figures = parse_wrk(result.stdout)
+                acked += int(figures["total"] - figures["non2xx"])
+                met = figures["rps"] >= TARGET_RPS and figures["p99"] <= TARGET_P99_MS
+                rows.append(
+                    (
+                        f"POST /v1/decisions, {connections} connection(s)",
+                        f"{figures['rps']:,.0f}/s",
+                        f"p50 {figures['p50']:.2f} ms, p99 {figures['p99']:.2f} ms, "
+                        f"errors {int(figures['non2xx'])}",
+                        (f">= {TARGET_RPS:,}/s, p99 <= {TARGET_P99_MS:.0f} ms "
+                         f"{'MET' if met else 'MISSED'}") if connections >= 32 else "",
+                    )
+                )  # fmt: skip
+            timings = round_trips(base, secret, args.round_trips)
+            p50 = statistics.median(timings)
+            rows.append(
+                (
+                    "redeem + outcome round trip",
+                    f"{p50:.2f} ms p50",
+                    f"p99 {sorted(timings)[int(len(timings) * 0.99) - 1]:.2f} ms, n={len(timings)}",
+                    f"<= {TARGET_ROUND_TRIP_MS} ms p50 "
+                    f"{'MET' if p50 <= TARGET_ROUND_TRIP_MS else 'MISSED'}",
+                )
+            )
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        store = open_store(db)
+        try:
+            recorded = sum(1 for _ in store.entries(kinds=("decision",)))
+        finally:
+            store.close()
+        recorded -= args.round_trips  # the round-trip decisions
+        lost = max(0, acked - recorded)
+        rows.append(
+            (
+                "ledger after the runs",
+                f"{recorded:,} decisions",
+                f"{acked:,} acknowledged by wrk, {lost} lost",
+                "zero lost " + ("MET" if lost == 0 else "MISSED"),
+            )
+        )
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
