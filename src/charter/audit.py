@@ -11,18 +11,23 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from charter.errors import ReplayError
-from charter.gateway import load_recorded_bundle
+from charter.canonical import canonical_bytes
+from charter.errors import LedgerError, ReplayError
 from charter.ledger import DECISION_KIND, RecordedEntry, ReplayReport, replay
 from charter.policy import Bundle, bundle_from_content
 from charter.store import LedgerStore, open_store
 
-__all__ = ["PARALLEL_THRESHOLD", "replay_ledger"]
+__all__ = [
+    "PARALLEL_THRESHOLD",
+    "load_recorded_bundle",
+    "recorded_entries",
+    "replay_ledger",
+]
 
 #: Below this many entries one process is faster than starting workers.
 PARALLEL_THRESHOLD = 40_000
@@ -98,3 +103,24 @@ def replay_ledger(
     if against is not None:
         report.against = against.version
     return report
+
+
+def recorded_entries(store: LedgerStore) -> Iterable[RecordedEntry]:
+    """The store's decision entries, decoded for replay."""
+    for entry in store.entries(kinds=(DECISION_KIND,)):
+        yield RecordedEntry(entry.seq, entry.kind, entry.at, entry.payload_object())
+
+
+def load_recorded_bundle(store: LedgerStore, version: str) -> Bundle | None:
+    """Rebuild a bundle the ledger stored; None if it is not there.
+
+    Raises:
+        LedgerError: the stored content does not hash to its version (it was altered).
+    """
+    content = store.get_bundle(version)
+    if content is None:
+        return None
+    bundle = bundle_from_content(json.loads(content))
+    if bundle.version != version or canonical_bytes(dict(bundle.content)) != content:
+        raise LedgerError(f"stored bundle `{version}` does not match its version: it was altered")
+    return bundle

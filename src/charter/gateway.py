@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import os
 import random
 import threading
-from collections import deque
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from charter.access import KeyRing, Principal
-from charter.canonical import canonical_bytes, content_hash
+from charter.audit import load_recorded_bundle, recorded_entries
+from charter.canonical import content_hash
 from charter.errors import (
     Conflict,
     GrantRefused,
@@ -39,18 +38,17 @@ from charter.errors import (
 )
 from charter.grants import GrantTicket, grant_token, token_matches
 from charter.ledger import LedgerEntry, NewEvent, SignedCheckpoint, VerifyReport
-from charter.ledger._replay import DECISION_KIND, RecordedEntry, ReplayReport, replay
+from charter.ledger._replay import DECISION_KIND, ReplayReport, replay
 from charter.model import (
     ActionRequest,
     AgentProfile,
     AgentState,
-    BudgetUsage,
     Decision,
     Halt,
     Verdict,
     json_value,
 )
-from charter.policy import Bundle, bundle_from_content, decide, load_bundle, redact_request
+from charter.policy import Bundle, decide, load_bundle, redact_request
 from charter.records import (
     DecisionRecord,
     DecisionView,
@@ -67,6 +65,7 @@ from charter.store import (
     open_store,
     verify_store,
 )
+from charter.usage import BudgetSpending
 
 __all__ = [
     "AUTONOMY_KIND",
@@ -120,45 +119,6 @@ class _Pending:
     future: Future[LedgerEntry]
 
 
-class _Usage:
-    """Budget spending per (agent, budget): allowed decisions still inside the window.
-
-    Each pair keeps its decisions in time order with running totals, so asking costs only
-    the entries that fell out of the window since the last ask. The gateway's clock moves
-    forward; an entry once out of its window never counts again.
-    """
-
-    def __init__(self) -> None:
-        self._spent: dict[tuple[str, str], tuple[deque[tuple[dt.datetime, int]], list[int]]] = {}
-
-    def add(self, agent: str, at: dt.datetime, risk: int, budgets: Iterable[str]) -> None:
-        """Count an allowed decision against each budget it falls under."""
-        for budget in budgets:
-            history, totals = self._spent.setdefault((agent, budget), (deque(), [0, 0]))
-            history.append((at, risk))
-            totals[0] += 1
-            totals[1] += risk
-
-    def state(
-        self, agent: str, budgets: Iterable[tuple[str, int]], now: dt.datetime
-    ) -> dict[str, BudgetUsage]:
-        """Usage of each (budget id, window seconds) over the window ending at `now`."""
-        usage: dict[str, BudgetUsage] = {}
-        for budget, window in budgets:
-            found = self._spent.get((agent, budget))
-            if found is None:
-                continue
-            history, totals = found
-            start = now - dt.timedelta(seconds=window)
-            while history and history[0][0] <= start:
-                _, risk = history.popleft()
-                totals[0] -= 1
-                totals[1] -= risk
-            if totals[0]:
-                usage[budget] = BudgetUsage(totals[0], totals[1])
-        return usage
-
-
 def _random_ids() -> Callable[[], str]:
     """Decision ids: 128 random bits each, from a generator seeded once by the OS.
 
@@ -193,7 +153,7 @@ class Charter:
         self._clock = clock
         self._ids = ids or _random_ids()
         self._lock = threading.Lock()
-        self._usage = _Usage()
+        self._usage = BudgetSpending()
         self._halts: dict[tuple[str, str | None], Halt] = {}
         self._deployed: str | None = None
         self._autonomy: dict[str, int] = {}
@@ -821,24 +781,3 @@ class Charter:
         return replay(
             recorded_entries(self.store), lambda v: load_recorded_bundle(self.store, v), against
         )
-
-
-def recorded_entries(store: LedgerStore) -> Iterable[RecordedEntry]:
-    """The store's decision entries, decoded for replay."""
-    for entry in store.entries(kinds=(DECISION_KIND,)):
-        yield RecordedEntry(entry.seq, entry.kind, entry.at, entry.payload_object())
-
-
-def load_recorded_bundle(store: LedgerStore, version: str) -> Bundle | None:
-    """Rebuild a bundle the ledger stored; None if it is not there.
-
-    Raises:
-        LedgerError: the stored content does not hash to its version (it was altered).
-    """
-    content = store.get_bundle(version)
-    if content is None:
-        return None
-    bundle = bundle_from_content(json.loads(content))
-    if bundle.version != version or canonical_bytes(dict(bundle.content)) != content:
-        raise LedgerError(f"stored bundle `{version}` does not match its version: it was altered")
-    return bundle

@@ -7,7 +7,6 @@ and is stopped with SIGTERM (then SIGKILL) when the test ends.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,8 +23,6 @@ from typer.testing import CliRunner
 
 from charter.cli import app
 from charter.examples import EXAMPLE_POLICY
-
-pytestmark = pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils timeout")
 
 CHARTER = [sys.executable, "-m", "charter"]
 LIFETIME = "60"  # seconds a test server may live at most

@@ -7,6 +7,7 @@ a remote Charter runs unchanged against one in the same process.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import threading
@@ -166,7 +167,7 @@ class AsyncGovernanceClient(Protocol):
         ...
 
 
-class SyncClientBase:
+class SyncClientBase(abc.ABC):
     """Fail-open settings, counters and `wait` for the blocking clients.
 
     Args:
@@ -188,9 +189,9 @@ class SyncClientBase:
         self.backoff = backoff or Backoff()
         self._clock = clock
 
+    @abc.abstractmethod
     def get_decision(self, decision_id: str) -> DecisionStatus | None:
         """A decision and its state now; None when there is no such decision."""
-        raise NotImplementedError
 
     def _fetch(self, op: Fetch) -> DecisionStatus | None:
         """One poll of `wait`; a client whose server long-polls passes `op.hold` on."""
@@ -222,7 +223,7 @@ class SyncClientBase:
         return run_sync(flow, self._perform_wait)
 
 
-class AsyncClientBase:
+class AsyncClientBase(abc.ABC):
     """Fail-open settings, counters and `wait` for the async clients.
 
     Args:
@@ -244,9 +245,9 @@ class AsyncClientBase:
         self.backoff = backoff or Backoff()
         self._clock = clock
 
+    @abc.abstractmethod
     async def get_decision(self, decision_id: str) -> DecisionStatus | None:
         """A decision and its state now; None when there is no such decision."""
-        raise NotImplementedError
 
     async def _fetch(self, op: Fetch) -> DecisionStatus | None:
         """One poll of `wait`; a client whose server long-polls passes `op.hold` on."""
