@@ -583,10 +583,14 @@ class Charter:
                     NewEvent(GRANT_REDEEMED_KIND, at, payload),
                     IndexChange(str(decision_id), {}, seq_column="redeemed_seq"),
                 )
-        entry = future.result()
+        try:
+            entry = future.result()
+        finally:
+            # Committed: the index now says it. Failed: nothing was redeemed after all.
+            if refusal is None:
+                self._redeemed.discard(grant_id)
         if refusal is not None:
             raise GrantRefused(*refusal)
-        self._redeemed.discard(grant_id)  # the index now says it; memory need not
         return Redemption(grant_id, str(decision_id), entry.seq, at)
 
     def record_outcome(
@@ -624,8 +628,10 @@ class Charter:
                     decision_id, {"outcome_success": bool(success)}, seq_column="outcome_seq"
                 ),
             )
-        entry = future.result()
-        self._outcomes.discard(decision_id)
+        try:
+            entry = future.result()
+        finally:  # committed (the index says it) or failed (nothing recorded): forget it
+            self._outcomes.discard(decision_id)
         return {"seq": entry.seq, "at": entry.at, **payload}
 
     # -- keys --------------------------------------------------------------------------
