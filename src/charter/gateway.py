@@ -119,6 +119,16 @@ class _Pending:
     future: Future[LedgerEntry]
 
 
+def _keyed(
+    request: ActionRequest | Mapping[str, Any], key: str | None
+) -> ActionRequest | Mapping[str, Any]:
+    """The request with `key` as its idempotency key (a key given beside it wins)."""
+    if key is None:
+        return request
+    parsed = request if isinstance(request, ActionRequest) else ActionRequest.from_json(request)
+    return dataclasses.replace(parsed, idempotency_key=key)
+
+
 def _random_ids() -> Callable[[], str]:
     """Decision ids: 128 random bits each, from a generator seeded once by the OS.
 
@@ -332,12 +342,7 @@ class Charter:
             RequestInvalid: the request is malformed; nothing is recorded.
             IdempotencyConflict: the key was used with a different request.
         """
-        if idempotency_key is not None:
-            parsed = (
-                request if isinstance(request, ActionRequest) else ActionRequest.from_json(request)
-            )
-            request = dataclasses.replace(parsed, idempotency_key=idempotency_key)
-        return self.decide_many([request], now=now)[0]
+        return self.decide_many([_keyed(request, idempotency_key)], now=now)[0]
 
     def decide_many(
         self,
@@ -375,12 +380,7 @@ class Charter:
         thread; waiting for the ledger commit is awaited, so one event loop can have many
         decisions in one group commit without a worker thread each.
         """
-        if idempotency_key is not None:
-            parsed = (
-                request if isinstance(request, ActionRequest) else ActionRequest.from_json(request)
-            )
-            request = dataclasses.replace(parsed, idempotency_key=idempotency_key)
-        settle = self._begin([request], None)
+        settle = self._begin([_keyed(request, idempotency_key)], None)
         waited: Any = None
         failure: BaseException | None = None
         while True:
