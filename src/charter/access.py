@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "ROLES",
     "KeyRing",
     "Principal",
+    "check_groups",
     "hash_secret",
     "new_key",
 ]
@@ -40,7 +43,7 @@ PRINCIPAL_TTL = 1.0
 #: The roles a key may have, and what each is for.
 ROLES: Mapping[str, str] = {
     "agent": "asks for decisions, redeems grants and reports outcomes as one agent",
-    "reviewer": "reads decisions and (later) approves or denies them",
+    "reviewer": "reads decisions and approves, denies or modifies those of its groups",
     "policy-admin": "deploys and rolls back policy",
     "admin": "everything, including keys",
     "auditor": "reads and verifies the ledger",
@@ -52,16 +55,34 @@ KEY_PREFIX = "chk_"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request comes from: the key, its role, and for agent keys the agent."""
+    """Who a request comes from: the key, its role, its agent or its reviewer groups.
+
+    `name` is the key's label (for people, who they are, such as an email address);
+    `groups` are the reviewer groups whose approvals the key may act on.
+    """
 
     key_id: str
     role: str
     agent: str | None = None
+    name: str = ""
+    groups: tuple[str, ...] = ()
+
+    @property
+    def identity(self) -> str:
+        """Who this is for separation of duties: the key's name, else its id."""
+        return self.name or self.key_id
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Principal:
         """The principal of a stored key row."""
-        return cls(str(row["key_id"]), str(row["role"]), row.get("agent"))
+        groups = json.loads(row["groups"]) if row.get("groups") else []
+        return cls(
+            str(row["key_id"]),
+            str(row["role"]),
+            row.get("agent"),
+            str(row.get("label") or ""),
+            tuple(groups),
+        )
 
 
 def hash_secret(secret: str) -> str:
@@ -83,6 +104,26 @@ def new_key(role: str, agent: str | None) -> tuple[str, str]:
             "agent", "an `agent` key names the agent it acts as; other roles name none"
         )
     return f"key_{secrets.token_hex(8)}", KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_groups(role: str, groups: Sequence[str]) -> tuple[str, ...]:
+    """The reviewer groups of a new key, checked: names, and only for keys that review.
+
+    Raises:
+        RequestInvalid: a malformed name, or groups on an agent, auditor or policy key.
+    """
+    cleaned = tuple(dict.fromkeys(g.strip() for g in groups if g.strip()))
+    for group in cleaned:
+        if not _GROUP.match(group):
+            raise RequestInvalid(
+                "groups", f"group `{group}` must be letters, digits, `_`, `.` or `-`"
+            )
+    if cleaned and role not in ("reviewer", "admin"):
+        raise RequestInvalid("groups", f"only reviewer and admin keys have groups, not `{role}`")
+    return cleaned
 
 
 class KeyRing:
@@ -112,13 +153,29 @@ class KeyRing:
     def _stamp(self) -> str:
         return self._clock().astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    def create(self, role: str, *, agent: str | None = None, label: str = "") -> tuple[str, str]:
+    def create(
+        self,
+        role: str,
+        *,
+        agent: str | None = None,
+        label: str = "",
+        groups: Sequence[str] = (),
+    ) -> tuple[str, str]:
         """Create a key; returns (key id, secret). Only a hash of the secret is kept.
 
+        Args:
+            role: one of `ROLES`.
+            agent: for an agent key, the agent it acts as.
+            label: who or what holds it; for reviewers, the person (their identity in
+                approvals: one person counts once toward a quorum).
+            groups: the reviewer groups the key may act for (reviewer and admin keys).
+
         Raises:
-            RequestInvalid: unknown role, or an agent key without an agent.
+            RequestInvalid: unknown role, an agent key without an agent, or groups on a
+                key that cannot review, or a malformed group name.
         """
         key_id, secret = new_key(role, agent)
+        groups = check_groups(role, groups)
         at = self._stamp()
         self._store.add_key(
             {
@@ -128,9 +185,12 @@ class KeyRing:
                 "agent": agent,
                 "label": label,
                 "created_at": at,
+                "groups": json.dumps(list(groups)) if groups else None,
             }
         )
-        payload = {"key_id": key_id, "role": role, "agent": agent, "label": label}
+        payload: dict[str, Any] = {"key_id": key_id, "role": role, "agent": agent, "label": label}
+        if groups:
+            payload["groups"] = list(groups)
         self._store.append([NewEvent(KEY_CREATED_KIND, at, payload)])
         return key_id, secret
 
@@ -148,6 +208,20 @@ class KeyRing:
         if len(self._cache) > 10_000:  # unknown secrets must not grow memory without bound
             self._cache.clear()
         self._cache[digest] = (now, principal)
+        return principal
+
+    def principal(self, key_id: str) -> Principal | None:
+        """The principal of an unrevoked key, by key id (sessions name keys by id)."""
+        now = self._monotonic()
+        marker = f"id:{key_id}"
+        cached = self._cache.get(marker)
+        if cached is not None and now - cached[0] < PRINCIPAL_TTL:
+            return cached[1]
+        row = next((r for r in self._store.key_rows() if r["key_id"] == key_id), None)
+        principal = (
+            None if row is None or row["revoked_at"] is not None else Principal.from_row(row)
+        )
+        self._cache[marker] = (now, principal)
         return principal
 
     def list(self) -> list[dict[str, Any]]:

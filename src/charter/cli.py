@@ -547,13 +547,46 @@ def serve_command(
     max_body: Annotated[
         int, typer.Option("--max-body", help="The largest request body, in bytes.")
     ] = 1024 * 1024,
+    max_pending: Annotated[
+        int,
+        typer.Option(
+            "--max-pending",
+            min=1,
+            help="Approvals one agent may have pending; beyond it requests are refused (429).",
+        ),
+    ] = 100,
+    idempotency_ttl: Annotated[
+        int,
+        typer.Option(
+            "--idempotency-ttl",
+            min=60,
+            help="Seconds an idempotency key is kept; the same key later decides anew.",
+        ),
+    ] = 86_400,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            help="The address reviewers reach the server at, for links in notifications.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API (one uvicorn worker) until interrupted."""
+    """Serve the HTTP API and the reviewer UI (one uvicorn worker) until interrupted."""
     from charter.server import serve  # noqa: PLC0415 - keeps every other command's start fast
 
     bundle = _load(policy)
     try:
-        serve(bundle, db, host=host, port=port, max_body=max_body, say=err.print)
+        serve(
+            bundle,
+            db,
+            host=host,
+            port=port,
+            max_body=max_body,
+            max_pending=max_pending,
+            idempotency_ttl=idempotency_ttl,
+            public_url=public_url,
+            say=err.print,
+        )
     except CharterError as exc:
         err.print(f"error: {exc.message}")
         raise typer.Exit(2) from None
@@ -568,12 +601,27 @@ def keys_create(
     agent: Annotated[
         str | None, typer.Option("--agent", help="For an agent key: the agent it acts as.")
     ] = None,
-    label: Annotated[str, typer.Option("--label", help="A note: who or what holds it.")] = "",
+    label: Annotated[
+        str,
+        typer.Option(
+            "--label",
+            help="Who or what holds it; for a reviewer, the person (e.g. an email address).",
+        ),
+    ] = "",
+    groups: Annotated[
+        str,
+        typer.Option(
+            "--groups",
+            help="For a reviewer or admin key: the reviewer groups it acts for, comma-separated.",
+        ),
+    ] = "",
 ) -> None:
     """Create an API key and print its secret, once; only a hash is stored."""
     store = open_store(db)
     try:
-        key_id, secret = KeyRing(store, system_clock).create(role, agent=agent, label=label)
+        key_id, secret = KeyRing(store, system_clock).create(
+            role, agent=agent, label=label, groups=groups.split(",") if groups else ()
+        )
     except RequestInvalid as exc:
         err.print(f"error: {exc.message}")
         raise typer.Exit(2) from None
@@ -599,14 +647,16 @@ def keys_list(
         print(json.dumps(rows, indent=2, default=str))
         return
     table = Table()
-    for col in ("key", "role", "agent", "label", "created", "revoked"):
-        table.add_column(col)
+    for col in ("key", "role", "agent", "label", "groups", "created", "revoked"):
+        # Ids are copied into other commands: never wrap them; times may fold.
+        table.add_column(col, no_wrap=col in ("key", "agent", "role"))
     for r in rows:
         table.add_row(
             r["key_id"],
             r["role"],
             r.get("agent") or "",
             r.get("label") or "",
+            ", ".join(json.loads(r["groups"])) if r.get("groups") else "",
             str(r.get("created_at") or ""),
             str(r.get("revoked_at") or ""),
         )

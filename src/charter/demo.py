@@ -22,12 +22,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from charter.access import Principal
+from charter.errors import CharterError
 from charter.examples import EXAMPLE_POLICY
 from charter.gateway import Charter, DecisionRecord
 from charter.ledger import generate_signing_key, load_private_key, private_key_pem, public_key_pem
 from charter.policy import Bundle, bundle_from_content, load_bundle
 
-__all__ = ["Fleet", "run_demo", "what_if_bundle"]
+__all__ = ["REVIEWERS", "Fleet", "review", "run_demo", "what_if_bundle"]
 
 _START = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)  # a Monday morning
 _BATCH = 250
@@ -185,6 +187,68 @@ def what_if_bundle(bundle: Bundle) -> Bundle:
     return bundle_from_content(content)
 
 
+#: The demo's reviewers: two people per group, so a two-person quorum can be met.
+REVIEWERS: dict[str, tuple[Principal, ...]] = {
+    group: tuple(
+        Principal(f"demo-{group}-{n}", "reviewer", name=f"{who}@example.com", groups=(group,))
+        for n, who in enumerate(people)
+    )
+    for group, people in {
+        "finance": ("alice", "bruno"),
+        "finance-managers": ("carol", "dmitri"),
+        "ops": ("olga", "omar"),
+        "sre": ("sam", "sofia"),
+        "marketing": ("mia", "marc"),
+    }.items()
+}
+
+_DENIALS = (
+    "the customer already received a replacement",
+    "not during the change freeze",
+    "duplicate of a request handled this morning",
+    "the evidence does not support it",
+)
+
+
+def _modified(args: dict[str, Any], action: str) -> dict[str, Any] | None:
+    """A reviewer's typical change to a request, or None when there is none to make."""
+    if action == "payments.refund" and isinstance(args.get("amount"), int | float):
+        return {**args, "amount": round(min(float(args["amount"]), 900.0) / 2, 2)}
+    if action == "infra.scale" and args.get("replicas") == 0:
+        return {**args, "replicas": 1}
+    return None
+
+
+def review(charter: Charter, rng: random.Random) -> Counter[str]:
+    """The demo's reviewers work through the inbox: approve, deny, modify or leave.
+
+    Returns how many of each step they took.
+    """
+    steps: Counter[str] = Counter()
+    for view in charter.approvals(state="pending", limit=1000):
+        approval = view.approval
+        people = [p for g in approval["route"]["groups"] for p in REVIEWERS.get(g, ())]
+        if not people:
+            continue
+        roll = rng.random()
+        try:
+            if roll < 0.55:
+                for person in people[: approval["required"]]:
+                    charter.approve(view.id, person, note="checked against the runbook")
+                steps["approved"] += 1
+            elif roll < 0.72:
+                charter.deny(view.id, people[0], reason=rng.choice(_DENIALS))
+                steps["denied"] += 1
+            elif roll < 0.8 and (new := _modified(dict(approval["args"]), approval["action"])):
+                charter.modify(view.id, people[0], new, note="a smaller change first")
+                for person in people[1 : approval["required"]]:
+                    charter.approve(view.id, person)
+                steps["modified"] += 1
+        except CharterError:  # e.g. a modification the policy refuses: left for later
+            continue
+    return steps
+
+
 def _clock(start: dt.datetime, rng: random.Random) -> Callable[[], dt.datetime]:
     moment = [start]
 
@@ -238,6 +302,21 @@ def _summary(records: list[DecisionRecord], out: Console) -> None:
     out.print(dist)
 
 
+def _approvals_summary(
+    charter: Charter, reviewed: Counter[str], fired: list[Any], out: Console
+) -> None:
+    table = Table(title="approvals (reviewers simulated)", title_justify="left")
+    table.add_column("step")
+    table.add_column("count", justify="right")
+    for step in ("approved", "denied", "modified"):
+        table.add_row(step, str(reviewed[step]))
+    escalated = sum(1 for v in fired if v.state == "pending")
+    table.add_row("escalated to the next tier at their SLA", str(escalated))
+    table.add_row("expired at their SLA (refused)", str(len(fired) - escalated))
+    table.add_row("[bold]pending now[/bold]", f"[bold]{charter.count_approvals()}[/bold]")
+    out.print(table)
+
+
 def _signing_key(db: Path) -> Ed25519PrivateKey:
     """The demo's checkpoint key, kept beside its ledger so later runs sign with it too."""
     path = db.with_name(db.stem + "-key.pem")
@@ -248,6 +327,45 @@ def _signing_key(db: Path) -> Ed25519PrivateKey:
     path.write_bytes(private_key_pem(key))
     path.with_name(path.name + ".pub").write_bytes(public_key_pem(key.public_key()))
     return key
+
+
+def _run_fleet(
+    charter: Charter, fleet: Fleet, count: int, halt: tuple[int, int], out: Console
+) -> tuple[list[DecisionRecord], Counter[str]]:
+    """Decide the fleet's traffic in batches, reviewers working the inbox in between.
+
+    The outreach bot is halted at request `halt[0]` and resumed at `halt[1]`.
+    """
+    records: list[DecisionRecord] = []
+    reviewed: Counter[str] = Counter()
+    progress = Progress(
+        TextColumn("deciding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task("decide", total=count)
+        done = 0
+        while done < count:
+            boundary = min([b for b in halt if b > done] or [count])
+            size = min(_BATCH, boundary - done, count - done)
+            records.extend(charter.decide_many([fleet.next() for _ in range(size)]))
+            reviewed.update(review(charter, fleet.rng))
+            done += size
+            progress.update(task, completed=done)
+            if done == halt[0]:
+                charter.halt(
+                    "agent",
+                    "outreach-bot",
+                    reason="complaint spike from recipients",
+                    by="demo-operator",
+                )
+            elif done == halt[1]:
+                charter.resume("agent", "outreach-bot", by="demo-operator")
+    return records, reviewed
 
 
 def run_demo(db: Path, count: int, seed: int, out: Console) -> int:
@@ -265,42 +383,17 @@ def run_demo(db: Path, count: int, seed: int, out: Console) -> int:
     out.print(f"[bold]Charter demo[/bold]: {count} requests from a fleet of 4 agents")
     out.print(f"policy  {EXAMPLE_POLICY}\nversion {bundle.version}\nledger  {db}\n")
     key = _signing_key(db)
-    records: list[DecisionRecord] = []
     halt_at, resume_at = int(count * 0.6), int(count * 0.65)
     with Charter(bundle, db, clock=_clock(start, fleet.rng)) as charter:
-        progress = Progress(
-            TextColumn("deciding"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=out,
-            transient=False,
-        )
-        with progress:
-            task = progress.add_task("decide", total=count)
-            done = 0
-            while done < count:
-                boundary = min([b for b in (halt_at, resume_at) if b > done] or [count])
-                size = min(_BATCH, boundary - done, count - done)
-                batch = [fleet.next() for _ in range(size)]
-                records.extend(charter.decide_many(batch))
-                done += size
-                progress.update(task, completed=done)
-                if done == halt_at:
-                    charter.halt(
-                        "agent",
-                        "outreach-bot",
-                        reason="complaint spike from recipients",
-                        by="demo-operator",
-                    )
-                elif done == resume_at:
-                    charter.resume("agent", "outreach-bot", by="demo-operator")
+        records, reviewed = _run_fleet(charter, fleet, count, (halt_at, resume_at), out)
         decided = time.perf_counter() - started
         out.print(
             f"{count} decisions recorded in {decided:.1f}s "
             f"(outreach-bot was halted for {resume_at - halt_at} requests mid-run)\n"
         )
         _summary(records, out)
+        fired = charter.fire_due()  # SLAs that ran out during the simulated morning
+        _approvals_summary(charter, reviewed, fired, out)
         signed = charter.checkpoint(key)
         t = time.perf_counter()
         verified = charter.verify(key.public_key())
@@ -334,6 +427,7 @@ def run_demo(db: Path, count: int, seed: int, out: Console) -> int:
         )
     out.print(f"\ndone in {time.perf_counter() - started:.1f}s. Next:")
     for line in (
+        f"charter serve --policy {EXAMPLE_POLICY} --db {db}   # then open http://127.0.0.1:8470/ui/",
         f"charter ledger show --db {db} -n 5",
         f"charter ledger verify --db {db} --public-key {db.stem}-key.pem.pub",
         f"charter replay --db {db}",

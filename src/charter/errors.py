@@ -25,6 +25,7 @@ from dataclasses import dataclass
 __all__ = [
     "CharterError",
     "Conflict",
+    "Forbidden",
     "GrantRefused",
     "IdempotencyConflict",
     "LedgerError",
@@ -34,6 +35,7 @@ __all__ = [
     "Problem",
     "ReplayError",
     "RequestInvalid",
+    "TooManyPending",
 ]
 
 
@@ -131,6 +133,28 @@ class Conflict(CharterError):
     """The request contradicts what is already recorded, such as a second outcome."""
 
     code = "conflict"
+
+
+class Forbidden(CharterError):
+    """The caller may not take this step; `code` says why (answered 403)."""
+
+    code = "forbidden"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)
+
+
+class TooManyPending(CharterError):
+    """An agent has as many approvals pending as it may; this one was refused (429).
+
+    The decision is recorded, and so is the refusal; `decision_id` names it.
+    """
+
+    code = "too_many_pending"
+
+    def __init__(self, message: str, decision_id: str) -> None:
+        super().__init__(message)
+        self.decision_id = decision_id
 
 
 class LedgerError(CharterError):

@@ -9,8 +9,10 @@ each decision so that replay sees exactly what the engine saw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import os
 import random
 import threading
@@ -25,7 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from charter import approvals as machine
 from charter.access import KeyRing, Principal
+from charter.approvals import Approval, ApprovalState, Reviewer, Step
+from charter.approving import SETTLED_STATES, ApprovalDesk, approval_row
 from charter.audit import load_recorded_bundle, recorded_entries
 from charter.canonical import content_hash
 from charter.errors import (
@@ -35,6 +40,7 @@ from charter.errors import (
     LedgerError,
     NotFound,
     RequestInvalid,
+    TooManyPending,
 )
 from charter.grants import GrantTicket, grant_token, token_matches
 from charter.ledger import LedgerEntry, NewEvent, SignedCheckpoint, VerifyReport
@@ -48,8 +54,9 @@ from charter.model import (
     Verdict,
     json_value,
 )
-from charter.policy import Bundle, decide, load_bundle, redact_request
+from charter.policy import Bundle, WebhookSpec, decide, load_bundle, redact_request
 from charter.records import (
+    ApprovalView,
     DecisionRecord,
     DecisionView,
     Redemption,
@@ -68,10 +75,12 @@ from charter.store import (
 from charter.usage import BudgetSpending
 
 __all__ = [
+    "APPROVAL_REFUSED_KIND",
     "AUTONOMY_KIND",
     "DEPLOY_KIND",
     "HALT_KIND",
     "RESUME_KIND",
+    "ApprovalView",
     "Charter",
     "DecisionRecord",
     "DecisionView",
@@ -84,6 +93,8 @@ __all__ = [
     "system_clock",
 ]
 
+_log = logging.getLogger("charter.gateway")
+
 DEPLOY_KIND = "policy.deployed"
 HALT_KIND = "halt"
 RESUME_KIND = "resume"
@@ -93,6 +104,7 @@ GRANT_REFUSED_KIND = "grant.refused"
 OUTCOME_KIND = "outcome"
 ACCESS_DENIED_KIND = "access.denied"
 AGENT_KIND = "agent.updated"
+APPROVAL_REFUSED_KIND = "approval.refused"
 
 
 def system_clock() -> dt.datetime:
@@ -117,6 +129,7 @@ class _Pending:
     decision: Decision
     grant: GrantTicket | None
     future: Future[LedgerEntry]
+    approval: dict[str, Any] | None = None
 
 
 def _keyed(
@@ -127,6 +140,14 @@ def _keyed(
         return request
     parsed = request if isinstance(request, ActionRequest) else ActionRequest.from_json(request)
     return dataclasses.replace(parsed, idempotency_key=key)
+
+
+def _refused_or(record: DecisionRecord) -> DecisionRecord:
+    """The record, unless its approval was refused at the pending cap: then raise."""
+    approval = record.approval
+    if approval is not None and approval.get("code") == "too_many_pending":
+        raise TooManyPending(str(approval["reason"]), record.id)
+    return record
 
 
 def _random_ids() -> Callable[[], str]:
@@ -147,6 +168,11 @@ class Charter:
         db: the SQLite ledger file (created and migrated when missing), or an open store.
         clock: where `now` comes from; tests and simulations pass their own.
         ids: makes decision ids; random UUIDs unless given.
+        grant_ttl: seconds a grant stays redeemable after it is issued.
+        idempotency_ttl: seconds an idempotency key is kept; after that the same key
+            decides anew (at least a day by default).
+        max_pending: how many approvals one agent may have pending; beyond it a request
+            that needs approval is refused (recorded) instead of queued.
     """
 
     def __init__(
@@ -157,6 +183,8 @@ class Charter:
         clock: Callable[[], dt.datetime] = system_clock,
         ids: Callable[[], str] | None = None,
         grant_ttl: int = 300,
+        idempotency_ttl: int = 86_400,
+        max_pending: int = 100,
     ) -> None:
         self.bundle = policy if isinstance(policy, Bundle) else load_bundle(policy)
         self.store: LedgerStore = db if not isinstance(db, str | Path) else open_store(db)
@@ -169,11 +197,17 @@ class Charter:
         self._autonomy: dict[str, int] = {}
         self._registry: dict[str, AgentProfile] = {}
         self.grant_ttl = grant_ttl
+        self.idempotency_ttl = idempotency_ttl
+        self.max_pending = max_pending
+        self._timer: threading.Thread | None = None
+        self._timer_stop = threading.Event()
+        self.notifier: Any = None  # set by the server: approval notifications go out here
         self._inflight: dict[tuple[str, str], tuple[str, Future[DecisionRecord]]] = {}
         self._redeemed: set[str] = set()
         self._outcomes: set[str] = set()
         self.keys = KeyRing(self.store, clock)
         self._grant_secret = self.store.secret("grants")
+        self._desk = ApprovalDesk(self.store)
         self._rebuild()
         self._writer = GroupCommitWriter(self.store)
         try:
@@ -245,7 +279,8 @@ class Charter:
             self._record_deploy(bundle)
 
     def close(self) -> None:
-        """Flush pending ledger writes and close the store."""
+        """Stop the timers, flush pending ledger writes and close the store."""
+        self.stop_timers()
         self._writer.close()
         self.store.close()
 
@@ -260,8 +295,20 @@ class Charter:
     def _submit(self, event: NewEvent, index: IndexChange | None = None) -> Future[LedgerEntry]:
         return self._writer.submit(event, index)
 
-    def _prepare(self, request: ActionRequest, now: dt.datetime, key: str | None) -> _Pending:
-        """Decide and queue the ledger entry; the caller holds the lock."""
+    def _prepare(
+        self,
+        request: ActionRequest,
+        now: dt.datetime,
+        key: str | None,
+        *,
+        modifies: str | None = None,
+    ) -> _Pending:
+        """Decide and queue the ledger entry; the caller holds the lock.
+
+        A decision that needs people opens its approval in the same transaction. With
+        `modifies` (an approval id) this is a reviewer's modified request decided again:
+        recorded for the audit, but it issues no grant, opens nothing and spends no budget.
+        """
         bundle = self.bundle
         registered = self._registry.get(request.agent)
         profile = registered or bundle.agents.get(request.agent)
@@ -277,12 +324,13 @@ class Charter:
         at = format_time(now)
         stored, redacted = redact_request(request.to_json(), bundle)
         decision_id = self._ids()
+        counted = [b for b, _ in budgets] if modifies is None else []
         payload: dict[str, Any] = {
             "decision_id": decision_id,
             "request": stored,
             "redacted": redacted,
             "state": state.to_json(),
-            "budgets": [b for b, _ in budgets],
+            "budgets": counted,
             "provenance": {
                 "agent": request.agent,
                 "role": profile.role if profile else None,
@@ -294,6 +342,8 @@ class Charter:
             },
             "decision": decision.to_json(),
         }
+        if modifies is not None:
+            payload["modifies"] = modifies
         index: dict[str, Any] = {
             "agent": request.agent,
             "action": request.action,
@@ -304,27 +354,97 @@ class Charter:
             payload["idempotency"] = {"key": key, "payload_hash": digest}
             index.update(idempotency_key=key, payload_hash=digest)
         grant = None
-        if decision.verdict is Verdict.ALLOW:
-            grant_id = f"g_{decision_id}"
-            expires = format_time(now + dt.timedelta(seconds=self.grant_ttl))
-            grant = GrantTicket(
-                grant_id,
-                grant_token(self._grant_secret, grant_id),
-                expires,
-                content_hash(request.args),
-            )
-            payload["grant"] = {"id": grant_id, "expires_at": expires, "args_hash": grant.args_hash}
-            index.update(
-                grant_id=grant_id, grant_args_hash=grant.args_hash, grant_expires_at=expires
-            )
+        if decision.verdict is Verdict.ALLOW and modifies is None:
+            grant = self._issue(decision_id, content_hash(request.args), now)
+            payload["grant"] = grant.to_record()
+            index.update(grant.index_values())
         # Recorded time must be what the engine saw: replay parses `at` back into `now`.
         now = dt.datetime.fromisoformat(at)
-        if decision.verdict is Verdict.ALLOW and budgets:
-            self._usage.add(request.agent, now, decision.risk, tuple(b for b, _ in budgets))
-        future = self._submit(
-            NewEvent(DECISION_KIND, at, payload), IndexChange(decision_id, index, insert=True)
+        if decision.verdict is Verdict.ALLOW and counted:
+            self._usage.add(request.agent, now, decision.risk, tuple(counted))
+        event = NewEvent(DECISION_KIND, at, payload)
+        change = IndexChange(decision_id, index, insert=True)
+        needs_people = decision.verdict in (Verdict.REQUIRE_APPROVAL, Verdict.ESCALATE)
+        if not needs_people or modifies is not None:
+            future = self._submit(event, change)
+            return _Pending(request, decision_id, at, decision, grant, future)
+        return self._open(request, decision, decision_id, at, event, change, profile)
+
+    def _issue(self, decision_id: str, args_hash: str, now: dt.datetime) -> GrantTicket:
+        """A grant for a decision: single use, bound to the hash of the exact arguments."""
+        grant_id = f"g_{decision_id}"
+        expires = format_time(now + dt.timedelta(seconds=self.grant_ttl))
+        return GrantTicket(grant_id, grant_token(self._grant_secret, grant_id), expires, args_hash)
+
+    def _open(
+        self,
+        request: ActionRequest,
+        decision: Decision,
+        decision_id: str,
+        at: str,
+        event: NewEvent,
+        change: IndexChange,
+        profile: AgentProfile | None,
+    ) -> _Pending:
+        """Queue a decision that needs people with its approval opened, or refused.
+
+        The two entries go in one transaction: an approval is never opened without its
+        decision, and a decision that needs people never lacks its approval.
+        """
+        refusal: str | None = None
+        if decision.route is None:
+            refusal = "no escalation route applies: nobody could approve it"
+        elif self._desk.pending_for(request.agent) >= self.max_pending:
+            refusal = (
+                f"agent `{request.agent}` already has {self.max_pending} approvals pending "
+                "(the per-agent cap); decide or deny those first"
+            )
+        if refusal is not None:
+            values = {**change.values, "approval_state": "refused"}
+            refused = {
+                "decision_id": decision_id,
+                "code": "too_many_pending" if decision.route is not None else "no_route",
+                "reason": refusal,
+            }
+            futures = self._writer.submit_many(
+                [
+                    (event, dataclasses.replace(change, values=values)),
+                    (NewEvent(APPROVAL_REFUSED_KIND, at, refused), None),
+                ]
+            )
+            summary = {"id": None, "state": "refused", **refused}
+            return _Pending(request, decision_id, at, decision, None, futures[0], summary)
+        assert decision.route is not None
+        step = machine.open_approval(
+            decision_id=decision_id,
+            agent=request.agent,
+            action=request.action,
+            kind="escalation" if decision.verdict is Verdict.ESCALATE else "approval",
+            route=decision.route,
+            risk=decision.risk,
+            args=request.args,
+            owner=profile.owner if profile and profile.owner else None,
+            runbook=decision.runbook,
+            at=at,
         )
-        return _Pending(request, decision_id, at, decision, grant, future)
+        values = {**change.values, "approval_state": "pending"}
+        futures = self._writer.submit_many(
+            [
+                (event, dataclasses.replace(change, values=values)),
+                (
+                    NewEvent(step.kind, at, step.payload),
+                    IndexChange(decision_id, {}, approval=approval_row(step.approval)),
+                ),
+            ]
+        )
+        self._desk.put(step.approval)
+        summary = {
+            "id": step.approval.id,
+            "state": "pending",
+            "deadline": step.approval.deadline,
+            "route": decision.route.id,
+        }
+        return _Pending(request, decision_id, at, decision, None, futures[0], summary)
 
     def decide(
         self,
@@ -341,8 +461,10 @@ class Charter:
         Raises:
             RequestInvalid: the request is malformed; nothing is recorded.
             IdempotencyConflict: the key was used with a different request.
+            TooManyPending: it needs approval and the agent has `max_pending` approvals
+                pending already; the decision and the refusal are recorded.
         """
-        return self.decide_many([_keyed(request, idempotency_key)], now=now)[0]
+        return _refused_or(self.decide_many([_keyed(request, idempotency_key)], now=now)[0])
 
     def decide_many(
         self,
@@ -388,7 +510,7 @@ class Charter:
                 future = settle.throw(failure) if failure is not None else settle.send(waited)
             except StopIteration as done:
                 records: list[DecisionRecord] = done.value
-                return records[0]
+                return _refused_or(records[0])
             try:
                 # Shielded: a caller that goes away must not cancel a write already queued.
                 waited, failure = await asyncio.shield(asyncio.wrap_future(future)), None
@@ -418,10 +540,10 @@ class Charter:
                     digest = seen.setdefault(marker, payload_hash(request))
                     if digest != payload_hash(request):
                         raise IdempotencyConflict(conflict_message(request.idempotency_key))
-                    self._earlier(request)
+                    self._earlier(request, now)
             for request in parsed:
                 # Asked again per request: an earlier one in this batch may hold its key.
-                found = self._earlier(request)
+                found = self._earlier(request, now)
                 if found is not None:
                     slots.append(found)
                     continue
@@ -447,7 +569,13 @@ class Charter:
         try:
             for position, slot in enumerate(slots):
                 if isinstance(slot, _Pending):
-                    entry = yield slot.future
+                    try:
+                        entry = yield slot.future
+                    except BaseException:
+                        if slot.approval is not None and slot.approval["id"] is not None:
+                            with self._lock:  # never committed: nobody can act on it
+                                self._desk.forget(slot.approval["id"])
+                        raise
                     record = DecisionRecord(
                         slot.decision_id,
                         entry.seq,
@@ -455,7 +583,10 @@ class Charter:
                         slot.request,
                         slot.decision,
                         slot.grant,
+                        approval=slot.approval,
                     )
+                    if slot.approval is not None:
+                        self._notify("approval.opened", slot.approval["id"])
                     if position in waiting:  # later requests (in any thread) wait on this one
                         marker, waiter = waiting.pop(position)
                         waiter.set_result(record)
@@ -475,8 +606,12 @@ class Charter:
             raise
         return records
 
-    def _earlier(self, request: ActionRequest) -> DecisionRecord | Future[DecisionRecord] | None:
+    def _earlier(
+        self, request: ActionRequest, now: dt.datetime | None = None
+    ) -> DecisionRecord | Future[DecisionRecord] | None:
         """The earlier decision under the request's idempotency key, if there is one.
+
+        A key used longer ago than `idempotency_ttl` is forgotten: the request is new.
 
         Raises:
             IdempotencyConflict: the key was used with a different request.
@@ -492,6 +627,9 @@ class Charter:
             return inflight[1]
         row = self.store.decision_row(agent=request.agent, idempotency_key=key)
         if row is None:
+            return None
+        horizon = (now or self._clock()) - dt.timedelta(seconds=self.idempotency_ttl)
+        if row["at"] < format_time(horizon):  # one RFC 3339 UTC form: text order is time order
             return None
         if row["payload_hash"] != digest:
             raise IdempotencyConflict(conflict_message(key))
@@ -525,7 +663,40 @@ class Charter:
             Decision.from_json(payload["decision"]),
             grant,
             replayed=replayed,
+            approval=self._approval_summary(row, entry),
         )
+
+    def _approval_summary(
+        self, row: Mapping[str, Any], entry: LedgerEntry
+    ) -> dict[str, Any] | None:
+        """What a decision's agent sees of its approval: state, deadline, approved args."""
+        state = row.get("approval_state")
+        if state is None:
+            return None
+        if state == "refused":
+            refused = next(
+                (
+                    e.payload_object()
+                    for e in self.store.entries(after=entry.seq, limit=1)
+                    if e.kind == APPROVAL_REFUSED_KIND
+                ),
+                {},
+            )
+            return {"id": None, "state": "refused", **refused}
+        approval = self._desk.get(f"apr_{row['id']}")
+        if approval is None:
+            return {"id": f"apr_{row['id']}", "state": state}
+        return {
+            "id": approval.id,
+            "state": approval.state.value,
+            "kind": approval.kind,
+            "route": approval.route.id,
+            "deadline": approval.deadline,
+            "args": dict(approval.args),
+            "args_hash": approval.args_hash,
+            "modified": bool(approval.modifications),
+            "resolution": dict(approval.resolution) if approval.resolution else None,
+        }
 
     def get_decision(self, decision_id: str) -> DecisionView | None:
         """A recorded decision with its state now (allowed, redeemed, executed, ...)."""
@@ -634,17 +805,444 @@ class Charter:
             self._outcomes.discard(decision_id)
         return {"seq": entry.seq, "at": entry.at, **payload}
 
+    # -- approvals ---------------------------------------------------------------------
+
+    @staticmethod
+    def _reviewer(principal: Principal) -> Reviewer:
+        return Reviewer(principal.identity, principal.groups, principal.key_id, principal.role)
+
+    def _pending_approval(self, approval_id: str) -> Approval:
+        approval = self._desk.get(approval_id)
+        if approval is None:
+            raise NotFound(f"no approval `{approval_id}`")
+        return approval
+
+    def _apply(self, step: Step, at: str) -> Future[LedgerEntry]:
+        """Queue a step's ledger event with the rows it changes; the caller holds the lock.
+
+        An approval that completes issues its grant in the same transaction, bound to the
+        hash of the arguments approved (a reviewer's modified ones, if any).
+        """
+        approval = step.approval
+        values: dict[str, Any] = {}
+        payload = dict(step.payload)
+        if step.settled:
+            values["approval_state"] = approval.state.value
+        if approval.state is ApprovalState.APPROVED:
+            grant = self._issue(approval.decision_id, approval.args_hash, self._clock())
+            payload["grant"] = grant.to_record()
+            values.update(grant.index_values())
+        future = self._submit(
+            NewEvent(step.kind, at, payload),
+            IndexChange(approval.decision_id, values, approval=approval_row(approval)),
+        )
+        self._desk.put(approval)
+        return future
+
+    def _finish(self, steps: Sequence[tuple[Step, Future[LedgerEntry]]]) -> list[ApprovalView]:
+        """Wait for steps to be durable, tell who waits, and answer the approvals.
+
+        A step whose commit failed is taken back (the desk reloads the stored state) and
+        its error raised after the others have settled.
+        """
+        failure: BaseException | None = None
+        views: list[ApprovalView] = []
+        for step, future in steps:
+            try:
+                future.result()
+            except BaseException as exc:
+                with self._lock:
+                    self._desk.reload(step.approval.id)
+                failure = failure or exc
+                continue
+            if step.settled:
+                self._desk.settled(step.approval.decision_id)
+            if step.kind == "approval.escalated":
+                self._notify(step.kind, step.approval.id)
+            view = self.get_approval(step.approval.id)
+            assert view is not None  # just committed
+            views.append(view)
+        if failure is not None:
+            raise failure
+        return views
+
+    def _notify(self, kind: str, approval_id: str | None) -> None:
+        """Hand an approval event to the notifier, if one is set; never raises.
+
+        The arguments go out as the ledger keeps them (data rules applied): a webhook
+        receiver is outside Charter, and a reviewer opens the card for the rest.
+        """
+        if self.notifier is None or approval_id is None:
+            return
+        try:
+            approval = self._desk.get(approval_id)
+            if approval is None:
+                return
+            body = approval.to_json()
+            for name in ("args", "original_args"):
+                shown, _ = redact_request(
+                    {"agent": approval.agent, "action": approval.action, "args": body[name]},
+                    self.bundle,
+                )
+                body[name] = shown.get("args", {})
+            self.notifier.notify(approval.route.id, kind, body)
+        except Exception:  # a notification must never fail a decision or a step
+            _log.exception("could not queue the %s notification of %s", kind, approval_id)
+
+    def webhooks(self, route: str) -> tuple[WebhookSpec, ...]:
+        """The webhooks of a route in the live bundle (read per call: deploys apply)."""
+        return self.bundle.webhooks(route)
+
+    def record_event(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Append an event to the ledger without waiting for it (webhook deliveries)."""
+        future = self._submit(NewEvent(kind, format_time(self._clock()), dict(payload)))
+
+        def failed(done: Future[LedgerEntry]) -> None:
+            if done.exception() is not None:
+                _log.error("recording %s failed: %s", kind, done.exception())
+
+        future.add_done_callback(failed)
+
+    def _view(self, approval: Approval) -> ApprovalView:
+        row = self.store.decision_row(decision_id=approval.decision_id)
+        entry = self.store.entry(int(row["seq"])) if row is not None else None
+        payload = entry.payload_object() if entry is not None else {}
+        decision = payload.get("decision", {})
+        profile = dict(payload.get("provenance", {}))
+        profile["autonomy"] = decision.get("autonomy_level")
+        runbook = approval.runbook
+        text = None
+        if runbook is not None:
+            text = self.bundle.runbooks.get(runbook)
+            if text is None:  # deployed since: the recorded bundle still has it
+                with contextlib.suppress(LedgerError, KeyError):
+                    recorded = load_recorded_bundle(self.store, decision["policy_version"])
+                    text = recorded.runbooks.get(runbook) if recorded else None
+        context = payload.get("request", {}).get("context", {})
+        return ApprovalView(approval.to_json(), decision, context, profile, text)
+
+    def get_approval(self, approval_id: str) -> ApprovalView | None:
+        """An approval with its decision, the agent's context and its runbook."""
+        approval = self._desk.get(approval_id)
+        return None if approval is None else self._view(approval)
+
+    def approvals(
+        self,
+        *,
+        state: str | None = "pending",
+        group: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[ApprovalView]:
+        """Approvals by deadline, then highest risk first, filtered as asked."""
+        rows = self.store.approval_rows(
+            state=state, group=group, agent=agent, action=action, limit=limit, offset=offset
+        )
+        out = []
+        for row in rows:
+            approval = self._desk.get(row["id"])  # the newest state, even mid-commit
+            if approval is not None:
+                out.append(self._view(approval))
+        return out
+
+    def count_approvals(
+        self,
+        *,
+        state: str | None = "pending",
+        group: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+    ) -> int:
+        """How many approvals match the filters."""
+        return self.store.count_approvals(state=state, group=group, agent=agent, action=action)
+
+    def claim(self, approval_id: str, reviewer: Principal) -> ApprovalView:
+        """Take an approval on, so other reviewers see someone is on it; recorded."""
+        with self._lock:
+            at = format_time(self._clock())
+            step = machine.claim(self._pending_approval(approval_id), self._reviewer(reviewer), at)
+            future = self._apply(step, at)
+        return self._finish([(step, future)])[0]
+
+    def approve(self, approval_id: str, reviewer: Principal, *, note: str = "") -> ApprovalView:
+        """Approve an approval's current arguments; the quorum completing issues the grant.
+
+        Raises:
+            NotFound: no such approval.
+            Forbidden: the key cannot review, or its groups are not the route's.
+            Conflict: the approval is settled, or this person has already approved it.
+        """
+        with self._lock:
+            at = format_time(self._clock())
+            approval = self._pending_approval(approval_id)
+            step = machine.vote(approval, self._reviewer(reviewer), at, note)
+            future = self._apply(step, at)
+        return self._finish([(step, future)])[0]
+
+    def deny(self, approval_id: str, reviewer: Principal, *, reason: str) -> ApprovalView:
+        """Refuse an approval with a reason the agent receives.
+
+        Raises:
+            NotFound, Forbidden, Conflict: as for `approve`.
+            RequestInvalid: no reason.
+        """
+        with self._lock:
+            at = format_time(self._clock())
+            approval = self._pending_approval(approval_id)
+            step = machine.deny(approval, self._reviewer(reviewer), at, reason)
+            future = self._apply(step, at)
+        return self._finish([(step, future)])[0]
+
+    def modify(
+        self,
+        approval_id: str,
+        reviewer: Principal,
+        args: Mapping[str, Any],
+        *,
+        note: str = "",
+    ) -> ApprovalView:
+        """Replace the arguments with a reviewer's, decided again under the live policy.
+
+        The modified request is checked against the action's contract and decided again
+        first; a modification the policy would deny is refused and nothing changes.
+        Otherwise the re-decision is recorded, the approval now binds the new
+        arguments, and the reviewer's modification counts as their approval.
+
+        Raises:
+            NotFound, Forbidden, Conflict: as for `approve`.
+            RequestInvalid: the arguments are not a JSON object, break the contract, are
+                unchanged, or the policy denies the modified request (`modification_denied`).
+        """
+        if not isinstance(args, Mapping):
+            raise RequestInvalid("args", "the modified arguments must be a JSON object")
+        new_args = json_value(dict(args), "args")
+        with self._lock:
+            moment = dt.datetime.fromisoformat(format_time(self._clock()))
+            at = format_time(moment)
+            approval = self._pending_approval(approval_id)
+            who = self._reviewer(reviewer)
+            machine.claim(approval, who, at)  # the reviewer checks, before deciding anything
+            if not machine.diff_args(approval.args, new_args):
+                raise RequestInvalid("args", "the modified arguments are the ones already asked")
+            view = self._view(approval)
+            request = ActionRequest(approval.agent, approval.action, new_args, dict(view.context))
+            self._refuse_if_denied(request, moment)
+            pending = self._prepare(request, moment, None, modifies=approval.id)
+            step = machine.modify(
+                approval, who, new_args, at, redecision_id=pending.decision_id, note=note
+            )
+            future = self._apply(step, at)
+        pending.future.result()
+        return self._finish([(step, future)])[0]
+
+    def _refuse_if_denied(self, request: ActionRequest, now: dt.datetime) -> None:
+        """Refuse a modification the live policy would deny, recording nothing."""
+        profile = self.get_agent(request.agent)
+        plan = (
+            self.bundle.plan_for(request.agent, profile.role, request.action) if profile else None
+        )
+        budgets = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
+        state = AgentState(
+            profile=self._registry.get(request.agent),
+            autonomy=self._autonomy.get(request.agent),
+            budgets=self._usage.state(request.agent, budgets, now),
+            halts=tuple(self._halts.values()),
+        )
+        decision = decide(request, self.bundle, state, now)
+        if decision.verdict is not Verdict.DENY:
+            return
+        contract = [r for r in decision.reasons if r.code == "contract"]
+        if contract:
+            raise RequestInvalid("args", contract[0].message)
+        why = "; ".join(r.message for r in decision.reasons if r.code != "risk_factor")
+        raise RequestInvalid("args", f"the policy denies the modified request: {why}")
+
+    def similar_approvals(self, approval_id: str) -> list[ApprovalView]:
+        """Pending approvals of the same agent, action and argument shape as this one."""
+        approval = self._pending_approval(approval_id)
+        rows = self.store.approval_rows(state="pending", shape=approval.shape, limit=1000)
+        return [
+            self._view(a)
+            for a in (self._desk.get(r["id"]) for r in rows)
+            if a is not None and a.pending
+        ]
+
+    def decide_batch(
+        self,
+        approval_ids: Sequence[str],
+        reviewer: Principal,
+        *,
+        approve: bool,
+        reason: str = "",
+    ) -> list[ApprovalView]:
+        """Approve or deny several similar approvals at once: all of them, or none.
+
+        Every approval must be pending, of one shape (same agent, action and argument
+        keys and types), and actionable by the reviewer; otherwise nothing is done.
+        """
+        ids = list(dict.fromkeys(approval_ids))
+        if not ids:
+            raise RequestInvalid("ids", "name at least one approval")
+        with self._lock:
+            at = format_time(self._clock())
+            who = self._reviewer(reviewer)
+            approvals = [self._pending_approval(i) for i in ids]
+            shapes = {a.shape for a in approvals}
+            if len(shapes) > 1:
+                raise RequestInvalid(
+                    "ids", "a batch must be of one agent, action and argument shape"
+                )
+            steps = [
+                machine.vote(a, who, at, reason) if approve else machine.deny(a, who, at, reason)
+                for a in approvals
+            ]  # every step is checked before any is applied
+            applied = [(step, self._apply(step, at)) for step in steps]
+        return self._finish(applied)
+
+    def fire_due(self, now: dt.datetime | None = None) -> list[ApprovalView]:
+        """Fire every deadline that has passed: next tier, or expired (refused).
+
+        The server's timer thread calls this; after a restart the first call fires
+        everything that fell due while Charter was down, once each.
+        """
+        with self._lock:
+            at = format_time(now or self._clock())
+            applied = []
+            for approval in self._desk.due(at):
+                step = machine.expire(approval, at, self.bundle.routes)
+                applied.append((step, self._apply(step, at)))
+        return self._finish(applied) if applied else []
+
+    def start_timers(self, interval: float = 0.5) -> None:
+        """Run approval deadlines in a background thread until `stop_timers` or `close`."""
+        if self._timer is not None:
+            return
+        self._timer_stop.clear()
+
+        def run() -> None:
+            while not self._timer_stop.wait(interval):
+                try:
+                    self.fire_due()
+                except Exception:  # a failing store must not kill the timers
+                    _log.exception("firing approval deadlines failed; retrying")
+
+        self._timer = threading.Thread(target=run, name="charter-approval-timers", daemon=True)
+        self._timer.start()
+
+    def stop_timers(self) -> None:
+        """Stop the timer thread, if running."""
+        if self._timer is None:
+            return
+        self._timer_stop.set()
+        self._timer.join()
+        self._timer = None
+
+    def watch(self, decision_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (in a Charter thread) once the decision's approval settles.
+
+        Returns a function that cancels the watch. Check the decision's state after
+        registering: it may have settled before.
+        """
+        return self._desk.watch(decision_id, callback)
+
+    def wait_decision(self, decision_id: str, timeout: float) -> DecisionView | None:
+        """The decision once settled, or as it stands after `timeout` seconds.
+
+        Returns None when there is no such decision.
+        """
+        settled = threading.Event()
+        cancel = self.watch(decision_id, settled.set)
+        try:
+            view = self.get_decision(decision_id)
+            if view is None or view.state in SETTLED_STATES:
+                return view
+            settled.wait(timeout)
+        finally:
+            cancel()
+        return self.get_decision(decision_id)
+
+    def _views(self, rows: Sequence[Mapping[str, Any]]) -> list[DecisionView]:
+        return [
+            DecisionView(self._record_of(row, None, replayed=False), state_of(row), row)
+            for row in rows
+        ]
+
+    def recent_decisions(
+        self, agent: str, action: str, *, limit: int = 5, before_seq: int | None = None
+    ) -> list[DecisionView]:
+        """The agent's latest decisions on this action, newest first, with outcomes."""
+        rows = self.store.decision_rows(
+            agent=agent, action=action, before_seq=before_seq, limit=limit
+        )
+        return self._views(rows)
+
+    def search_decisions(
+        self,
+        *,
+        agent: str | None = None,
+        action: str | None = None,
+        verdict: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[DecisionView]:
+        """Decisions matching every filter given, newest first (`before_seq` pages)."""
+        rows = self.store.decision_rows(
+            agent=agent,
+            action=action,
+            verdict=verdict,
+            since=since,
+            until=until,
+            before_seq=before_seq,
+            limit=limit,
+        )
+        return self._views(rows)
+
+    def autonomy_preview(self, approval_id: str) -> list[dict[str, Any]]:
+        """What the live policy would decide for this request at each autonomy level."""
+        approval = self._pending_approval(approval_id)
+        view = self._view(approval)
+        request = ActionRequest(approval.agent, approval.action, approval.args, dict(view.context))
+        recorded = self.store.decision_row(decision_id=approval.decision_id)
+        entry = self.store.entry(int(recorded["seq"])) if recorded else None
+        state = AgentState.from_json(entry.payload_object()["state"]) if entry else AgentState()
+        now = dt.datetime.fromisoformat(approval.opened_at)
+        out = []
+        for level, max_risk in self.bundle.levels.items():
+            decision = decide(request, self.bundle, dataclasses.replace(state, autonomy=level), now)
+            out.append(
+                {
+                    "level": level,
+                    "max_risk": max_risk,
+                    "verdict": decision.verdict.value,
+                    "current": level == view.profile.get("autonomy"),
+                }
+            )
+        return out
+
     # -- keys --------------------------------------------------------------------------
 
     def create_key(
-        self, role: str, *, agent: str | None = None, label: str = ""
+        self,
+        role: str,
+        *,
+        agent: str | None = None,
+        label: str = "",
+        groups: Sequence[str] = (),
     ) -> tuple[str, str]:
         """Create an API key; returns (key id, secret). See `KeyRing.create`."""
-        return self.keys.create(role, agent=agent, label=label)
+        return self.keys.create(role, agent=agent, label=label, groups=groups)
 
     def authenticate(self, secret: str) -> Principal | None:
         """The principal a secret belongs to, or None. See `KeyRing.authenticate`."""
         return self.keys.authenticate(secret)
+
+    def principal(self, key_id: str) -> Principal | None:
+        """The principal of an unrevoked key by its id. See `KeyRing.principal`."""
+        return self.keys.principal(key_id)
 
     def list_keys(self) -> list[dict[str, Any]]:
         """Every key, without its hash."""

@@ -35,6 +35,18 @@ class GrantTicket:
             "args_hash": self.args_hash,
         }
 
+    def to_record(self) -> dict[str, Any]:
+        """The grant as the ledger records it: no token (it is derived, and secret)."""
+        return {"id": self.id, "expires_at": self.expires_at, "args_hash": self.args_hash}
+
+    def index_values(self) -> dict[str, Any]:
+        """The decisions-index columns that hold the grant."""
+        return {
+            "grant_id": self.id,
+            "grant_args_hash": self.args_hash,
+            "grant_expires_at": self.expires_at,
+        }
+
 
 def grant_token(secret: bytes, grant_id: str) -> str:
     """The grant's token: HMAC-SHA256 of its id, URL-safe base64 without padding."""

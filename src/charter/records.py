@@ -15,6 +15,7 @@ from charter.grants import GrantTicket
 from charter.model import ActionRequest, Decision, Verdict
 
 __all__ = [
+    "ApprovalView",
     "DecisionRecord",
     "DecisionView",
     "Redemption",
@@ -35,6 +36,7 @@ class DecisionRecord:
     decision: Decision
     grant: GrantTicket | None = None
     replayed: bool = False
+    approval: Mapping[str, Any] | None = None
 
     @property
     def verdict(self) -> Verdict:
@@ -49,6 +51,7 @@ class DecisionRecord:
             "at": self.at,
             **self.decision.to_json(),
             "grant": self.grant.to_json() if self.grant else None,
+            "approval": dict(self.approval) if self.approval is not None else None,
             "idempotent_replay": self.replayed,
         }
 
@@ -61,8 +64,13 @@ class DecisionView:
     state: str
     row: Mapping[str, Any]
 
-    def to_json(self) -> dict[str, Any]:
-        """The decision, its state, its grant (without the token) and its outcome."""
+    def to_json(self, *, with_token: bool = False) -> dict[str, Any]:
+        """The decision, its state, its grant, its approval and its outcome.
+
+        Args:
+            with_token: include the grant's token; only for the agent the decision is
+                for, which needs it to redeem a grant issued by an approval.
+        """
         out = {**self.record.to_json(), "state": self.state}
         out.pop("idempotent_replay", None)
         grant = self.record.grant
@@ -72,6 +80,7 @@ class DecisionView:
                 "expires_at": grant.expires_at,
                 "args_hash": grant.args_hash,
                 "redeemed": self.row["redeemed_seq"] is not None,
+                **({"token": grant.token} if with_token else {}),
             }
             if grant
             else None
@@ -82,6 +91,51 @@ class DecisionView:
             else None
         )
         return out
+
+    @property
+    def settled(self) -> bool:
+        """Whether the agent has its answer (nothing is waiting for people)."""
+        return self.state not in ("pending", "escalated")
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalView:
+    """An approval with what a reviewer needs to decide it: the decision and the agent.
+
+    `approval` is the approval's own JSON (see `charter.approvals.Approval.to_json`);
+    `decision` the recorded decision's JSON; `context` the agent's stated context
+    (rationale, confidence, alternatives, data sources); `profile` the agent as the
+    decision saw it; `runbook_text` the runbook's markdown when one applies.
+    """
+
+    approval: Mapping[str, Any]
+    decision: Mapping[str, Any]
+    context: Mapping[str, Any]
+    profile: Mapping[str, Any]
+    runbook_text: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The approval's id."""
+        return str(self.approval["id"])
+
+    @property
+    def state(self) -> str:
+        """pending, approved, denied or expired."""
+        return str(self.approval["state"])
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything the API and the reviewer UI show of an approval."""
+        return {
+            **self.approval,
+            "factors": self.decision.get("factors", []),
+            "reasons": self.decision.get("reasons", []),
+            "policy_version": self.decision.get("policy_version"),
+            "verdict": self.decision.get("verdict"),
+            "context": dict(self.context),
+            "agent_profile": dict(self.profile),
+            "runbook_text": self.runbook_text,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +165,24 @@ _STATES = {
 }
 
 
+#: Where a decision stands while or after its approval is open, by approval state.
+_APPROVAL_STATES = {
+    "approved": "approved",
+    "denied": "denied",
+    "expired": "expired",
+    "refused": "denied",
+}
+
+
 def state_of(row: Mapping[str, Any]) -> str:
-    """Where a decision stands: its verdict, then redeemed, then executed or failed."""
+    """Where a decision stands: executed or failed, redeemed, its approval, its verdict."""
     if row["outcome_seq"] is not None:
         return "executed" if row["outcome_success"] else "failed"
     if row["redeemed_seq"] is not None:
         return "redeemed"
+    approval = row.get("approval_state")
+    if approval is not None and approval in _APPROVAL_STATES:
+        return _APPROVAL_STATES[approval]
     return _STATES[row["verdict"]]
 
 

@@ -312,7 +312,17 @@ class TestAudit:
         charter.decide(refund())
         report = charter.verify()
         assert report.ok, report.problem
-        assert report.count == charter.store.head().seq == 303
+        kinds = [e.kind for e in charter.store.entries()]
+        assert report.count == charter.store.head().seq == len(kinds)
+        assert kinds.count("decision") == 301
+        # every decision that needs people opened its approval (or was refused at the cap)
+        views = [
+            charter.get_decision(e.payload_object()["decision_id"])
+            for e in charter.store.entries()
+            if e.kind == "decision"
+        ]
+        needing = sum(v is not None and v.record.verdict.value == "require_approval" for v in views)
+        assert kinds.count("approval.opened") + kinds.count("approval.refused") == needing
 
     def test_replay_reproduces_every_decision(self, charter: Charter) -> None:
         """Replaying under the recorded versions gives exactly the recorded decisions."""

@@ -40,6 +40,9 @@ CLOSED = BASE.replace(
     "          properties:\n", "          additionalProperties: false\n          properties:\n"
 )
 
+#: A route to which a test appends webhooks under `notify:`.
+HOOKED = "routes:\n  hooked:\n    groups: [ops]\n    sla: 1h\n    notify:\n"
+
 #: A rule to which a test appends keys (or a `when:`) to break it.
 RULE = "rules:\n  - id: r1\n    effect: deny\n    reason: because\n"
 
@@ -331,6 +334,102 @@ class TestStructureProblems:
         files = with_base(x_yaml="roles:\n  auditor:\n    description: reads things\n")
 
         assert located(tmp_path, files) == ["x.yaml:3:5: no_envelope"]
+
+
+class TestWebhookProblems:
+    """`notify:` of a route: each webhook's url, format and key variable are checked."""
+
+    def test_webhooks_load(self, tmp_path: Path) -> None:
+        """A route's webhooks are read in order, `format` defaulting to `json`."""
+        files = with_base(
+            x_yaml=HOOKED
+            + "      - {url: 'https://hooks.example.com/a?k=1', secret_env: HOOK_KEY}\n"
+            + "      - {url: 'http://127.0.0.1:9000/b', format: slack, secret_env: SLACK_KEY}\n"
+        )
+
+        bundle = load_bundle(write(tmp_path, files))
+
+        assert [(w.url, w.format, w.secret_env) for w in bundle.webhooks("hooked")] == [
+            ("https://hooks.example.com/a?k=1", "json", "HOOK_KEY"),
+            ("http://127.0.0.1:9000/b", "slack", "SLACK_KEY"),
+        ]
+        assert bundle.webhooks("review") == ()
+        assert bundle.webhooks("nowhere") == ()
+
+    def test_webhooks_stay_out_of_the_route_a_decision_carries(self, tmp_path: Path) -> None:
+        """A decision's route JSON is unchanged by webhooks, so recorded decisions replay."""
+        hook = "      - {url: 'https://hooks.example.com/a', secret_env: HOOK_KEY}\n"
+        bundle = load_bundle(write(tmp_path, with_base(x_yaml=HOOKED + hook)))
+
+        assert bundle.routes["hooked"].to_json() == {
+            "id": "hooked",
+            "groups": ["ops"],
+            "approvals": 1,
+            "sla_seconds": 3600,
+            "on_timeout": "deny",
+        }
+
+    def test_invalid_url_scheme(self, tmp_path: Path) -> None:
+        """A webhook is sent over http or https only."""
+        hook = "      - {url: 'ftp://hooks.example.com/x', secret_env: HOOK_KEY}\n"
+
+        assert located(tmp_path, with_base(x_yaml=HOOKED + hook)) == ["x.yaml:6:15: invalid_url"]
+
+    def test_invalid_url_without_host(self, tmp_path: Path) -> None:
+        """A webhook URL names a host."""
+        hook = "      - {url: 'https:///x', secret_env: HOOK_KEY}\n"
+
+        assert located(tmp_path, with_base(x_yaml=HOOKED + hook)) == ["x.yaml:6:15: invalid_url"]
+
+    def test_invalid_url_with_credentials(self, tmp_path: Path) -> None:
+        """Credentials in a URL would be stored in the ledger with the bundle: refused."""
+        hook = "      - {url: 'https://me:pw@hooks.example.com/', secret_env: HOOK_KEY}\n"
+
+        assert located(tmp_path, with_base(x_yaml=HOOKED + hook)) == ["x.yaml:6:15: invalid_url"]
+
+    def test_invalid_url_port(self, tmp_path: Path) -> None:
+        """A port out of range is located at the URL."""
+        hook = "      - {url: 'https://hooks.example.com:99999/', secret_env: HOOK_KEY}\n"
+
+        assert located(tmp_path, with_base(x_yaml=HOOKED + hook)) == ["x.yaml:6:15: invalid_url"]
+
+    def test_invalid_format(self, tmp_path: Path) -> None:
+        """A webhook's format is `json` or `slack`."""
+        hook = "      - url: https://hooks.example.com/x\n        format: xml\n"
+        hook += "        secret_env: HOOK_KEY\n"
+
+        assert located(tmp_path, with_base(x_yaml=HOOKED + hook)) == ["x.yaml:7:17: invalid_format"]
+
+    def test_invalid_env(self, tmp_path: Path) -> None:
+        """`secret_env` names an environment variable; it is never the key itself."""
+        hook = "      - {url: 'https://hooks.example.com/x', secret_env: 's3cr3t!'}\n"
+
+        assert located(tmp_path, with_base(x_yaml=HOOKED + hook)) == ["x.yaml:6:58: invalid_env"]
+
+    def test_missing_secret_env(self, tmp_path: Path) -> None:
+        """Every webhook is signed, so `secret_env` is required."""
+        hook = "      - url: https://hooks.example.com/x\n"
+
+        assert located(tmp_path, with_base(x_yaml=HOOKED + hook)) == ["x.yaml:6:9: missing_key"]
+
+    def test_unknown_key_in_webhook(self, tmp_path: Path) -> None:
+        """A misspelled webhook key is refused rather than skipped."""
+        hook = "      - {url: 'https://hooks.example.com/x', secret_env: K, fromat: slack}\n"
+
+        assert located(tmp_path, with_base(x_yaml=HOOKED + hook)) == ["x.yaml:6:61: unknown_key"]
+
+    def test_notify_must_be_a_list(self, tmp_path: Path) -> None:
+        """`notify` is a list of webhooks, even when there is one."""
+        hook = "      url: https://hooks.example.com/x\n"
+
+        assert located(tmp_path, with_base(x_yaml=HOOKED + hook)) == ["x.yaml:6:7: type"]
+
+    def test_duplicate_webhook(self, tmp_path: Path) -> None:
+        """The same URL and format twice in a route would send every message twice."""
+        hook = "      - {url: 'https://hooks.example.com/x', secret_env: A}\n"
+        hook += "      - {url: 'https://hooks.example.com/x', secret_env: B}\n"
+
+        assert located(tmp_path, with_base(x_yaml=HOOKED + hook)) == ["x.yaml:7:9: duplicate"]
 
 
 class TestReferenceProblems:

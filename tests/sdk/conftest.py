@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,14 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 
 
 @pytest.fixture
-def charter(bundle: Bundle, tmp_path: Path) -> Iterator[Charter]:
-    with make_charter(bundle, tmp_path / "charter.db", clock=FakeClock()) as opened:
+def clock() -> FakeClock:
+    """The gateway's clock: still unless a test advances it (approval deadlines)."""
+    return FakeClock()
+
+
+@pytest.fixture
+def charter(bundle: Bundle, tmp_path: Path, clock: FakeClock) -> Iterator[Charter]:
+    with make_charter(bundle, tmp_path / "charter.db", clock=clock) as opened:
         yield opened
 
 
@@ -64,13 +70,41 @@ def app(charter: Charter) -> Any:
 
 
 @pytest.fixture
-def http_client(app: Any, api_key: str) -> Iterator[Client]:
-    # The test client's transport calls the app in-process, through the real routes.
-    with (
-        TestClient(app) as server,
-        Client("http://testserver", api_key, transport=server._transport) as client,
-    ):
+def test_server(app: Any) -> Iterator[TestClient]:
+    """The app behind a transport that calls it in-process, through the real routes."""
+    with TestClient(app) as server:
+        yield server
+
+
+@pytest.fixture
+def http_client(test_server: TestClient, api_key: str) -> Iterator[Client]:
+    with Client("http://testserver", api_key, transport=test_server._transport) as client:
         yield client
+
+
+@pytest.fixture
+def connect(
+    request: pytest.FixtureRequest, charter: Charter
+) -> Iterator[Callable[..., EmbeddedClient | Client]]:
+    """Makes a new client of `sync_client`'s kind: the agent's process, restarted.
+
+    It shares nothing with the first client but the server (or the ledger) it talks to.
+    A test using it must use `sync_client` too, which says which kind.
+    """
+    made: list[Client] = []
+
+    def new_client(**options: Any) -> EmbeddedClient | Client:
+        if request.node.callspec.params.get("sync_client") == "embedded":
+            return EmbeddedClient(charter, **options)
+        server: TestClient = request.getfixturevalue("test_server")
+        key: str = request.getfixturevalue("api_key")
+        client = Client("http://testserver", key, transport=server._transport, **options)
+        made.append(client)
+        return client
+
+    yield new_client
+    for client in made:
+        client.close()
 
 
 @pytest.fixture(params=["embedded", "http"])

@@ -25,6 +25,7 @@ from charter.sdk import (
     CharterUnavailable,
     Client,
     EmbeddedClient,
+    PendingLimitReached,
 )
 from charter.sdk._protocol import error_from_answer
 
@@ -81,7 +82,11 @@ class TestSyncClient:
         assert final is not None
         assert final.outcome is not None
         assert final.outcome["success"] is True
-        assert final.grant is None  # reading a decision never hands out its token
+        # The decision's own agent reads its grant with the token (it redeems grants an
+        # approval issues that way); the token still works once, as the grant above did.
+        assert final.grant is not None
+        assert final.grant.id == result.grant.id
+        assert final.approval is None
 
     def test_an_unknown_decision_reads_as_none(self, sync_client: SyncClient) -> None:
         """`get_decision` answers None for an id that was never decided."""
@@ -233,6 +238,7 @@ class TestErrorAnswers:
             (500, "internal", CharterUnavailable),
             (503, "ledger_error", CharterUnavailable),
             (429, "too_many", CharterUnavailable),
+            (429, "too_many_pending", PendingLimitReached),
         ],
     )
     def test_codes_map_to_the_embedded_errors(
@@ -244,6 +250,18 @@ class TestErrorAnswers:
         assert type(error) is expected
         if expected is not CharterUnavailable:
             assert error.code == code
+
+    def test_a_refusal_at_the_cap_keeps_the_decision_it_names(self) -> None:
+        """A 429 `too_many_pending` naming its decision carries the id (no decision yet)."""
+        body = json.dumps(
+            {"error": {"code": "too_many_pending", "message": "cap", "decision_id": "d-7"}}
+        ).encode()
+
+        error = error_from_answer(429, body)
+
+        assert isinstance(error, PendingLimitReached)
+        assert (error.decision_id, error.decision, error.refusal) == ("d-7", None, "cap")
+        assert str(error) == "too_many_pending: cap (decision d-7)"
 
     def test_a_field_is_kept_without_repeating_it(self) -> None:
         """A RequestInvalid from the wire names its field once, as the server wrote it."""
@@ -272,8 +290,10 @@ class TestPublicFace:
     def test_exports_are_pinned(self) -> None:
         """`charter.sdk` exports exactly this sorted list."""
         assert charter.sdk.__all__ == [
+            "REFUSED",
             "WAITING",
             "ActionDenied",
+            "ApprovalInfo",
             "ApprovalRequired",
             "AsyncClient",
             "AsyncEmbeddedClient",
@@ -286,8 +306,11 @@ class TestPublicFace:
             "DecisionStatus",
             "EmbeddedClient",
             "GovernanceClient",
+            "Governed",
             "Grant",
             "GrantRefused",
+            "PendingLimitReached",
+            "Resolution",
             "context",
             "current_context",
             "governed",

@@ -12,11 +12,13 @@ from charter.errors import CharterError, GrantRefused
 from charter.model import Decision, Reason, RouteRef, Verdict
 from charter.sdk import (
     ActionDenied,
+    ApprovalInfo,
     ApprovalRequired,
     CharterUnavailable,
     DecisionResult,
     DecisionStatus,
     Grant,
+    Resolution,
 )
 from charter.sdk._flow import (
     Backoff,
@@ -27,8 +29,11 @@ from charter.sdk._flow import (
     OutcomeLost,
     Redeem,
     Report,
+    Run,
     Sleep,
+    Wait,
     governed_flow,
+    resume_flow,
     run_async,
     run_sync,
     wait_flow,
@@ -295,3 +300,150 @@ class TestWaitFlow:
             run_sync(wait_flow("nope", 5, clock=FakeTime()), lambda op: None)
 
         assert raised.value.code == "decision_unknown"
+
+
+APPROVED = {"order_id": "ord-1", "amount": 30, "currency": "USD"}
+
+
+def settled(state: str, *, approved: dict[str, Any] | None = None, **resolved: Any) -> Any:
+    """A decision's status after people had their say (approved args, resolution)."""
+    resolution = Resolution(**resolved) if resolved else None
+    approval = ApprovalInfo(
+        "apr_d-1",
+        state if state != "approved" else "approved",
+        args=approved or ARGS,
+        modified=approved is not None,
+        resolution=resolution,
+    )
+    base = result(Verdict.REQUIRE_APPROVAL)
+    grant = GRANT if state == "approved" else None
+    return DecisionStatus(
+        "d-1", state, DecisionResult("d-1", base.decision, grant, approval=approval)
+    )
+
+
+def waiting_flow(wait: float = 30.0, **options: Any) -> Any:
+    return governed_flow(
+        Decide("support-bot", "payments.refund", ARGS, {"confidence": 0.9}),
+        args_now=lambda: ARGS,
+        fail_open=options.pop("fail_open", False),
+        clock=ticking(),
+        wait=wait,
+        **options,
+    )
+
+
+class TestWaitingForPeople:
+    def test_approved_runs_with_the_approved_args(self) -> None:
+        """Decide → wait → redeem and run with the (modified) approved args → report."""
+        script = Script(
+            Decide=result(Verdict.REQUIRE_APPROVAL), Wait=settled("approved", approved=APPROVED)
+        )
+
+        run_sync(waiting_flow(), script)
+
+        assert script.kinds() == ["Decide", "Wait", "Redeem", "Run", "Report"]
+        assert script.ops[1] == Wait("d-1", 30.0)
+        assert script.ops[2] == Redeem(GRANT, APPROVED)
+        assert script.ops[3] == Run(APPROVED)
+        report = script.ops[4]
+        assert isinstance(report, Report)
+        assert (report.decision_id, report.success) == ("d-1", True)
+
+    def test_no_wait_raises_at_once(self) -> None:
+        """`wait=0` keeps the old contract: ApprovalRequired without waiting."""
+        script = Script(Decide=result(Verdict.ESCALATE))
+
+        with pytest.raises(ApprovalRequired):
+            run_sync(waiting_flow(wait=0), script)
+
+        assert script.kinds() == ["Decide"]
+
+    def test_still_waiting_raises_approval_required_with_the_wait(self) -> None:
+        script = Script(Decide=result(Verdict.REQUIRE_APPROVAL), Wait=settled("pending"))
+
+        with pytest.raises(ApprovalRequired) as raised:
+            run_sync(waiting_flow(wait=2), script)
+
+        assert (raised.value.decision_id, raised.value.waited) == ("d-1", 2)
+        assert "Run" not in script.kinds()
+
+    def test_denied_raises_the_reviewers_reason(self) -> None:
+        script = Script(
+            Decide=result(Verdict.REQUIRE_APPROVAL),
+            Wait=settled("denied", code="denied", by="alice", at="t", reason="not shipped"),
+        )
+
+        with pytest.raises(ActionDenied) as raised:
+            run_sync(waiting_flow(), script)
+
+        assert (raised.value.reason, raised.value.denied_by) == ("not shipped", "alice")
+        assert str(raised.value).endswith("was denied by alice (decision d-1): not shipped")
+        assert "Redeem" not in script.kinds()
+
+    def test_unreachable_while_waiting_never_fails_open(self) -> None:
+        """A decision that needs people does not run because Charter went away meanwhile."""
+        script = Script(Decide=result(Verdict.REQUIRE_APPROVAL), Wait=UNREACHABLE)
+
+        with pytest.raises(CharterUnavailable):
+            run_sync(waiting_flow(fail_open=True), script)
+
+        assert "Run" not in script.kinds()
+
+    def test_args_that_do_not_fit_are_refused_before_redeeming(self) -> None:
+        def check(_args: Any) -> None:
+            raise TypeError("does not fit")
+
+        script = Script(Decide=result(Verdict.REQUIRE_APPROVAL), Wait=settled("approved"))
+
+        with pytest.raises(TypeError):
+            run_sync(waiting_flow(check=check), script)
+
+        assert script.kinds() == ["Decide", "Wait"]
+
+
+class TestResumeFlow:
+    def resume(self, **options: Any) -> Any:
+        return resume_flow(
+            "d-1",
+            agent=options.pop("agent", "support-bot"),
+            action=options.pop("action", "payments.refund"),
+            wait=options.pop("wait", 10.0),
+            fail_open=False,
+            clock=ticking(),
+        )
+
+    def test_waits_then_runs_the_approved_args(self) -> None:
+        script = Script(Wait=settled("approved", approved=APPROVED))
+
+        run_sync(self.resume(), script)
+
+        assert script.kinds() == ["Wait", "Redeem", "Run", "Report"]
+        assert script.ops[0] == Wait("d-1", 10.0)
+        assert script.ops[2] == Run(APPROVED)
+
+    def test_another_agents_decision_is_refused(self) -> None:
+        script = Script(Wait=settled("approved"))
+
+        with pytest.raises(CharterError) as raised:
+            run_sync(self.resume(agent="billing-bot"), script)
+
+        assert raised.value.code == "decision_mismatch"
+        assert script.kinds() == ["Wait"]
+
+    def test_an_expired_decision_is_a_denial(self) -> None:
+        script = Script(Wait=settled("expired", code="expired", by="charter", at="T"))
+
+        with pytest.raises(ActionDenied) as raised:
+            run_sync(self.resume(), script)
+
+        assert "expired unapproved at T" in str(raised.value)
+
+    def test_a_used_grant_is_refused_by_charter(self) -> None:
+        """A second resume tries the grant; Charter refuses it, and nothing runs."""
+        script = Script(Wait=settled("approved"), Redeem=GrantRefused("grant_used", "used"))
+
+        with pytest.raises(GrantRefused):
+            run_sync(self.resume(), script)
+
+        assert "Run" not in script.kinds()

@@ -16,6 +16,7 @@ from charter.policy._scenarios import (
     load_scenarios,
     run_scenarios,
 )
+from charter.policy._spec import WebhookSpec
 
 __all__ = [
     "DEFAULT_NOW",
@@ -23,6 +24,7 @@ __all__ = [
     "Scenario",
     "ScenarioResult",
     "SuiteReport",
+    "WebhookSpec",
     "bundle_from_content",
     "check_expectations",
     "decide",

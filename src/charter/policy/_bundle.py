@@ -39,6 +39,7 @@ from charter.policy._spec import (
     Cond,
     RoleSpec,
     Selector,
+    WebhookSpec,
     parse_bundle,
 )
 
@@ -168,6 +169,15 @@ class Bundle:
     def canonical_content(self) -> bytes:
         """The bytes whose hash is `version`; the ledger stores them to replay this bundle."""
         return canonical_bytes(dict(self.content))
+
+    def webhooks(self, route_id: str) -> tuple[WebhookSpec, ...]:
+        """The webhooks route `route_id` notifies, in bundle order (none for an unknown route).
+
+        They live beside the route, not on `RouteRef`: a decision carries its route into the
+        ledger byte for byte, and where notifications go is no part of what was decided.
+        """
+        route = self.spec.routes.get(route_id)
+        return route.notify if route is not None else ()
 
 
 def _matches(selector: Selector, role: str, action: str) -> bool:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from charter.errors import Problem
 from charter.model import ACTION_NAME
@@ -30,6 +31,7 @@ __all__ = [
     "RouteSpec",
     "RuleSpec",
     "Selector",
+    "WebhookSpec",
     "parse_bundle",
     "parse_duration",
 ]
@@ -37,9 +39,12 @@ __all__ = [
 SECTIONS = ("agents", "autonomy", "budgets", "data", "defaults", "risk", "roles", "routes", "rules")
 EFFECTS = ("deny", "require_approval", "escalate")
 STORE_MODES = ("drop", "hash", "mask")
+WEBHOOK_FORMATS = ("json", "slack")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: A portable environment variable name (POSIX: letters, digits, `_`, not starting with a digit).
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def parse_duration(value: Any) -> int | None:
@@ -142,8 +147,22 @@ class AutonomySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookSpec:
+    """An outgoing webhook a route notifies when an approval opens or moves on.
+
+    The bundle names only the environment variable holding the signing key, never the key:
+    bundle content is stored in the ledger, and a key there would be readable by every auditor.
+    """
+
+    url: str
+    format: str  # one of WEBHOOK_FORMATS
+    secret_env: str
+    node: Node
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSpec:
-    """Where approvals go: reviewer groups, how many must approve, SLA, and the timeout."""
+    """Where approvals go: reviewer groups, how many must approve, SLA, timeout, webhooks."""
 
     id: str
     groups: tuple[str, ...]
@@ -153,6 +172,7 @@ class RouteSpec:
     next_route: str | None
     description: str
     node: Node
+    notify: tuple[WebhookSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,7 +523,7 @@ def _parse_autonomy(r: _Reader, section: Node, spec: BundleSpec) -> None:
 def _parse_routes(r: _Reader, section: Node, spec: BundleSpec) -> None:
     if not r.mapping(section, "`routes`"):
         return
-    allowed = ("approvals", "description", "groups", "on_timeout", "sla")
+    allowed = ("approvals", "description", "groups", "notify", "on_timeout", "sla")
     for rid, node in section.items():
         what = f"route `{rid}`"
         if not r.identifier(section.child(rid), rid, "route id") or not r.mapping(node, what):
@@ -542,7 +562,79 @@ def _parse_routes(r: _Reader, section: Node, spec: BundleSpec) -> None:
             next_route=next_route,
             description=r.text(node, "description", what),
             node=node,
+            notify=_parse_webhooks(r, node, what),
         )
+
+
+def _url_problem(url: str) -> str | None:
+    """Why `url` cannot be a webhook address, or None when it can."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # reading it validates it: `:http` or `:99999` raise here
+    except ValueError as exc:
+        return f"it does not parse ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "it must start with `http://` or `https://`"
+    if not parts.hostname:
+        return "it names no host"
+    if parts.username is not None or parts.password is not None:
+        # Bundle content is stored in the ledger; credentials in it would leak to every reader.
+        return "it carries credentials; sign with `secret_env` instead"
+    if port == 0:
+        return "port 0 is not a port a server listens on"
+    if any(c.isspace() for c in url):
+        return "it contains whitespace"
+    return None
+
+
+def _parse_webhooks(r: _Reader, route: Node, what: str) -> tuple[WebhookSpec, ...]:
+    """`notify:` of a route: a list of webhooks, each a url, a format and a key's env var."""
+    if "notify" not in route.value:
+        return ()
+    section = route.child("notify")
+    if not isinstance(section.value, list):
+        r.add(section, "type", f"`notify` of {what} must be a list of webhooks")
+        return ()
+    hooks: list[WebhookSpec] = []
+    seen: set[tuple[str, str]] = set()
+    for index, node in section.items():
+        hwhat = f"webhook {index + 1} of {what}"
+        if not r.mapping(node, hwhat):
+            continue
+        ok = r.keys(node, ("format", "secret_env", "url"), hwhat, ("url", "secret_env"))
+        url = node.value.get("url")
+        if "url" in node.value:
+            problem = _url_problem(url) if isinstance(url, str) else "it is not text"
+            if problem is not None:
+                r.add(
+                    node.child("url"), "invalid_url", f"`url` of {hwhat} is not usable: {problem}"
+                )
+                ok = False
+        fmt = node.value.get("format", "json")
+        if fmt not in WEBHOOK_FORMATS:
+            r.add(
+                node.child("format"),
+                "invalid_format",
+                f"`format` of {hwhat} must be one of {', '.join(WEBHOOK_FORMATS)}, not `{fmt}`",
+            )
+            ok = False
+        env = node.value.get("secret_env")
+        if "secret_env" in node.value and not (isinstance(env, str) and _ENV_NAME.match(env)):
+            r.add(
+                node.child("secret_env"),
+                "invalid_env",
+                f"`secret_env` of {hwhat} must name an environment variable, like "
+                f"`CHARTER_HOOK_SECRET` (letters, digits and `_`), not `{env}`",
+            )
+            ok = False
+        if not ok:
+            continue
+        if (url, fmt) in seen:
+            r.add(node, "duplicate", f"{what} lists webhook `{url}` ({fmt}) twice")
+            continue
+        seen.add((url, fmt))
+        hooks.append(WebhookSpec(url=url, format=fmt, secret_env=env, node=node))
+    return tuple(hooks)
 
 
 def _parse_budgets(r: _Reader, section: Node, spec: BundleSpec) -> None:

@@ -82,10 +82,15 @@ def note(stats: ClientStats, op: FailOpen | OutcomeLost) -> None:
 
 
 class GovernanceClient(Protocol):
-    """What `@governed` needs from a blocking client."""
+    """What `@governed` needs from a blocking client.
+
+    `approval_wait` is how long a governed call waits for people by default when its
+    decision needs them (0: raise `ApprovalRequired` at once).
+    """
 
     fail_open: bool
     stats: ClientStats
+    approval_wait: float
 
     def decide(
         self,
@@ -129,6 +134,7 @@ class AsyncGovernanceClient(Protocol):
 
     fail_open: bool
     stats: ClientStats
+    approval_wait: float
 
     async def decide(
         self,
@@ -173,8 +179,11 @@ class SyncClientBase(abc.ABC):
     Args:
         fail_open: let governed actions run when Charter cannot be reached (counted in
             `stats.failed_open` and logged); by default they raise `CharterUnavailable`.
-        backoff: how `wait` spaces its polls.
+        backoff: how `wait` spaces its polls when the server cannot hold them.
         clock: a monotonic clock in seconds; tests pass their own.
+        approval_wait: seconds a governed call waits for people by default when its
+            decision needs them; 0 raises `ApprovalRequired` at once. `@governed(...,
+            wait=...)` overrides it per function.
     """
 
     def __init__(
@@ -183,10 +192,14 @@ class SyncClientBase(abc.ABC):
         fail_open: bool = False,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        approval_wait: float = 0.0,
     ) -> None:
+        if approval_wait < 0:
+            raise ValueError("`approval_wait` must not be negative")
         self.fail_open = fail_open
         self.stats = ClientStats()
         self.backoff = backoff or Backoff()
+        self.approval_wait = approval_wait
         self._clock = clock
 
     @abc.abstractmethod
@@ -208,12 +221,20 @@ class SyncClientBase(abc.ABC):
     def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
         """Wait until people have decided on a decision, or `timeout` seconds have passed.
 
+        No polling storm: over HTTP each request is a long poll (`?wait=`, at most 30 s
+        each) that the server answers as soon as the approval settles; the embedded
+        clients are woken by the gateway itself. `wait` only reads: to run the action
+        once approved, use the governed function's `resume`.
+
         Args:
             decision_id: the decision, such as `ApprovalRequired.decision_id`.
-            timeout: how long to wait in all, in seconds.
+            timeout: how long to wait in all, in seconds; 0 reads it once.
 
         Returns:
-            The decision's status: final, or still waiting (`status.waiting`) at timeout.
+            The decision's status: settled (`approved` with its grant, token and the
+            approved `args`; `denied` or `expired` with the reviewer's `resolution`;
+            or any state a decision that needed nobody is in), or still waiting
+            (`status.waiting`) when the time ran out. Timing out is not an error.
 
         Raises:
             CharterError: no decision has this id (code `decision_unknown`).
@@ -229,8 +250,11 @@ class AsyncClientBase(abc.ABC):
     Args:
         fail_open: let governed actions run when Charter cannot be reached (counted in
             `stats.failed_open` and logged); by default they raise `CharterUnavailable`.
-        backoff: how `wait` spaces its polls.
+        backoff: how `wait` spaces its polls when the server cannot hold them.
         clock: a monotonic clock in seconds; tests pass their own.
+        approval_wait: seconds a governed call waits for people by default when its
+            decision needs them; 0 raises `ApprovalRequired` at once. `@governed(...,
+            wait=...)` overrides it per function.
     """
 
     def __init__(
@@ -239,10 +263,14 @@ class AsyncClientBase(abc.ABC):
         fail_open: bool = False,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        approval_wait: float = 0.0,
     ) -> None:
+        if approval_wait < 0:
+            raise ValueError("`approval_wait` must not be negative")
         self.fail_open = fail_open
         self.stats = ClientStats()
         self.backoff = backoff or Backoff()
+        self.approval_wait = approval_wait
         self._clock = clock
 
     @abc.abstractmethod
@@ -264,12 +292,20 @@ class AsyncClientBase(abc.ABC):
     async def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
         """Wait until people have decided on a decision, or `timeout` seconds have passed.
 
+        No polling storm: over HTTP each request is a long poll (`?wait=`, at most 30 s
+        each) that the server answers as soon as the approval settles; the embedded
+        clients are woken by the gateway itself. `wait` only reads: to run the action
+        once approved, use the governed function's `resume`.
+
         Args:
             decision_id: the decision, such as `ApprovalRequired.decision_id`.
-            timeout: how long to wait in all, in seconds.
+            timeout: how long to wait in all, in seconds; 0 reads it once.
 
         Returns:
-            The decision's status: final, or still waiting (`status.waiting`) at timeout.
+            The decision's status: settled (`approved` with its grant, token and the
+            approved `args`; `denied` or `expired` with the reviewer's `resolution`;
+            or any state a decision that needed nobody is in), or still waiting
+            (`status.waiting`) when the time ran out. Timing out is not an error.
 
         Raises:
             CharterError: no decision has this id (code `decision_unknown`).

@@ -11,10 +11,19 @@ clients cannot drift apart, and the flows can be tested by feeding them answers 
 
     decide ─┬─ allow ──▶ redeem(grant, exact args) ──▶ run ──▶ report outcome ──▶ result
             ├─ deny ───▶ ActionDenied
-            └─ require_approval / escalate ──▶ ApprovalRequired
+            └─ require_approval / escalate ─┬─ wait = 0 ──▶ ApprovalRequired
+                                            └─ wait > 0 ──▶ wait for people ─┐
+    resume_flow: wait for people (a decision made earlier, maybe by another process) ─┤
+                                                                                     │
+        approved ──▶ redeem(grant, approved args) ──▶ run(approved args) ──▶ report ◀┘
+        denied / expired ──▶ ActionDenied (the reviewer's reason)
+        still waiting ──▶ ApprovalRequired (resume it later)
 
     The grant is redeemed with the args as they are just before the run (`args_now`),
-    so an argument changed in place after the decision is refused, not run.
+    so an argument changed in place after the decision is refused, not run. After an
+    approval the function runs with the arguments people approved, which a reviewer
+    may have modified; the grant is bound to exactly those, and works once, so a
+    decision cannot be resumed twice.
 
     Charter unavailable at decide or redeem: fail closed (re-raise), or with fail_open
     run anyway and count it. A report that cannot be recorded never fails a call whose
@@ -49,8 +58,10 @@ __all__ = [
     "Report",
     "Run",
     "Sleep",
+    "Wait",
     "describe_error",
     "governed_flow",
+    "resume_flow",
     "run_async",
     "run_sync",
     "wait_flow",
@@ -80,7 +91,21 @@ class Redeem:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """Run the governed function; answers its return value, or throws its exception."""
+    """Run the governed function; answers its return value, or throws its exception.
+
+    With `args`, the function runs with these arguments (the ones people approved)
+    instead of the ones it was called with.
+    """
+
+    args: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Wait up to `timeout` s for people to settle a decision; answers a `DecisionStatus`."""
+
+    decision_id: str
+    timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +150,7 @@ class Sleep:
     seconds: float
 
 
-Op = Decide | Redeem | Run | Report | FailOpen | OutcomeLost | Fetch | Sleep
+Op = Decide | Redeem | Run | Report | FailOpen | OutcomeLost | Fetch | Sleep | Wait
 #: A flow: yields operations, receives their results, returns its answer.
 Flow = Generator[Op, Any, T]
 
@@ -158,6 +183,8 @@ def governed_flow(
     args_now: Callable[[], Mapping[str, Any]],
     fail_open: bool,
     clock: Callable[[], float],
+    wait: float = 0.0,
+    check: Callable[[Mapping[str, Any]], object] | None = None,
 ) -> Flow[Any]:
     """Decide, and run the action only when allowed, redeeming its grant just before.
 
@@ -166,14 +193,21 @@ def governed_flow(
         args_now: the action's args as they are now, read again just before the run.
         fail_open: run the action when Charter cannot be reached, instead of raising.
         clock: a monotonic clock in seconds, for the outcome's duration.
+        wait: seconds to wait for people when the decision needs them; 0 raises
+            `ApprovalRequired` at once.
+        check: raises (TypeError) when approved arguments cannot be run; called
+            before the grant is redeemed, so a misfit does not spend it.
 
     Returns:
         The governed function's return value.
 
     Raises:
-        ActionDenied: the verdict is `deny`.
-        ApprovalRequired: the verdict is `require_approval` or `escalate`.
-        CharterUnavailable: Charter could not be asked and the client fails closed.
+        ActionDenied: the verdict is `deny`, or people denied it or let it expire.
+        ApprovalRequired: the decision needs people and they have not settled it within
+            `wait` seconds.
+        CharterUnavailable: Charter could not be asked and the client fails closed; or
+            it stopped answering while the call waited for people (a decision that
+            needs people never runs unapproved, whatever `fail_open` says).
         GrantRefused: the grant was refused (already used, expired, arguments changed).
     """
     try:
@@ -186,26 +220,132 @@ def governed_flow(
     if decided.verdict is Verdict.DENY:
         raise ActionDenied(decided)
     if decided.verdict is not Verdict.ALLOW:
-        raise ApprovalRequired(decided)
+        if wait <= 0:
+            raise ApprovalRequired(decided)
+        status: DecisionStatus = yield Wait(decided.id, wait)
+        return (yield from _when_settled(status, request.action, wait, fail_open, clock, check))
     if decided.grant is None:
         raise CharterError(
             f"decision {decided.id} allows `{request.action}` but carries no grant to redeem",
             code="grant_missing",
         )
+    return (
+        yield from _execute(
+            decided.id, decided.grant, args_now(), Run(), request.action, fail_open, clock
+        )
+    )
+
+
+def resume_flow(
+    decision_id: str,
+    *,
+    agent: str,
+    action: str,
+    wait: float,
+    fail_open: bool,
+    clock: Callable[[], float],
+    check: Callable[[Mapping[str, Any]], object] | None = None,
+) -> Flow[Any]:
+    """Take up a decision made earlier: wait for people, then run it as they approved it.
+
+    This is how an agent that was told `ApprovalRequired` (or restarted since) acts on
+    the approval: nothing of the first call is needed but the decision's id.
+
+    Args:
+        decision_id: the decision, such as `ApprovalRequired.decision_id`.
+        agent: the agent resuming it; a decision for another agent is refused.
+        action: the governed action; a decision on another action is refused.
+        wait: seconds to wait for people; 0 looks once.
+        fail_open: run the action when its grant cannot be redeemed because Charter
+            cannot be reached, instead of raising.
+        clock: a monotonic clock in seconds, for the outcome's duration.
+        check: raises (TypeError) when the approved arguments cannot be run; called
+            before the grant is redeemed.
+
+    Returns:
+        The governed function's return value.
+
+    Raises:
+        CharterError: no such decision (`decision_unknown`), or it is another agent's
+            or another action's (`decision_mismatch`), or it opened no approval
+            (`not_resumable`).
+        ActionDenied: people denied it or let it expire, or the policy denied it.
+        ApprovalRequired: people have not settled it within `wait` seconds.
+        GrantRefused: its grant was already used (`grant_used`): it ran already.
+        CharterUnavailable: Charter could not be asked.
+    """
+    status: DecisionStatus = yield Wait(decision_id, max(0.0, wait))
+    found = status.result
+    if (found.agent, found.action) != (agent, action):
+        raise CharterError(
+            f"decision {decision_id} is `{found.action}` for agent `{found.agent}`, "
+            f"not `{action}` for `{agent}`; resume it with the function that asked for it",
+            code="decision_mismatch",
+        )
+    return (yield from _when_settled(status, action, wait, fail_open, clock, check))
+
+
+def _when_settled(
+    status: DecisionStatus,
+    action: str,
+    waited: float,
+    fail_open: bool,
+    clock: Callable[[], float],
+    check: Callable[[Mapping[str, Any]], object] | None,
+) -> Flow[Any]:
+    """Act on a decision once people have had their say: run it approved, or raise."""
+    if status.waiting:
+        raise ApprovalRequired(status.result, waited=waited or None)
+    if status.refused:
+        raise ActionDenied(status.result)
+    approved = status.args
+    if approved is None:
+        raise CharterError(
+            f"decision {status.id} ({status.state}) opened no approval, so there is "
+            f"nothing to resume; call the function again to decide anew",
+            code="not_resumable",
+        )
+    if status.grant is None:
+        raise CharterError(
+            f"decision {status.id} is {status.state} but its answer carries no grant to "
+            f"redeem; use the agent's own key",
+            code="grant_missing",
+        )
+    if check is not None:
+        check(approved)
+    # Once approved, redeeming is what stops a second run: a decision already redeemed,
+    # run or failed is refused by Charter (`grant_used`), and the refusal is recorded.
+    return (
+        yield from _execute(
+            status.id, status.grant, approved, Run(approved), action, fail_open, clock
+        )
+    )
+
+
+def _execute(
+    decision_id: str,
+    grant: Grant,
+    args: Mapping[str, Any],
+    run: Run,
+    action: str,
+    fail_open: bool,
+    clock: Callable[[], float],
+) -> Flow[Any]:
+    """Redeem the grant on exactly `args`, run, and report how it went."""
     try:
-        yield Redeem(decided.grant, args_now())
+        yield Redeem(grant, args)
     except CharterUnavailable as exc:
         if not fail_open:
             raise
-        yield FailOpen("redeem", request.action, exc)
+        yield FailOpen("redeem", action, exc)
     started = clock()
     try:
-        value = yield Run()
+        value = yield run
     except Exception as exc:
         elapsed = (clock() - started) * 1000
-        yield from _report(Report(decided.id, False, describe_error(exc), elapsed))
+        yield from _report(Report(decision_id, False, describe_error(exc), elapsed))
         raise
-    yield from _report(Report(decided.id, True, None, (clock() - started) * 1000))
+    yield from _report(Report(decision_id, True, None, (clock() - started) * 1000))
     return value
 
 

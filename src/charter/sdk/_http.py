@@ -15,9 +15,10 @@ from typing import Any, Self, TypeVar
 import httpx2
 
 from charter.__about__ import __version__
+from charter.errors import CharterError
 from charter.sdk._base import AsyncClientBase, SyncClientBase
-from charter.sdk._errors import CharterUnavailable
-from charter.sdk._flow import Backoff
+from charter.sdk._errors import CharterUnavailable, PendingLimitReached
+from charter.sdk._flow import Backoff, Fetch
 from charter.sdk._protocol import (
     Exchange,
     decide_exchange,
@@ -45,6 +46,13 @@ def _headers(api_key: str) -> dict[str, str]:
     }
 
 
+def _timeout(base: float, exchange: Exchange[Any]) -> httpx2.Timeout | Any:
+    """The request's timeout: a held long poll may take its hold on top of the usual."""
+    if exchange.hold <= 0:
+        return httpx2.USE_CLIENT_DEFAULT
+    return httpx2.Timeout(base, read=base + exchange.hold)
+
+
 def _unreachable(base_url: str, exc: httpx2.RequestError) -> CharterUnavailable:
     what = type(exc).__name__
     detail = str(exc) or "no detail"
@@ -61,7 +69,9 @@ class Client(SyncClientBase):
         fail_open: let governed actions run when the server cannot be reached (counted
             in `stats.failed_open` and logged); by default they raise `CharterUnavailable`.
         transport: an `httpx2` transport, such as one that calls an app in-process.
-        backoff: how `wait` spaces its polls.
+        backoff: how `wait` spaces its polls when the server cannot hold them.
+        approval_wait: seconds a governed call waits for people by default when its
+            decision needs them; 0 (the default) raises `ApprovalRequired` at once.
     """
 
     def __init__(
@@ -73,9 +83,11 @@ class Client(SyncClientBase):
         fail_open: bool = False,
         transport: httpx2.BaseTransport | None = None,
         backoff: Backoff | None = None,
+        approval_wait: float = 0.0,
     ) -> None:
-        super().__init__(fail_open=fail_open, backoff=backoff)
+        super().__init__(fail_open=fail_open, backoff=backoff, approval_wait=approval_wait)
         self.base_url = base_url
+        self._timeout = timeout
         self._http = httpx2.Client(
             base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
@@ -86,7 +98,11 @@ class Client(SyncClientBase):
     def _send(self, exchange: Exchange[T]) -> T:
         try:
             response = self._http.request(
-                exchange.method, exchange.path, content=exchange.body, headers=exchange.headers
+                exchange.method,
+                exchange.path,
+                content=exchange.body,
+                headers=exchange.headers,
+                timeout=_timeout(self._timeout, exchange),
             )
         except httpx2.RequestError as exc:
             raise _unreachable(self.base_url, exc) from exc
@@ -115,11 +131,26 @@ class Client(SyncClientBase):
 
         Raises:
             CharterUnavailable: the server could not be asked.
+            PendingLimitReached: it needs approval and the agent has as many pending as
+                it may (429); recorded, not to be retried.
             RequestInvalid: the request is malformed; nothing was decided.
             IdempotencyConflict: the key was used with a different request.
             CharterError: any other refusal (authentication, permission), by its code.
         """
-        return self._send(decide_exchange(agent, action, args, context or {}, idempotency_key))
+        try:
+            return self._send(decide_exchange(agent, action, args, context or {}, idempotency_key))
+        except PendingLimitReached as refused:
+            named = refused.decision_id
+            if refused.decision is None and named is not None:
+                # The refused decision is recorded; read it so the error carries it whole,
+                # as the embedded client's does. Reading it is best effort.
+                try:
+                    status = self.get_decision(named)
+                except CharterError:
+                    raise refused from None
+                if status is not None:
+                    raise PendingLimitReached(status.result, refused.refusal) from None
+            raise
 
     def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
         """Spend `grant` on exactly `args`, right before acting; it works once.
@@ -164,6 +195,10 @@ class Client(SyncClientBase):
         """
         return self._send(status_exchange(decision_id))
 
+    def _fetch(self, op: Fetch) -> DecisionStatus | None:
+        """One long poll: the server holds it until the approval settles or `op.hold`."""
+        return self._send(status_exchange(op.decision_id, op.hold))
+
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
@@ -190,7 +225,9 @@ class AsyncClient(AsyncClientBase):
         fail_open: let governed actions run when the server cannot be reached (counted
             in `stats.failed_open` and logged); by default they raise `CharterUnavailable`.
         transport: an `httpx2` async transport, such as `httpx2.ASGITransport(app)`.
-        backoff: how `wait` spaces its polls.
+        backoff: how `wait` spaces its polls when the server cannot hold them.
+        approval_wait: seconds a governed call waits for people by default when its
+            decision needs them; 0 (the default) raises `ApprovalRequired` at once.
     """
 
     def __init__(
@@ -202,9 +239,11 @@ class AsyncClient(AsyncClientBase):
         fail_open: bool = False,
         transport: httpx2.AsyncBaseTransport | None = None,
         backoff: Backoff | None = None,
+        approval_wait: float = 0.0,
     ) -> None:
-        super().__init__(fail_open=fail_open, backoff=backoff)
+        super().__init__(fail_open=fail_open, backoff=backoff, approval_wait=approval_wait)
         self.base_url = base_url
+        self._timeout = timeout
         self._http = httpx2.AsyncClient(
             base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
@@ -215,7 +254,11 @@ class AsyncClient(AsyncClientBase):
     async def _send(self, exchange: Exchange[T]) -> T:
         try:
             response = await self._http.request(
-                exchange.method, exchange.path, content=exchange.body, headers=exchange.headers
+                exchange.method,
+                exchange.path,
+                content=exchange.body,
+                headers=exchange.headers,
+                timeout=_timeout(self._timeout, exchange),
             )
         except httpx2.RequestError as exc:
             raise _unreachable(self.base_url, exc) from exc
@@ -232,7 +275,18 @@ class AsyncClient(AsyncClientBase):
     ) -> DecisionResult:
         """Ask Charter whether `agent` may take `action` with `args`; see `Client.decide`."""
         exchange = decide_exchange(agent, action, args, context or {}, idempotency_key)
-        return await self._send(exchange)
+        try:
+            return await self._send(exchange)
+        except PendingLimitReached as refused:
+            named = refused.decision_id
+            if refused.decision is None and named is not None:  # see `Client.decide`
+                try:
+                    status = await self.get_decision(named)
+                except CharterError:
+                    raise refused from None
+                if status is not None:
+                    raise PendingLimitReached(status.result, refused.refusal) from None
+            raise
 
     async def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
         """Spend `grant` on exactly `args`; see `Client.redeem`."""
@@ -261,6 +315,10 @@ class AsyncClient(AsyncClientBase):
     async def get_decision(self, decision_id: str) -> DecisionStatus | None:
         """A decision and its state now; None when there is no such decision."""
         return await self._send(status_exchange(decision_id))
+
+    async def _fetch(self, op: Fetch) -> DecisionStatus | None:
+        """One long poll: the server holds it until the approval settles or `op.hold`."""
+        return await self._send(status_exchange(op.decision_id, op.hold))
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -22,10 +22,11 @@ from charter.errors import (
     NotFound,
     RequestInvalid,
 )
-from charter.sdk._errors import CharterUnavailable
+from charter.sdk._errors import CharterUnavailable, PendingLimitReached
 from charter.sdk._types import DecisionResult, DecisionStatus, Grant
 
 __all__ = [
+    "LONG_POLL_MAX",
     "Exchange",
     "decide_exchange",
     "error_from_answer",
@@ -35,6 +36,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: The longest one long poll is held, in seconds (the server takes up to 60). A longer
+#: wait is several polls: well under the idle timeouts of common proxies and load
+#: balancers, and each poll re-checks the key, so a revoked key stops waiting soon.
+LONG_POLL_MAX = 30.0
 
 _GRANT_CODES = frozenset({"grant_unknown", "grant_used", "grant_expired", "args_mismatch"})
 _BY_CODE: Mapping[str, Callable[[str], CharterError]] = {
@@ -54,6 +60,8 @@ class Exchange(Generic[T]):
         body: the JSON body, already encoded, or None.
         headers: headers beyond the client's own (authorization, content type).
         read: turns (status, body bytes) into the result, or raises the mapped error.
+        hold: seconds the server may hold the answer (a long poll); the client waits
+            that much longer than its timeout for it.
     """
 
     method: str
@@ -61,6 +69,7 @@ class Exchange(Generic[T]):
     body: bytes | None
     read: Callable[[int, bytes], T]
     headers: Mapping[str, str] = field(default_factory=dict)
+    hold: float = 0.0
 
 
 def _encode(value: Mapping[str, Any]) -> bytes:
@@ -69,6 +78,10 @@ def _encode(value: Mapping[str, Any]) -> bytes:
         return json.dumps(value, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise RequestInvalid("args", f"cannot be sent as JSON: {exc}") from None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _decode(status: int, content: bytes) -> Any:
@@ -83,13 +96,22 @@ def _decode(status: int, content: bytes) -> Any:
 def error_from_answer(status: int, content: bytes) -> CharterError:
     """The error an unsuccessful answer stands for, chosen by its stable code.
 
-    5xx and 429 mean Charter cannot answer now (`CharterUnavailable`), whatever the body.
+    A 429 `too_many_pending` is `PendingLimitReached`: a recorded refusal, not to be
+    retried. Other 5xx and 429 answers mean Charter cannot answer now
+    (`CharterUnavailable`), whatever the body.
     """
     try:
-        error = json.loads(content)["error"]
+        document = json.loads(content)
+        error = document["error"]
         code, message, where = str(error["code"]), str(error["message"]), error.get("field")
     except (ValueError, TypeError, KeyError):
+        document, error = None, None
         code, message, where = "", f"charter answered http {status}", None
+    if status == 429 and code == "too_many_pending":
+        named = error.get("decision_id") if isinstance(error, dict) else None
+        if named is None and isinstance(document, dict):
+            named = document.get("decision_id")
+        return PendingLimitReached(None, message, decision_id=_text(named))
     if status >= 500 or status == 429:
         return CharterUnavailable(
             f"charter answered {status}{f' ({code})' if code else ''}: {message}", status=status
@@ -164,12 +186,20 @@ def outcome_exchange(
     return Exchange("POST", "/v1/outcomes", body, read)
 
 
-def status_exchange(decision_id: str) -> Exchange[DecisionStatus | None]:
-    """`GET /v1/decisions/{id}`: the decision and its state; None when there is none."""
+def status_exchange(decision_id: str, wait: float = 0.0) -> Exchange[DecisionStatus | None]:
+    """`GET /v1/decisions/{id}`: the decision and its state; None when there is none.
+
+    With `wait`, a long poll: the server answers as soon as the decision's approval
+    settles, or after `wait` seconds (at most `LONG_POLL_MAX` per request).
+    """
 
     def read(status: int, content: bytes) -> DecisionStatus | None:
         if status == 404:
             return None
         return DecisionStatus.from_json(_expect(status, content, 200))
 
-    return Exchange("GET", f"/v1/decisions/{quote(decision_id, safe='')}", None, read)
+    path = f"/v1/decisions/{quote(decision_id, safe='')}"
+    hold = round(min(max(wait, 0.0), LONG_POLL_MAX), 3)
+    if hold > 0:
+        path += f"?wait={hold:g}"
+    return Exchange("GET", path, None, read, hold=hold)

@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 from charter.__about__ import __version__
 from charter.errors import CharterError
 from charter.gateway import Charter
+from charter.server._approvals import approval_routes, long_poll
 from charter.server._body import DEFAULT_MAX_BODY, read_body
 from charter.server._errors import ApiError, error_response, from_charter_error
 from charter.server._handlers import Handlers
@@ -49,6 +50,7 @@ from charter.server._schemas import (
     Status,
     VerifyAnswer,
 )
+from charter.server.ui import mount_ui
 
 __all__ = ["create_app"]
 
@@ -62,6 +64,7 @@ _ERRORS: dict[int, str] = {
     409: "A conflict with what is recorded.",
     413: "The body is larger than the limit.",
     422: "The body or a parameter is wrong (the error names the field).",
+    429: "The agent has as many approvals pending as it may; this one was refused.",
     503: "The ledger cannot be written or read now.",
 }
 
@@ -156,9 +159,19 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         dependencies=[_security()],
     )
     async def get_decision(
-        request: Request, decision_id: str = Path(min_length=1, max_length=256)
+        request: Request,
+        decision_id: str = Path(min_length=1, max_length=256),
+        wait: float = Query(
+            0,
+            ge=0,
+            le=60,
+            description="Seconds to wait for a pending or escalated decision to settle "
+            "(approved, denied, expired) before answering: a long poll.",
+        ),
     ) -> Response:
         answer = await run_in_threadpool(handlers.get_decision, _auth(request), decision_id)
+        if wait > 0 and answer["state"] in ("pending", "escalated"):
+            answer = await long_poll(charter, handlers, _auth(request), decision_id, wait)
         return JSONResponse(answer)
 
     @app.post(
@@ -260,6 +273,8 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         )
         return JSONResponse(answer, status_code=201 if created else 200)
 
+    app.include_router(approval_routes(charter, max_body=max_body))
+
     @app.get(
         "/healthz",
         operation_id="healthz",
@@ -316,6 +331,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    mount_ui(app, charter)  # the reviewer UI at /ui/ (HTML pages, outside the API document)
     return CharterApp(app, create_decision)
 
 

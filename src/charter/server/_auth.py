@@ -25,6 +25,16 @@ ROUTE_ROLES: Mapping[str, frozenset[str]] = {
     "verify_ledger": frozenset({"auditor", "admin"}),
     "get_agent": frozenset({"agent", "reviewer", "policy-admin", "admin", "auditor"}),
     "put_agent": frozenset({"policy-admin", "admin"}),
+    # approvals: reading is for reviewers and auditors; acting only for reviewers and
+    # admins, and the gateway checks their groups against the approval's route
+    "list_approvals": frozenset({"reviewer", "admin", "auditor"}),
+    "get_approval": frozenset({"reviewer", "admin", "auditor"}),
+    "similar_approvals": frozenset({"reviewer", "admin", "auditor"}),
+    "approve_approval": frozenset({"reviewer", "admin"}),
+    "deny_approval": frozenset({"reviewer", "admin"}),
+    "modify_approval": frozenset({"reviewer", "admin"}),
+    "claim_approval": frozenset({"reviewer", "admin"}),
+    "batch_approvals": frozenset({"reviewer", "admin"}),
 }
 
 _NO_KEYS = (

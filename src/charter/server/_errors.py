@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from charter.errors import CharterError, LedgerError
+from charter.errors import CharterError, LedgerError, TooManyPending
 
 __all__ = ["STATUS", "ApiError", "error_body", "error_response", "from_charter_error"]
 
@@ -33,6 +33,8 @@ STATUS: Mapping[str, int] = {
     "unauthenticated": 401,
     "forbidden": 403,
     "agent_mismatch": 403,
+    "not_in_group": 403,
+    "role_cannot_review": 403,
     # grants (the gateway records each refusal in the ledger)
     "grant_unknown": 403,
     "grant_expired": 403,
@@ -42,9 +44,12 @@ STATUS: Mapping[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,
+    "not_pending": 409,
+    "already_voted": 409,
     "payload_too_large": 413,
     "request_invalid": 422,
     "idempotency_conflict": 422,
+    "too_many_pending": 429,
     # the server
     "internal": 500,
     "not_ready": 503,
@@ -64,13 +69,20 @@ class ApiError(Exception):
     """
 
     def __init__(
-        self, code: str, message: str, field: str | None = None, *, status: int | None = None
+        self,
+        code: str,
+        message: str,
+        field: str | None = None,
+        *,
+        status: int | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
         self.status = status if status is not None else STATUS.get(code, 500)
+        self.extra = dict(extra or {})
 
 
 def from_charter_error(exc: CharterError) -> ApiError:
@@ -85,19 +97,20 @@ def from_charter_error(exc: CharterError) -> ApiError:
         fallback = "ledger_error" if isinstance(exc, LedgerError) else "request_invalid"
         _log.warning("error code %r has no HTTP status; answering as %s", exc.code, fallback)
         status = STATUS[fallback]
-    return ApiError(exc.code, exc.message, field or None, status=status)
+    extra = {"decision_id": exc.decision_id} if isinstance(exc, TooManyPending) else None
+    return ApiError(exc.code, exc.message, field or None, status=status, extra=extra)
 
 
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    """The JSON body of an error answer."""
-    return {"error": {"code": code, "message": message, "field": field}}
+def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The JSON body of an error answer (`extra` keys go beside the code)."""
+    return {"error": {"code": code, "message": message, "field": field, **extra}}
 
 
 def error_response(error: ApiError) -> JSONResponse:
     """The HTTP answer for `error`; a 401 says which scheme to authenticate with."""
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     return JSONResponse(
-        error_body(error.code, error.message, error.field),
+        error_body(error.code, error.message, error.field, **error.extra),
         status_code=error.status,
         headers=headers,
     )

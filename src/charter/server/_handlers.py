@@ -138,7 +138,9 @@ class Handlers:
         if view is None:
             raise ApiError("not_found", f"no decision `{decision_id}`", "decision_id")
         self._as_agent(principal, view.record.request.agent, "get_decision", "decision_id")
-        return view.to_json()
+        # The agent needs the token of a grant an approval issued; so may an admin acting
+        # for it. Reviewers and auditors see the grant, never the token.
+        return view.to_json(with_token=principal.role in ("agent", "admin"))
 
     # -- grants and outcomes -----------------------------------------------------------
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import uvicorn
 
 from charter.gateway import Charter
+from charter.notify import WebhookNotifier
 from charter.policy import Bundle
 from charter.server._app import create_app
 from charter.server._body import DEFAULT_MAX_BODY
@@ -31,6 +32,9 @@ def serve(
     port: int = 8470,
     max_body: int = DEFAULT_MAX_BODY,
     log_level: str = "info",
+    max_pending: int = 100,
+    idempotency_ttl: int = 86_400,
+    public_url: str | None = None,
     say: Callable[[str], None] = print,
 ) -> None:
     """Serve the API until interrupted, on one uvicorn worker.
@@ -47,12 +51,25 @@ def serve(
         port: the TCP port.
         max_body: the largest request body accepted, in bytes.
         log_level: uvicorn's log level.
+        max_pending: how many approvals one agent may have pending (429 beyond it).
+        idempotency_ttl: seconds an idempotency key is kept (a day by default).
+        public_url: the server's address as reviewers reach it, for links in
+            notifications (`http://HOST:PORT` when None).
         say: where the startup notice goes.
     """
-    with Charter(policy, db) as charter:
+    with Charter(policy, db, max_pending=max_pending, idempotency_ttl=idempotency_ttl) as charter:
         if not charter.has_keys():
             say(NO_KEYS_HELP.format(db=db))
         app = create_app(charter, max_body=max_body)
+        notifier = WebhookNotifier(
+            charter.webhooks,
+            charter.record_event,
+            base_url=public_url or f"http://{host}:{port}",
+        )
+        charter.notifier = notifier
+        # Deadlines that fell due while the server was down fire now, then as they come.
+        charter.fire_due()
+        charter.start_timers()
         config = uvicorn.Config(
             app,
             host=host,
@@ -63,4 +80,8 @@ def serve(
             server_header=False,
             proxy_headers=False,
         )
-        uvicorn.Server(config).run()
+        try:
+            uvicorn.Server(config).run()
+        finally:
+            charter.stop_timers()
+            notifier.close(timeout=5)

@@ -204,11 +204,18 @@ class Status(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    """What went wrong: a stable code, a message, and the offending field if any."""
+    """What went wrong: a stable code, a message, and the offending field if any.
 
+    Some codes add a key: `too_many_pending` names the recorded `decision_id`.
+    """
+
+    model_config = ConfigDict(extra="allow")
     code: str
     message: str
     field: str | None
+    decision_id: str | None = Field(
+        None, description="With `too_many_pending`: the decision that was recorded and refused."
+    )
 
 
 class ErrorBody(BaseModel):

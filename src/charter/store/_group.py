@@ -31,7 +31,8 @@ class GroupCommitWriter:
             raise ValueError(f"the batch size `{max_batch}` must be at least 1")
         self._store = store
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        # An item is one event, or a list of events that must share a transaction.
+        self._queue: queue.SimpleQueue[_Item | list[_Item] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="charter-ledger-writer")
@@ -57,6 +58,22 @@ class GroupCommitWriter:
             self._queue.put(item)
         return item[1]
 
+    def submit_many(
+        self, events: list[tuple[NewEvent | PreparedEvent, IndexChange | None]]
+    ) -> list[Future[LedgerEntry]]:
+        """Queue events that must commit together: always in the same transaction.
+
+        Raises:
+            EventError: an event is malformed; nothing is queued.
+            StoreError: the writer is closed.
+        """
+        items = [(prepare_event(event), Future[LedgerEntry](), index) for event, index in events]
+        with self._lock:
+            if self._closed:
+                raise StoreError("the ledger writer is closed")
+            self._queue.put(items)
+        return [future for _, future, _ in items]
+
     def close(self) -> None:
         """Commit everything already submitted, then stop the writer thread."""
         with self._lock:
@@ -81,7 +98,9 @@ class GroupCommitWriter:
                 if item is None:
                     stopping = True
                     break
-                if item[1].set_running_or_notify_cancel():
+                if isinstance(item, list):  # a group is never split across transactions
+                    batch.extend(i for i in item if i[1].set_running_or_notify_cancel())
+                elif item[1].set_running_or_notify_cancel():
                     batch.append(item)
                 if len(batch) >= self._max_batch:
                     break

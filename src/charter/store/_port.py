@@ -64,16 +64,20 @@ class BundleConflictError(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class IndexChange:
-    """A change to the decisions index, committed in the same transaction as its entry.
+    """Changes to the index tables, committed in the same transaction as their entry.
 
     An insert adds the decision's row (the store fills in its `seq` and `at`); an update
-    sets `values` on the decision's row, and `seq_column`, if given, to the entry's seq.
+    sets `values` on the decision's row (nothing when empty), and `seq_column`, if given,
+    to the entry's seq. `approval`, when given, is an approvals row written as it stands
+    after the entry (inserted or replaced; the store fills in its `updated_seq`, and
+    `opened_seq` when new).
     """
 
     decision_id: str
     values: Mapping[str, Any]
     insert: bool = False
     seq_column: str | None = None
+    approval: Mapping[str, Any] | None = None
 
 
 class LedgerStore(Protocol):
@@ -149,11 +153,56 @@ class LedgerStore(Protocol):
     ) -> dict[str, Any] | None:
         """The decisions-index row found by id, by grant, or by (agent, idempotency key)."""
 
+    def decision_rows(
+        self,
+        *,
+        agent: str | None = None,
+        action: str | None = None,
+        verdict: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Decisions-index rows matching every filter given, newest first."""
+
+    def approval_row(
+        self, *, approval_id: str | None = None, decision_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The approvals row found by its id or its decision's id."""
+
+    def approval_rows(
+        self,
+        *,
+        state: str | None = "pending",
+        group: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+        shape: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Approvals rows matching every filter given, by deadline then highest risk."""
+
+    def count_approvals(
+        self,
+        *,
+        state: str | None = "pending",
+        group: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+    ) -> int:
+        """How many approvals match the filters."""
+
     def secret(self, name: str) -> bytes:
         """A random 32-byte secret kept in the store, created on first use."""
 
     def add_key(self, row: Mapping[str, Any]) -> None:
-        """Store an API key row (`key_id`, `key_hash`, `role`, `agent`, `label`, `created_at`)."""
+        """Store an API key row.
+
+        Its columns: `key_id`, `key_hash`, `role`, `agent`, `label`, `created_at`, and
+        `groups` (a JSON list) for reviewers.
+        """
 
     def key_row(self, key_hash: str) -> dict[str, Any] | None:
         """The API key row whose secret hashes to `key_hash`, or None."""

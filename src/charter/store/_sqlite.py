@@ -9,13 +9,27 @@ migrations, and refuses a database whose schema is newer than this code.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -31,13 +45,21 @@ from charter.ledger import (
     prepare_event,
 )
 from charter.store._port import BundleConflictError, IndexChange, SchemaVersionError, StoreError
-from charter.store._tables import api_keys, bundles, checkpoints, decisions, ledger_entries, meta
+from charter.store._tables import (
+    api_keys,
+    approvals,
+    bundles,
+    checkpoints,
+    decisions,
+    ledger_entries,
+    meta,
+)
 
 __all__ = ["SQLStore", "open_store"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration this code ships; a test pins it to Alembic's own head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 _PAGE = 1000  # rows per read transaction when streaming entries
 _WRITE = "charter_write"  # execution option: this connection is about to write
 _BUSY_TIMEOUT_MS = 30_000
@@ -156,16 +178,18 @@ class SQLStore:
                         "at": entry.at,
                     }
                 )
-                continue
-            if rows:  # an update may touch a row inserted earlier in this batch
-                connection.execute(insert(decisions), rows)
-                rows = []
-            values = dict(change.values)
-            if change.seq_column is not None:
-                values[change.seq_column] = entry.seq
-            connection.execute(
-                update(decisions).where(decisions.c.id == change.decision_id).values(**values)
-            )
+            elif change.values or change.seq_column is not None:
+                if rows:  # an update may touch a row inserted earlier in this batch
+                    connection.execute(insert(decisions), rows)
+                    rows = []
+                values = dict(change.values)
+                if change.seq_column is not None:
+                    values[change.seq_column] = entry.seq
+                connection.execute(
+                    update(decisions).where(decisions.c.id == change.decision_id).values(**values)
+                )
+            if change.approval is not None:
+                _upsert_approval(connection, change.approval, entry.seq)
         if rows:
             connection.execute(insert(decisions), rows)
 
@@ -192,14 +216,116 @@ class SQLStore:
         elif grant_id is not None:
             query = query.where(decisions.c.grant_id == grant_id)
         elif agent is not None and idempotency_key is not None:
+            # Keys may be reused after their retention: the newest use is the one in force.
             query = query.where(
                 decisions.c.agent == agent, decisions.c.idempotency_key == idempotency_key
-            )
+            ).order_by(decisions.c.seq.desc())
         else:
             raise StoreError("look a decision up by id, by grant, or by agent and key")
         with self._engine.connect() as connection:
             row = connection.execute(query).mappings().first()
         return None if row is None else dict(row)
+
+    def decision_rows(
+        self,
+        *,
+        agent: str | None = None,
+        action: str | None = None,
+        verdict: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Decisions-index rows matching every filter given, newest first."""
+        c = decisions.c
+        conditions = [
+            condition
+            for condition in (
+                c.agent == agent if agent is not None else None,
+                c.action == action if action is not None else None,
+                c.verdict == verdict if verdict is not None else None,
+                c.at >= since if since is not None else None,
+                c.at <= until if until is not None else None,
+                c.seq < before_seq if before_seq is not None else None,
+            )
+            if condition is not None
+        ]
+        query = select(decisions).where(and_(True, *conditions))
+        with self._engine.connect() as connection:
+            rows = connection.execute(query.order_by(c.seq.desc()).limit(limit)).mappings()
+            return [dict(r) for r in rows]
+
+    def approval_row(
+        self, *, approval_id: str | None = None, decision_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The approvals row found by its id or its decision's id."""
+        if approval_id is not None:
+            query = select(approvals).where(approvals.c.id == approval_id)
+        elif decision_id is not None:
+            query = select(approvals).where(approvals.c.decision_id == decision_id)
+        else:
+            raise StoreError("look an approval up by its id or its decision's id")
+        with self._engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return None if row is None else dict(row)
+
+    @staticmethod
+    def _approval_filters(
+        state: str | None, group: str | None, agent: str | None, action: str | None
+    ) -> list[Any]:
+        c = approvals.c
+        out: list[Any] = []
+        if state is not None:
+            out.append(c.state == state)
+        if group is not None:
+            # `groups` is a JSON list of names; a quoted match cannot hit a longer name.
+            out.append(c.groups.contains(json.dumps(group)))
+        if agent is not None:
+            out.append(c.agent == agent)
+        if action is not None:
+            out.append(c.action == action)
+        return out
+
+    def approval_rows(
+        self,
+        *,
+        state: str | None = "pending",
+        group: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+        shape: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Approvals rows matching every filter given, by deadline then highest risk."""
+        conditions = self._approval_filters(state, group, agent, action)
+        if shape is not None:
+            conditions.append(approvals.c.shape == shape)
+        query = (
+            select(approvals)
+            .where(and_(True, *conditions))
+            .order_by(approvals.c.deadline, approvals.c.risk.desc(), approvals.c.id)
+            .offset(offset)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self._engine.connect() as connection:
+            return [dict(r) for r in connection.execute(query).mappings()]
+
+    def count_approvals(
+        self,
+        *,
+        state: str | None = "pending",
+        group: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+    ) -> int:
+        """How many approvals match the filters."""
+        conditions = self._approval_filters(state, group, agent, action)
+        query = select(func.count()).select_from(approvals).where(and_(True, *conditions))
+        with self._engine.connect() as connection:
+            return int(connection.execute(query).scalar() or 0)
 
     def secret(self, name: str) -> bytes:
         """A random 32-byte secret kept in the store, created on first use."""
@@ -351,6 +477,17 @@ class SQLStore:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _upsert_approval(connection: Connection, row: Mapping[str, Any], seq: int) -> None:
+    """Write an approval as it stands after the entry at `seq` (insert or replace)."""
+    values = {**row, "updated_seq": seq}
+    values.setdefault("opened_seq", seq)
+    dialect = connection.dialect.name
+    maker = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = maker(approvals).values(**values)
+    changed = {k: statement.excluded[k] for k in values if k not in ("id", "opened_seq")}
+    connection.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changed))
 
 
 def _url(target: str | os.PathLike[str]) -> str:

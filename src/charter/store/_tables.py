@@ -11,17 +11,18 @@ from __future__ import annotations
 from sqlalchemy import (
     Boolean,
     Column,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Table,
     Text,
-    UniqueConstraint,
 )
 
 __all__ = [
     "api_keys",
+    "approvals",
     "bundles",
     "checkpoints",
     "decisions",
@@ -90,7 +91,9 @@ decisions = Table(
     Column("redeemed_seq", Integer, nullable=True),
     Column("outcome_seq", Integer, nullable=True),
     Column("outcome_success", Boolean, nullable=True),
-    UniqueConstraint("agent", "idempotency_key", name="uq_decisions_idempotency"),
+    Column("approval_state", String(16), nullable=True),
+    Index("ix_decisions_idempotency", "agent", "idempotency_key"),
+    Index("ix_decisions_agent_action", "agent", "action", "seq"),
 )
 """An index of decision entries: idempotency keys, grants and their use, outcomes."""
 
@@ -104,5 +107,27 @@ api_keys = Table(
     Column("label", String(256), nullable=False),
     Column("created_at", String(40), nullable=False),
     Column("revoked_at", String(40), nullable=True),
+    Column("groups", Text, nullable=True),
 )
-"""API keys: only the SHA-256 of each secret is kept."""
+"""API keys: only the SHA-256 of each secret is kept; `groups` is a JSON list."""
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(80), primary_key=True),
+    Column("decision_id", String(64), nullable=False, unique=True),
+    Column("agent", String(256), nullable=False),
+    Column("action", String(256), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("route_id", String(128), nullable=False),
+    Column("groups", Text, nullable=False),
+    Column("deadline", String(40), nullable=False),
+    Column("risk", Integer, nullable=False),
+    Column("shape", String(64), nullable=False),
+    Column("opened_seq", Integer, nullable=False),
+    Column("updated_seq", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Index("ix_approvals_state_deadline", "state", "deadline", "risk"),
+    Index("ix_approvals_agent_state", "agent", "state"),
+)
+"""Approvals as they stand now (`body` is the approval's JSON); the ledger has each step."""
