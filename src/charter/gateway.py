@@ -750,9 +750,20 @@ class Charter:
             else:
                 self._redeemed.add(grant_id)
                 payload = {"grant_id": grant_id, "decision_id": decision_id}
+                approved = (
+                    self._desk.get(f"apr_{decision_id}")
+                    if row is not None and row.get("approval_state") == "approved"
+                    else None
+                )
                 future = self._submit(
                     NewEvent(GRANT_REDEEMED_KIND, at, payload),
-                    IndexChange(str(decision_id), {}, seq_column="redeemed_seq"),
+                    IndexChange(
+                        str(decision_id),
+                        {},
+                        seq_column="redeemed_seq",
+                        # the agent has its approved arguments now: keep the ledger's form only
+                        approval=approval_row(self._scrubbed(approved)) if approved else None,
+                    ),
                 )
         try:
             entry = future.result()
@@ -817,6 +828,40 @@ class Charter:
             raise NotFound(f"no approval `{approval_id}`")
         return approval
 
+    def _scrubbed(self, approval: Approval) -> Approval:
+        """The approval with the bundle's data rules applied to every argument it holds.
+
+        Approvals keep the arguments in full while people may act on them and until the
+        agent has redeemed the grant (it needs the approved values); after that the
+        approvals table keeps what the ledger keeps, no more.
+        """
+
+        def ledger_form(args: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
+            stored, changed = redact_request(
+                {"agent": approval.agent, "action": approval.action, "args": dict(args)},
+                self.bundle,
+            )
+            return dict(stored.get("args", {})), {c["field"] for c in changed}
+
+        args, changed = ledger_form(approval.args)
+        original, changed_too = ledger_form(approval.original_args)
+        hidden = {f.removeprefix("args.") for f in changed | changed_too}
+        modifications = tuple(
+            {
+                **m,
+                "diff": [
+                    {"field": d["field"], "op": d["op"], "redacted": True}
+                    if d["field"] in hidden
+                    else d
+                    for d in m.get("diff", [])
+                ],
+            }
+            for m in approval.modifications
+        )
+        return dataclasses.replace(
+            approval, args=args, original_args=original, modifications=modifications
+        )
+
     def _apply(self, step: Step, at: str) -> Future[LedgerEntry]:
         """Queue a step's ledger event with the rows it changes; the caller holds the lock.
 
@@ -832,11 +877,15 @@ class Charter:
             grant = self._issue(approval.decision_id, approval.args_hash, self._clock())
             payload["grant"] = grant.to_record()
             values.update(grant.index_values())
+        # Denied or expired: nobody will run it, so only the ledger's form is kept.
+        stored = (
+            self._scrubbed(approval) if step.settled and not values.get("grant_id") else approval
+        )
         future = self._submit(
             NewEvent(step.kind, at, payload),
-            IndexChange(approval.decision_id, values, approval=approval_row(approval)),
+            IndexChange(approval.decision_id, values, approval=approval_row(stored)),
         )
-        self._desk.put(approval)
+        self._desk.put(stored)
         return future
 
     def _finish(self, steps: Sequence[tuple[Step, Future[LedgerEntry]]]) -> list[ApprovalView]:

@@ -430,3 +430,58 @@ def test_times_are_recorded_in_utc(charter: Charter) -> None:
     opened = dt.datetime.fromisoformat(approval.approval["opened_at"])
     assert opened.tzinfo is not None
     assert opened.utcoffset() == dt.timedelta(0)
+
+
+def test_the_group_filter_matches_whole_names(charter: Charter) -> None:
+    """`finance` lists finance's approvals; a LIKE wildcard or a prefix matches nothing."""
+    charter.decide(refund())
+    assert charter.count_approvals(group="finance") == 1
+    for other in ("fin_nce", "fin%", "financ", "finance-managers"):
+        assert charter.count_approvals(group=other) == 0
+        assert charter.approvals(group=other) == []
+
+
+class TestPersonalData:
+    """Approvals keep personal data only while someone still needs it."""
+
+    def test_a_denied_approval_keeps_only_the_ledgers_form(self, charter: Charter) -> None:
+        record = charter.decide(refund(customer_email="ann@example.com"))
+        aid = approval_of(charter, record)
+        pending = charter.get_approval(aid)
+        assert pending is not None
+        assert pending.approval["args"]["customer_email"] == "ann@example.com"  # to decide on
+        charter.deny(aid, ALICE, reason="no")
+        denied = charter.get_approval(aid)
+        assert denied is not None
+        assert denied.approval["args"]["customer_email"].startswith("sha256:")
+        assert denied.approval["original_args"]["customer_email"].startswith("sha256:")
+        stored = charter.store.approval_row(approval_id=aid)
+        assert stored is not None
+        assert "ann@example.com" not in stored["body"]
+
+    def test_approved_arguments_stay_whole_until_the_grant_is_redeemed(
+        self, charter: Charter
+    ) -> None:
+        record = charter.decide(refund(customer_email="ann@example.com"))
+        aid = approval_of(charter, record)
+        charter.modify(
+            aid,
+            ALICE,
+            {"order_id": "ord-1", "amount": 900, "currency": "USD", "customer_email": "bo@x.io"},
+        )
+        decision = charter.get_decision(record.id)
+        assert decision is not None
+        assert decision.record.approval is not None
+        approved = decision.record.approval["args"]
+        assert approved["customer_email"] == "bo@x.io"  # the agent runs these
+        grant = decision.record.grant
+        assert grant is not None
+        charter.redeem(grant.id, grant.token, approved)
+        stored = charter.store.approval_row(approval_id=aid)
+        assert stored is not None
+        assert "bo@x.io" not in stored["body"]
+        assert "ann@example.com" not in stored["body"]
+        view = charter.get_approval(aid)
+        assert view is not None
+        [change] = view.approval["modifications"]
+        assert {"field": "customer_email", "op": "changed", "redacted": True} in change["diff"]

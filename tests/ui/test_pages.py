@@ -300,6 +300,27 @@ class TestPages:
         assert charter.get_approval(approval_id).state == "approved"  # type: ignore[union-attr]
         assert approval_id not in client.get("/ui/").text
 
+    def test_similar_requests_are_decided_as_a_batch(self, charter: Charter, client: TestClient):
+        """The card offers the similar pending requests; one denial settles them all."""
+        token = sign_in(client, finance_key(charter))
+        ids = [pending_refund(charter, order_id=f"ord-{n}", amount=2000 + n) for n in range(3)]
+        card = client.get(f"/ui/approvals/{ids[0]}")
+        assert "Decide all 3 similar requests" in card.text
+        refused = client.post(
+            f"/ui/approvals/{ids[0]}/batch-deny", data={"csrf": token, "reason": " "}
+        )
+        assert refused.status_code == 422
+        answer = client.post(
+            f"/ui/approvals/{ids[0]}/batch-deny",
+            data={"csrf": token, "reason": "a fraud pattern"},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303
+        assert {charter.get_approval(i).state for i in ids} == {"denied"}  # type: ignore[union-attr]
+        assert (
+            "Denied the similar requests as a batch" in client.get(answer.headers["location"]).text
+        )
+
     def test_deny_needs_a_reason(self, charter: Charter, client: TestClient):
         """An empty reason is refused on the card, and the approval stays pending."""
         token = sign_in(client, finance_key(charter))

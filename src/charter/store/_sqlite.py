@@ -280,7 +280,7 @@ class SQLStore:
             out.append(c.state == state)
         if group is not None:
             # `groups` is a JSON list of names; a quoted match cannot hit a longer name.
-            out.append(c.groups.contains(json.dumps(group)))
+            out.append(c.groups.contains(json.dumps(group), autoescape=True))
         if agent is not None:
             out.append(c.agent == agent)
         if action is not None:

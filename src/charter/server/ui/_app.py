@@ -77,6 +77,8 @@ _DONE = {
     "denied": "Denied",
     "modified": "Approved with modified arguments",
     "voted": "Your approval is recorded; more reviewers are needed",
+    "batch-approved": "Approved the similar requests as a batch",
+    "batch-denied": "Denied the similar requests as a batch",
 }
 
 
@@ -405,6 +407,23 @@ class ReviewerUI:
                 view = await run_in_threadpool(
                     lambda: self.charter.modify(approval_id, reviewer, args, note=note)
                 )
+            elif verb in ("batch-approve", "batch-deny"):
+                approve = verb == "batch-approve"
+                reason = fields.get("reason", "").strip()[:_NOTE_MAX]
+                if not approve and not reason:
+                    raise RequestInvalid("reason", "say why: the agent's owner reads the reason")
+
+                def batch() -> Any:
+                    # The batch is what the reviewer saw: this request and its similar ones,
+                    # all still pending, of one shape (the gateway refuses anything else).
+                    ids = [v.id for v in self.charter.similar_approvals(approval_id)]
+                    return self.charter.decide_batch(
+                        ids, reviewer, approve=approve, reason=reason if not approve else note
+                    )
+
+                await run_in_threadpool(batch)
+                done = "batch-approved" if approve else "batch-denied"
+                return RedirectResponse(f"/ui/?{urlencode({'done': done})}", 303)
             else:
                 raise HTTPException(404)
         except (Forbidden, Conflict, RequestInvalid) as exc:
