@@ -194,35 +194,34 @@ class KeyRing:
         self._store.append([NewEvent(KEY_CREATED_KIND, at, payload)])
         return key_id, secret
 
-    def authenticate(self, secret: str) -> Principal | None:
-        """The principal a secret belongs to, or None for an unknown or revoked key."""
-        digest = hash_secret(secret)
+    def _cached(
+        self, marker: str, load: Callable[[], Mapping[str, Any] | None]
+    ) -> Principal | None:
+        """The principal of the row `load` finds, trusted for `PRINCIPAL_TTL` seconds."""
         now = self._monotonic()
-        cached = self._cache.get(digest)
+        cached = self._cache.get(marker)
         if cached is not None and now - cached[0] < PRINCIPAL_TTL:
             return cached[1]
-        row = self._store.key_row(digest)
+        row = load()
         principal = (
             None if row is None or row["revoked_at"] is not None else Principal.from_row(row)
         )
         if len(self._cache) > 10_000:  # unknown secrets must not grow memory without bound
             self._cache.clear()
-        self._cache[digest] = (now, principal)
+        self._cache[marker] = (now, principal)
         return principal
+
+    def authenticate(self, secret: str) -> Principal | None:
+        """The principal a secret belongs to, or None for an unknown or revoked key."""
+        digest = hash_secret(secret)
+        return self._cached(digest, lambda: self._store.key_row(digest))
 
     def principal(self, key_id: str) -> Principal | None:
         """The principal of an unrevoked key, by key id (sessions name keys by id)."""
-        now = self._monotonic()
-        marker = f"id:{key_id}"
-        cached = self._cache.get(marker)
-        if cached is not None and now - cached[0] < PRINCIPAL_TTL:
-            return cached[1]
-        row = next((r for r in self._store.key_rows() if r["key_id"] == key_id), None)
-        principal = (
-            None if row is None or row["revoked_at"] is not None else Principal.from_row(row)
+        return self._cached(
+            f"id:{key_id}",
+            lambda: next((r for r in self._store.key_rows() if r["key_id"] == key_id), None),
         )
-        self._cache[marker] = (now, principal)
-        return principal
 
     def list(self) -> list[dict[str, Any]]:
         """Every key, oldest first, without its hash."""

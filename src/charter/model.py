@@ -411,6 +411,17 @@ class RouteRef:
     sla_seconds: int
     on_timeout: str
 
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> RouteRef:
+        """Rebuild a route from `to_json`'s form."""
+        return cls(
+            obj["id"],
+            tuple(obj["groups"]),
+            int(obj["approvals"]),
+            int(obj["sla_seconds"]),
+            obj["on_timeout"],
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The route as plain JSON."""
         return {
@@ -469,15 +480,7 @@ class Decision:
             autonomy_level=obj.get("autonomy_level"),
             autonomy_max_risk=obj.get("autonomy_max_risk"),
             ceiling=obj.get("ceiling"),
-            route=RouteRef(
-                route["id"],
-                tuple(route["groups"]),
-                int(route["approvals"]),
-                int(route["sla_seconds"]),
-                route["on_timeout"],
-            )
-            if route
-            else None,
+            route=RouteRef.from_json(route) if route else None,
             runbook=obj.get("runbook"),
         )
 

@@ -159,7 +159,6 @@ class Approval:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Approval:
         """Rebuild an approval from `to_json`'s form."""
-        route = obj["route"]
         return cls(
             id=obj["id"],
             decision_id=obj["decision_id"],
@@ -167,13 +166,7 @@ class Approval:
             action=obj["action"],
             kind=obj["kind"],
             state=ApprovalState(obj["state"]),
-            route=RouteRef(
-                route["id"],
-                tuple(route["groups"]),
-                int(route["approvals"]),
-                int(route["sla_seconds"]),
-                route["on_timeout"],
-            ),
+            route=RouteRef.from_json(obj["route"]),
             tier=int(obj["tier"]),
             opened_at=obj["opened_at"],
             deadline=obj["deadline"],
