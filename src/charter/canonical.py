@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeAlias
 
 import rfc8785
@@ -224,7 +224,11 @@ def _is_fast_float(value: float) -> bool:
 
 
 def _is_plain(obj: object) -> bool:
-    """Check that Python's C encoder writes `obj` exactly as RFC 8785 does."""
+    """Check that Python's C encoder writes `obj` exactly as RFC 8785 does.
+
+    Scalars are checked where they sit and only containers go through the stack: most
+    of a payload is strings, and a push and pop for each cost as much as the encoding.
+    """
     stack = [obj]
     pop = stack.pop
     push = stack.append
@@ -232,27 +236,33 @@ def _is_plain(obj: object) -> bool:
     while stack:
         value = pop()
         kind = type(value)
-        if kind is str or kind is bool or value is None:
-            continue
+        items: Iterable[object]
         if kind is dict:
-            budget -= 1
-            for key, item in value.items():  # type: ignore[attr-defined]
+            for key in value:  # type: ignore[attr-defined]
                 if type(key) is not str:
                     return False
-                push(item)
+            items = value.values()  # type: ignore[attr-defined]
         elif kind is list:
-            budget -= 1
-            stack.extend(value)  # type: ignore[arg-type]
-        elif kind is int:
-            if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:  # type: ignore[operator]
-                return False
-        elif kind is float:
-            if not _is_fast_float(value):  # type: ignore[arg-type]
-                return False
+            items = value  # type: ignore[assignment]
         else:
-            return False
+            items = (value,)
+        budget -= 1
         if budget < 0:
             return False
+        for item in items:
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                continue
+            if kind is dict or kind is list:
+                push(item)
+            elif kind is int:
+                if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:  # type: ignore[operator]
+                    return False
+            elif kind is float:
+                if not _is_fast_float(item):  # type: ignore[arg-type]
+                    return False
+            else:
+                return False
     return True
 
 

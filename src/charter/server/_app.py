@@ -1,16 +1,19 @@
 """The ASGI application: routes, the OpenAPI document, and error answers.
 
 FastAPI builds the OpenAPI document and serves the ordinary routes. `POST /v1/decisions`,
-the hot path, is a plain Starlette route placed ahead of a documentation-only FastAPI
-route with the same path and method: requests reach the fast route, and the document
-still describes it fully (FastAPI's own validation would cost about half the floor the
-issue sets). Every route reads its body with the same strict reader and runs its logic in
-a worker thread, because the gateway blocks until the ledger entry is durable and the
-group-commit writer batches many waiting threads into one transaction.
+the hot path, is a bare ASGI endpoint that `CharterApp` serves ahead of FastAPI, and so
+are `POST /v1/grants/redeem` and `POST /v1/outcomes`, whose answers each wait for a commit;
+documentation-only FastAPI routes with the same paths and methods describe them fully in
+the document (FastAPI's own validation would cost about half the floor the issue sets).
+Every route reads its body with the same strict reader. The front routes do their work on
+the event loop and await the group commit; the others run their logic in a worker thread,
+because the gateway blocks until the ledger entry is durable and the group-commit writer
+batches many waiting threads into one transaction.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +26,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -31,7 +35,7 @@ from charter.__about__ import __version__
 from charter.errors import CharterError
 from charter.gateway import Charter
 from charter.server._approvals import approval_routes, long_poll
-from charter.server._body import DEFAULT_MAX_BODY, read_body
+from charter.server._body import DEFAULT_MAX_BODY, read_body, receive_body
 from charter.server._errors import ApiError, error_response, from_charter_error
 from charter.server._handlers import Handlers
 from charter.server._metrics import CONTENT_TYPE_LATEST, Metrics
@@ -122,12 +126,18 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
     app.state.metrics = metrics
     _install_error_handlers(app)
 
-    create_decision = _hot_route(charter, handlers, max_body)
-
-    # The fast route first: the router takes the first route that matches.
-    app.router.routes.insert(
-        0, Route("/v1/decisions", create_decision, methods=["POST"], include_in_schema=False)
-    )
+    front: dict[str, _Endpoint] = {
+        "/v1/decisions": _Decide(charter, handlers, max_body),
+        "/v1/grants/redeem": _Redeem(handlers, max_body),
+        "/v1/outcomes": _Outcome(handlers, max_body),
+    }
+    # `CharterApp` answers these before FastAPI sees them; they also go first in FastAPI's
+    # own router (which takes the first match), for whoever serves `app.api` alone. The
+    # FastAPI routes declared below only describe them in the OpenAPI document.
+    for path, endpoint in front.items():
+        app.router.routes.insert(
+            0, Route(path, endpoint, methods=["POST"], include_in_schema=False)
+        )
 
     @app.post(
         "/v1/decisions",
@@ -146,7 +156,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         idempotency_key: str | None = Header(  # documents the header
             None, alias="Idempotency-Key", min_length=1, max_length=256
         ),
-    ) -> Response:  # pragma: no cover - the Starlette route above answers this path
+    ) -> Response:  # pragma: no cover - `_Decide` answers it
         raise ApiError("internal", "the documentation route was reached")
 
     @app.get(
@@ -184,10 +194,8 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         openapi_extra=_body(RedeemRequest),
         dependencies=[_security()],
     )
-    async def redeem_grant(request: Request) -> Response:
-        body = await read_body(request, max_body)
-        answer = await run_in_threadpool(handlers.redeem_grant, _auth(request), body)
-        return JSONResponse(answer)
+    async def redeem_grant_doc() -> Response:  # pragma: no cover - `_Redeem` answers it
+        raise ApiError("internal", "the documentation route was reached")
 
     @app.post(
         "/v1/outcomes",
@@ -199,10 +207,8 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         openapi_extra=_body(OutcomeReport),
         dependencies=[_security()],
     )
-    async def record_outcome(request: Request) -> Response:
-        body = await read_body(request, max_body)
-        answer = await run_in_threadpool(handlers.record_outcome, _auth(request), body)
-        return JSONResponse(answer)
+    async def record_outcome_doc() -> Response:  # pragma: no cover - `_Outcome` answers it
+        raise ApiError("internal", "the documentation route was reached")
 
     @app.get(
         "/v1/ledger",
@@ -332,76 +338,181 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
 
     app.openapi = openapi  # type: ignore[method-assign]
     mount_ui(app, charter)  # the reviewer UI at /ui/ (HTML pages, outside the API document)
-    return CharterApp(app, create_decision)
+    return CharterApp(app, front)
 
 
 _INTERNAL = ApiError("internal", "an internal error; it has been logged")
 
 
-class CharterApp:
-    """The ASGI application: `POST /v1/decisions` straight to its endpoint, the rest to FastAPI.
+def _json_encoder() -> Callable[[Any], str]:
+    """What `JSONResponse` writes (compact, UTF-8, no NaN), from an encoder built once.
 
-    The hot route skips FastAPI's middleware stack, which costs more per request than the
-    decision itself; its errors are answered here in the same shape and from the same table.
-    Every other attribute (`state`, `openapi`, ...) is the FastAPI app's.
+    `JSONEncoder.encode` builds its C encoder again on every call, which costs as much
+    as encoding a decision's answer; the answers hold no cycles, so none is checked for.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always ships the C accelerator
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    # Positional: markers, default, string encoder, indent, key and item separators,
+    # sort_keys, skipkeys, allow_nan.
+    encode = make(
+        None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",",
+        False, False, False,
+    )  # fmt: skip
+    return lambda value: "".join(encode(value, 0))
+
+
+_answer_json = _json_encoder()
+
+_Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class CharterApp:
+    """The ASGI application: the hot routes straight to their endpoints, the rest to FastAPI.
+
+    `POST /v1/decisions`, `POST /v1/grants/redeem` and `POST /v1/outcomes` skip FastAPI's
+    middleware stack and dependency solving, which cost more per request than the work
+    itself; their errors are answered in the same shape and from the same table. Every
+    other attribute (`state`, `openapi`, ...) is the FastAPI app's.
     """
 
-    def __init__(self, api: FastAPI, decide: Callable[[Request], Awaitable[Response]]) -> None:
+    def __init__(self, api: FastAPI, front: dict[str, _Endpoint]) -> None:
         self.api = api
-        self._decide = decide
+        self._front = front  # POST endpoints by exact path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection."""
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] == "/v1/decisions"
-        ):
-            try:
-                response = await self._decide(Request(scope, receive, send))
-            except ApiError as exc:
-                response = error_response(exc)
-            except CharterError as exc:
-                response = error_response(from_charter_error(exc))
-            except Exception as exc:  # never a stack trace to the client
-                _log.error("unhandled error", exc_info=exc)
-                response = error_response(
-                    ApiError("internal", "an internal error; it has been logged")
-                )
-            await response(scope, receive, send)
-            return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._front.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
         await self.api(scope, receive, send)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.api, name)
 
 
-def _hot_route(
-    charter: Charter, handlers: Handlers, max_body: int
-) -> Callable[[Request], Awaitable[Response]]:
-    """`POST /v1/decisions` as a plain Starlette endpoint.
+async def _answer_error(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer an error raised outside FastAPI in the one shape, from the one table."""
+    if isinstance(exc, ApiError):
+        error = exc
+    elif isinstance(exc, CharterError):
+        error = from_charter_error(exc)
+    else:  # never a stack trace to the client
+        _log.error("unhandled error", exc_info=exc)
+        error = _INTERNAL
+    await error_response(error)(scope, receive, send)
+
+
+async def _send_json(send: Send, answer: Any, replayed: bool) -> None:
+    """Send a 200 JSON answer as `JSONResponse` would, with no `Response` object."""
+    body = _answer_json(answer).encode()
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON_TYPE)]
+    if replayed:
+        headers.insert(0, (b"idempotent-replayed", b"true"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+_JSON_TYPE = b"application/json"
+
+
+def _request_headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
+    """The `Authorization`, `Content-Length` and `Idempotency-Key` headers.
+
+    The first of each, as Starlette's `Headers.get` reads them.
+    """
+    auth = length = key = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            auth = value.decode("latin-1") if auth is None else auth
+        elif name == b"content-length":
+            length = value.decode("latin-1") if length is None else length
+        elif name == b"idempotency-key":
+            key = value.decode("latin-1") if key is None else key
+    return auth, length, key
+
+
+class _FrontEndpoint:
+    """A POST route served as a bare ASGI endpoint, ahead of FastAPI.
+
+    It reads the headers and the body and writes the JSON answer without Starlette's
+    `Request` and `Response` objects, whose bookkeeping costs more than the HTTP server
+    itself at these rates. (An instance, not a function, so that a Starlette `Route` also
+    calls it as the ASGI app it is.)
+    """
+
+    def __init__(self, handlers: Handlers, max_body: int) -> None:
+        self._handlers = handlers
+        self._max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one request: 200 with its JSON, or an error in the one shape."""
+        started = time.perf_counter()
+        auth, length, key = _request_headers(scope)
+        try:
+            body = await receive_body(receive, length, self._max_body)
+            answer, replayed = await self.answer(auth, body, key, started)
+        except ClientDisconnect:
+            return  # nobody is left to answer
+        except Exception as exc:
+            await _answer_error(exc, scope, receive, send)
+            return
+        await _send_json(send, answer, replayed)
+
+    async def answer(
+        self, auth: str | None, body: bytes, key: str | None, started: float
+    ) -> tuple[Any, bool]:
+        """The route's work: its JSON answer, and whether it is an idempotent replay."""
+        raise NotImplementedError
+
+
+class _Decide(_FrontEndpoint):
+    """`POST /v1/decisions`, answered once the decision is durable.
 
     It authenticates, parses and decides on the event loop (tens of microseconds of CPU),
     then awaits the group commit without holding a worker thread, so many concurrent
     requests share one ledger transaction.
     """
 
-    async def create_decision(request: Request) -> Response:
-        started = time.perf_counter()
-        body = await read_body(request, max_body)
-        principal, asked, key = handlers.check_decision(
-            request.headers.get("authorization"), body, request.headers.get("idempotency-key")
-        )
-        if principal.role == "agent":
-            await run_in_threadpool(handlers.own_agent, principal, asked)
+    def __init__(self, charter: Charter, handlers: Handlers, max_body: int) -> None:
+        super().__init__(handlers, max_body)
+        self._charter = charter
+
+    async def answer(
+        self, auth: str | None, body: bytes, key: str | None, started: float
+    ) -> tuple[Any, bool]:
+        """Decide the request once its entry is durable."""
+        handlers = self._handlers
+        principal, asked, key = handlers.check_decision(auth, body, key)
+        if principal.role == "agent" and not handlers.names_own_agent(principal, asked):
+            await run_in_threadpool(handlers.own_agent, principal, asked)  # records it
         try:
-            record = await charter.decide_async(asked, idempotency_key=key)
+            record = await self._charter.decide_async(asked, idempotency_key=key)
         except CharterError as exc:
             raise from_charter_error(exc) from None
-        headers = {"Idempotent-Replayed": "true"} if record.replayed else None
-        return JSONResponse(handlers.answered(record, started), headers=headers)
+        return handlers.answered(record, started), record.replayed
 
-    return create_decision
+
+class _Redeem(_FrontEndpoint):
+    """`POST /v1/grants/redeem` on the event loop, answered once its entry is durable."""
+
+    async def answer(
+        self, auth: str | None, body: bytes, key: str | None, started: float
+    ) -> tuple[Any, bool]:
+        """Redeem the grant (or record its refusal)."""
+        return await self._handlers.redeem_grant_async(auth, body), False
+
+
+class _Outcome(_FrontEndpoint):
+    """`POST /v1/outcomes` on the event loop, answered once its entry is durable."""
+
+    async def answer(
+        self, auth: str | None, body: bytes, key: str | None, started: float
+    ) -> tuple[Any, bool]:
+        """Record the outcome."""
+        return await self._handlers.record_outcome_async(auth, body), False
 
 
 def _security() -> Any:

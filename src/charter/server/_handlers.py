@@ -1,17 +1,21 @@
-"""What each route does, as blocking functions over the gateway.
+"""What each route does, as functions over the gateway.
 
-The ASGI layer (`_app`) reads bodies and hands the bytes here, in a worker thread: each
-function authenticates the caller, parses and checks the body, calls the gateway once and
-returns the JSON answer. Nothing here knows about HTTP beyond `ApiError`.
+The ASGI layer (`_app`) reads bodies and hands the bytes here: each function
+authenticates the caller, parses and checks the body, calls the gateway once and returns
+the JSON answer. Most are blocking and run in a worker thread; the `_async` ones (and
+`check_decision`) run on the event loop and await the ledger commit. Nothing here knows
+about HTTP beyond `ApiError`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from charter.access import Principal
 from charter.errors import CharterError, GrantRefused
@@ -104,6 +108,14 @@ class Handlers:
         request = parse_json(body)
         return principal, request, _idempotency_key(header_key, request)
 
+    @staticmethod
+    def names_own_agent(principal: Principal, request: Any) -> bool:
+        """Whether a decision request names the key's own agent (checked on the loop).
+
+        Only a mismatch needs `own_agent`, which records it and so blocks on the ledger.
+        """
+        return isinstance(request, dict) and request.get("agent") == principal.agent
+
     def own_agent(self, principal: Principal, request: Any) -> None:
         """Refuse, and record, an agent key deciding for another agent."""
         if isinstance(request, dict):
@@ -114,7 +126,9 @@ class Handlers:
         if record.replayed:
             self.metrics.replays.inc()
         else:
-            self.metrics.decisions.labels(record.verdict.value).inc()
+            verdict = record.verdict.value
+            counter = self.metrics.decided.get(verdict) or self.metrics.decisions.labels(verdict)
+            counter.inc()
             self.metrics.decision_seconds.observe(time.perf_counter() - started)
         return record.to_json()
 
@@ -150,23 +164,39 @@ class Handlers:
         asked = _validated(RedeemRequest, parse_json(body))
         try:
             redemption = self.charter.redeem(asked.grant_id, asked.token, asked.args)
-        except GrantRefused as exc:
-            self.metrics.grants_refused.labels(exc.code).inc()
-            raise from_charter_error(exc) from None
         except CharterError as exc:
-            raise from_charter_error(exc) from None
+            raise self._refused(exc) from None
         self.metrics.grants_redeemed.inc()
         return redemption.to_json()
 
+    async def redeem_grant_async(self, auth: str | None, body: bytes) -> dict[str, Any]:
+        """`redeem_grant` on the event loop, awaiting the commit without a worker thread."""
+        self._call("redeem_grant", auth)
+        asked = _validated(RedeemRequest, parse_json(body))
+        try:
+            redeem = getattr(self.charter, "redeem_async", None)
+            if redeem is None:  # a gateway without the async variant: a worker thread waits
+                redemption = await run_in_threadpool(
+                    self.charter.redeem, asked.grant_id, asked.token, asked.args
+                )
+            else:
+                redemption = await redeem(asked.grant_id, asked.token, asked.args)
+        except CharterError as exc:
+            raise self._refused(exc) from None
+        self.metrics.grants_redeemed.inc()
+        return redemption.to_json()
+
+    def _refused(self, exc: CharterError) -> ApiError:
+        """A gateway error as the API answers it; grant refusals are counted by code."""
+        if isinstance(exc, GrantRefused):
+            self.metrics.grants_refused.labels(exc.code).inc()
+        return from_charter_error(exc)
+
     def record_outcome(self, auth: str | None, body: bytes) -> dict[str, Any]:
         """Record what happened when an action ran."""
-        principal = self._call("record_outcome", auth)
-        report = _validated(OutcomeReport, parse_json(body))
+        principal, report = self._outcome_report(auth, body)
         if principal.role == "agent":
-            view = self.charter.get_decision(report.decision_id)
-            if view is None:
-                raise ApiError("not_found", f"no decision `{report.decision_id}`", "decision_id")
-            self._as_agent(principal, view.record.request.agent, "record_outcome", "decision_id")
+            self.outcome_for_own_agent(principal, report)
         try:
             return self.charter.record_outcome(
                 report.decision_id,
@@ -177,6 +207,50 @@ class Handlers:
             )
         except CharterError as exc:
             raise from_charter_error(exc) from None
+
+    async def record_outcome_async(self, auth: str | None, body: bytes) -> dict[str, Any]:
+        """`record_outcome` on the event loop, awaiting the commit without a worker thread.
+
+        Only an agent key's check, which reads the decision and may record a mismatch,
+        runs in a worker thread.
+        """
+        principal, report = self._outcome_report(auth, body)
+        if principal.role == "agent":
+            await run_in_threadpool(self.outcome_for_own_agent, principal, report)
+        try:
+            record = getattr(self.charter, "record_outcome_async", None)
+            if record is None:  # a gateway without the async variant: a worker thread waits
+                return await run_in_threadpool(
+                    functools.partial(
+                        self.charter.record_outcome,
+                        report.decision_id,
+                        success=report.success,
+                        error=report.error,
+                        duration_ms=report.duration_ms,
+                        result_digest=report.result_digest,
+                    )
+                )
+            answer: dict[str, Any] = await record(
+                report.decision_id,
+                success=report.success,
+                error=report.error,
+                duration_ms=report.duration_ms,
+                result_digest=report.result_digest,
+            )
+            return answer
+        except CharterError as exc:
+            raise from_charter_error(exc) from None
+
+    def _outcome_report(self, auth: str | None, body: bytes) -> tuple[Principal, OutcomeReport]:
+        principal = self._call("record_outcome", auth)
+        return principal, _validated(OutcomeReport, parse_json(body))
+
+    def outcome_for_own_agent(self, principal: Principal, report: OutcomeReport) -> None:
+        """Refuse, and record, an agent key reporting on another agent's decision."""
+        view = self.charter.get_decision(report.decision_id)
+        if view is None:
+            raise ApiError("not_found", f"no decision `{report.decision_id}`", "decision_id")
+        self._as_agent(principal, view.record.request.agent, "record_outcome", "decision_id")
 
     # -- ledger ------------------------------------------------------------------------
 

@@ -4,20 +4,46 @@ With `synchronous=FULL` every commit waits for the disk, so one commit per decis
 throughput at the disk's flush rate. The writer thread instead takes everything that
 queued while the previous commit was flushing (up to `max_batch` events) and commits it
 as one transaction. A caller waits for at most the commit in progress plus its own.
+
+Blocking callers wait on a `concurrent.futures.Future` each (`submit`). Callers on an
+event loop (`submit_async`) get an `asyncio.Future` of that loop instead: after a commit
+the writer hands the whole batch's results to each loop in one `call_soon_threadsafe`,
+rather than waking the loop and bridging a thread future once per event.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import threading
 from concurrent.futures import Future
+from typing import TypeAlias
 
 from charter.ledger import LedgerEntry, NewEvent, PreparedEvent, prepare_event
 from charter.store._port import IndexChange, LedgerStore, StoreError
 
 __all__ = ["GroupCommitWriter"]
 
-_Item = tuple[PreparedEvent, "Future[LedgerEntry]", IndexChange | None]
+_Waiter: TypeAlias = "Future[LedgerEntry] | asyncio.Future[LedgerEntry]"
+_Item: TypeAlias = "tuple[PreparedEvent, _Waiter, IndexChange | None]"
+_Outcome: TypeAlias = "list[tuple[asyncio.Future[LedgerEntry], LedgerEntry | None]]"
+
+
+def _taken(waiter: _Waiter) -> bool:
+    """Whether the writer takes an event up: a thread future's caller may cancel it first."""
+    return not isinstance(waiter, Future) or waiter.set_running_or_notify_cancel()
+
+
+def _resolve(done: _Outcome, error: BaseException | None) -> None:
+    """Settle a loop's futures from one batch; runs on that loop's thread."""
+    for future, entry in done:
+        if future.done():  # its awaiter was cancelled; the entry is committed anyway
+            continue
+        if error is not None:
+            future.set_exception(error)
+        elif entry is not None:
+            future.set_result(entry)
 
 
 class GroupCommitWriter:
@@ -45,18 +71,39 @@ class GroupCommitWriter:
         """Queue an event; the future resolves to its entry once it is durably committed.
 
         The event is validated here, in the caller's thread, so a bad payload fails its
-        own caller at once instead of its batch.
+        own caller at once instead of its batch. A future cancelled before the writer
+        takes its event up is not written.
 
         Raises:
             EventError: the event is malformed.
             StoreError: the writer is closed.
         """
-        item = (prepare_event(event), Future[LedgerEntry](), index)
+        future = Future[LedgerEntry]()
+        self._put((prepare_event(event), future, index))
+        return future
+
+    def submit_async(
+        self, event: NewEvent | PreparedEvent, index: IndexChange | None = None
+    ) -> asyncio.Future[LedgerEntry]:
+        """`submit` for a caller on an event loop: a future of the running loop.
+
+        The event is always written once queued, even if the future is cancelled (a
+        caller that goes away must not undo a write others may already rely on).
+
+        Raises:
+            RuntimeError: no event loop is running in this thread.
+            EventError: the event is malformed.
+            StoreError: the writer is closed.
+        """
+        future: asyncio.Future[LedgerEntry] = asyncio.get_running_loop().create_future()
+        self._put((prepare_event(event), future, index))
+        return future
+
+    def _put(self, item: _Item) -> None:
         with self._lock:
             if self._closed:
                 raise StoreError("the ledger writer is closed")
             self._queue.put(item)
-        return item[1]
 
     def submit_many(
         self, events: list[tuple[NewEvent | PreparedEvent, IndexChange | None]]
@@ -67,12 +114,41 @@ class GroupCommitWriter:
             EventError: an event is malformed; nothing is queued.
             StoreError: the writer is closed.
         """
-        items = [(prepare_event(event), Future[LedgerEntry](), index) for event, index in events]
+        futures = [Future[LedgerEntry]() for _ in events]
+        items: list[_Item] = [
+            (prepare_event(event), future, index)
+            for (event, index), future in zip(events, futures, strict=True)
+        ]
         with self._lock:
             if self._closed:
                 raise StoreError("the ledger writer is closed")
             self._queue.put(items)
-        return [future for _, future, _ in items]
+        return futures
+
+    def submit_many_async(
+        self, events: list[tuple[NewEvent | PreparedEvent, IndexChange | None]]
+    ) -> list[asyncio.Future[LedgerEntry]]:
+        """`submit_many` for a caller on an event loop: futures of the running loop.
+
+        Like `submit_async`, the events are written once queued, even if a future is
+        cancelled.
+
+        Raises:
+            RuntimeError: no event loop is running in this thread.
+            EventError: an event is malformed; nothing is queued.
+            StoreError: the writer is closed.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[LedgerEntry]] = [loop.create_future() for _ in events]
+        items: list[_Item] = [
+            (prepare_event(event), future, index)
+            for (event, index), future in zip(events, futures, strict=True)
+        ]
+        with self._lock:
+            if self._closed:
+                raise StoreError("the ledger writer is closed")
+            self._queue.put(items)
+        return futures
 
     def close(self) -> None:
         """Commit everything already submitted, then stop the writer thread."""
@@ -99,8 +175,8 @@ class GroupCommitWriter:
                     stopping = True
                     break
                 if isinstance(item, list):  # a group is never split across transactions
-                    batch.extend(i for i in item if i[1].set_running_or_notify_cancel())
-                elif item[1].set_running_or_notify_cancel():
+                    batch.extend(i for i in item if _taken(i[1]))
+                elif _taken(item[1]):
                     batch.append(item)
                 if len(batch) >= self._max_batch:
                     break
@@ -118,9 +194,30 @@ class GroupCommitWriter:
                 [event for event, _, _ in batch],
                 indexes if any(i is not None for i in indexes) else None,
             )
+            if len(entries) != len(batch):
+                raise StoreError(f"the store returned {len(entries)} entries for {len(batch)}")
         except BaseException as error:  # every waiting caller must hear about it
-            for _, future, _ in batch:
-                future.set_exception(error)
+            self._settle([(waiter, None) for _, waiter, _ in batch], error)
         else:
-            for (_, future, _), entry in zip(batch, entries, strict=True):
-                future.set_result(entry)
+            self._settle(
+                [(waiter, entry) for (_, waiter, _), entry in zip(batch, entries, strict=True)],
+                None,
+            )
+
+    @staticmethod
+    def _settle(
+        results: list[tuple[_Waiter, LedgerEntry | None]], error: BaseException | None
+    ) -> None:
+        """Resolve thread futures here, and each loop's futures with one call onto it."""
+        loops: dict[asyncio.AbstractEventLoop, _Outcome] = {}
+        for waiter, entry in results:
+            if isinstance(waiter, Future):
+                if error is not None:
+                    waiter.set_exception(error)
+                elif entry is not None:
+                    waiter.set_result(entry)
+            else:
+                loops.setdefault(waiter.get_loop(), []).append((waiter, entry))
+        for loop, done in loops.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to tell
+                loop.call_soon_threadsafe(_resolve, done, error)

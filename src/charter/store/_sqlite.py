@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Engine,
     and_,
     create_engine,
@@ -31,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from charter.ledger import (
     GENESIS,
@@ -80,6 +82,84 @@ _ENTRY_COLUMNS = (
 )
 
 
+# The decisions index through the driver, for `?` drivers (SQLite): the SQL text is built
+# from the table's own column names, never from input.
+_DECISION_NAMES = tuple(column.name for column in decisions.columns)
+_DECISION_COLUMNS_SQL = ", ".join(_DECISION_NAMES)
+_INSERT_DECISION_SQL = f"INSERT INTO decisions ({_DECISION_COLUMNS_SQL}) VALUES "  # noqa: S608
+_DECISION_ROW_SQL = "({})".format(", ".join("?" * len(_DECISION_NAMES)))
+_SELECT_DECISION_SQL = f"SELECT {_DECISION_COLUMNS_SQL} FROM decisions WHERE "  # noqa: S608
+
+
+def _insert_decisions(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert decisions-index rows, in multi-row statements on a `?` driver.
+
+    The driver lets go of the GIL around every statement step and the writer must win it
+    back from the event loop each time, so one statement per row cost more in waiting
+    than SQLite's work; SQLAlchemy's execution machinery cost more than the statements.
+    """
+    if connection.dialect.paramstyle != "qmark":
+        connection.execute(insert(decisions), rows)
+        return
+    cursor = connection.connection.cursor()
+    statement = _INSERT_DECISION_SQL
+    try:
+        for start in range(0, len(rows), 60):  # 900 parameters at most
+            chunk = rows[start : start + 60]
+            statement = _INSERT_DECISION_SQL + ", ".join([_DECISION_ROW_SQL] * len(chunk))
+            cursor.execute(statement, [row.get(name) for row in chunk for name in _DECISION_NAMES])
+    except sqlite3.Error as error:
+        raise IntegrityError.instance(statement, None, error, sqlite3.Error) from error
+    finally:
+        cursor.close()
+
+
+def _update_decision(connection: Connection, decision_id: str, values: dict[str, Any]) -> None:
+    """Set `values` on one decisions-index row."""
+    if connection.dialect.paramstyle != "qmark":
+        connection.execute(update(decisions).where(decisions.c.id == decision_id).values(**values))
+        return
+    for name in values:  # names come from code, never from clients; checked all the same
+        if name not in decisions.c:
+            raise StoreError(f"the decisions index has no column `{name}`")
+    assignments = ", ".join(f"{name} = ?" for name in values)
+    statement = f"UPDATE decisions SET {assignments} WHERE id = ?"  # noqa: S608
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(statement, [*values.values(), decision_id])
+    except sqlite3.Error as error:
+        raise IntegrityError.instance(statement, None, error, sqlite3.Error) from error
+    finally:
+        cursor.close()
+
+
+def _decision_row(engine: Engine, where: str, params: list[Any]) -> dict[str, Any] | None:
+    """One decisions-index row by an indexed lookup, on a pooled driver connection.
+
+    SQLite's implicit read transaction covers the single statement; SQLAlchemy's
+    connection, transaction and result machinery cost ~20 times the indexed SELECT.
+    """
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(_SELECT_DECISION_SQL + where + " LIMIT 1", params)
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+    except sqlite3.Error as error:
+        raise OperationalError.instance(where, params, error, sqlite3.Error) from error
+    finally:
+        raw.close()
+    if found is None:
+        return None
+    row = dict(zip(_DECISION_NAMES, found, strict=True))
+    for name, column in decisions.c.items():  # as SQLAlchemy's result would type them
+        if row[name] is not None and isinstance(column.type, Boolean):
+            row[name] = bool(row[name])
+    return row
+
+
 def _sqlite_setup(engine: Engine) -> None:
     """Take transactions over from pysqlite and set the durability pragmas."""
 
@@ -99,7 +179,16 @@ def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         write = connection.get_execution_options().get(_WRITE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+        # Straight to the driver: SQLAlchemy's execution machinery costs several times the
+        # statement itself, on every transaction. Its exception classes are kept.
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(statement)
+        except sqlite3.Error as error:
+            raise OperationalError.instance(statement, None, error, sqlite3.Error) from error
+        finally:
+            cursor.close()
 
 
 class SQLStore:
@@ -138,21 +227,63 @@ class SQLStore:
         if indexes is not None and len(indexes) != len(prepared):
             raise StoreError("`indexes` must pair one change (or None) with each event")
         with self._writing() as connection, connection.begin():
-            entries = link_entries(self._head(connection), prepared)
-            connection.execute(
-                insert(ledger_entries),
-                [
-                    {
-                        "seq": entry.seq,
-                        "kind": entry.kind,
-                        "at": entry.at,
-                        "payload": entry.payload,
-                        "leaf_hash": entry.leaf_hash,
-                        "chain_hash": entry.chain_hash,
-                    }
-                    for entry in entries
-                ],
-            )
+            if connection.dialect.paramstyle == "qmark":
+                # The group-commit writer's hot path: statements straight to the driver's
+                # cursor, the entries in multi-row INSERTs. The driver lets go of the GIL
+                # around every statement step and must win it back from the event loop
+                # each time, so one step per row cost the writer more waiting than SQLite
+                # took; SQLAlchemy's machinery cost more than the statements. Its
+                # exception classes are kept, so callers see the same errors.
+                statement = "SELECT seq, chain_hash FROM ledger_entries ORDER BY seq DESC LIMIT 1"
+                cursor = connection.connection.cursor()
+                try:
+                    cursor.execute(statement)
+                    row = cursor.fetchone()
+                    entries = link_entries(GENESIS if row is None else ChainHead(*row), prepared)
+                    for start in range(0, len(entries), 150):  # 900 parameters at most
+                        chunk = entries[start : start + 150]
+                        rows = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))  # placeholders only
+                        statement = (
+                            "INSERT INTO ledger_entries"  # noqa: S608
+                            f" (seq, kind, at, payload, leaf_hash, chain_hash) VALUES {rows}"
+                        )
+                        cursor.execute(
+                            statement,
+                            [
+                                value
+                                for e in chunk
+                                for value in (
+                                    e.seq,
+                                    e.kind,
+                                    e.at,
+                                    e.payload,
+                                    e.leaf_hash,
+                                    e.chain_hash,
+                                )
+                            ],
+                        )
+                except connection.dialect.loaded_dbapi.Error as error:
+                    raise IntegrityError.instance(  # the subclass matching `error`
+                        statement, None, error, connection.dialect.loaded_dbapi.Error
+                    ) from error
+                finally:
+                    cursor.close()
+            else:
+                entries = link_entries(self._head(connection), prepared)
+                connection.execute(
+                    insert(ledger_entries),
+                    [
+                        {
+                            "seq": entry.seq,
+                            "kind": entry.kind,
+                            "at": entry.at,
+                            "payload": entry.payload,
+                            "leaf_hash": entry.leaf_hash,
+                            "chain_hash": entry.chain_hash,
+                        }
+                        for entry in entries
+                    ],
+                )
             if indexes is not None:
                 self._index(connection, entries, indexes)
         return entries
@@ -180,18 +311,16 @@ class SQLStore:
                 )
             elif change.values or change.seq_column is not None:
                 if rows:  # an update may touch a row inserted earlier in this batch
-                    connection.execute(insert(decisions), rows)
+                    _insert_decisions(connection, rows)
                     rows = []
                 values = dict(change.values)
                 if change.seq_column is not None:
                     values[change.seq_column] = entry.seq
-                connection.execute(
-                    update(decisions).where(decisions.c.id == change.decision_id).values(**values)
-                )
+                _update_decision(connection, change.decision_id, values)
             if change.approval is not None:
                 _upsert_approval(connection, change.approval, entry.seq)
         if rows:
-            connection.execute(insert(decisions), rows)
+            _insert_decisions(connection, rows)
 
     def entry(self, seq: int) -> LedgerEntry | None:
         """The entry at `seq`, or None."""
@@ -213,15 +342,21 @@ class SQLStore:
         query = select(decisions)
         if decision_id is not None:
             query = query.where(decisions.c.id == decision_id)
+            where, params = "id = ?", [decision_id]
         elif grant_id is not None:
             query = query.where(decisions.c.grant_id == grant_id)
+            where, params = "grant_id = ?", [grant_id]
         elif agent is not None and idempotency_key is not None:
             # Keys may be reused after their retention: the newest use is the one in force.
             query = query.where(
                 decisions.c.agent == agent, decisions.c.idempotency_key == idempotency_key
             ).order_by(decisions.c.seq.desc())
+            where = "agent = ? AND idempotency_key = ? ORDER BY seq DESC"
+            params = [agent, idempotency_key]
         else:
             raise StoreError("look a decision up by id, by grant, or by agent and key")
+        if self._engine.dialect.paramstyle == "qmark":
+            return _decision_row(self._engine, where, params)
         with self._engine.connect() as connection:
             row = connection.execute(query).mappings().first()
         return None if row is None else dict(row)
