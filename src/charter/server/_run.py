@@ -61,12 +61,14 @@ def serve(
         if not charter.has_keys():
             say(NO_KEYS_HELP.format(db=db))
         app = create_app(charter, max_body=max_body)
+        address = public_url or f"http://{host}:{port}"
         notifier = WebhookNotifier(
             charter.webhooks,
             charter.record_event,
-            base_url=public_url or f"http://{host}:{port}",
+            base_url=address,
         )
         charter.notifier = notifier
+        say(f"reviewer UI: {address}/ui/ (sign in with a reviewer key)")
         # Deadlines that fell due while the server was down fire now, then as they come.
         charter.fire_due()
         charter.start_timers()
