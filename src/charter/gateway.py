@@ -1275,7 +1275,14 @@ class Charter:
         with self._lock:
             at = format_time(now or self._clock())
             applied = []
-            for approval in self._desk.due(at):
+            due = {a.id: a for a in self._desk.due(at)}
+            # Approvals another process opened (the command line on the same ledger) are
+            # not in this one's memory: the store's deadline index finds them.
+            for row in self.store.approval_rows(state="pending", due_by=at, limit=1000):
+                held = self._desk.get(row["id"]) if row["id"] not in due else None
+                if held is not None and held.pending and held.deadline <= at:
+                    due[held.id] = held
+            for approval in sorted(due.values(), key=lambda a: a.deadline):
                 step = machine.expire(approval, at, self.bundle.routes)
                 applied.append((step, self._apply(step, at)))
         return self._finish(applied) if applied else []

@@ -485,3 +485,18 @@ class TestPersonalData:
         assert view is not None
         [change] = view.approval["modifications"]
         assert {"field": "customer_email", "op": "changed", "redacted": True} in change["diff"]
+
+
+def test_deadlines_of_approvals_another_process_opened_fire_too(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A server fires the deadline of an approval the command line opened meanwhile."""
+    db = tmp_path / "shared.db"
+    with Charter(BUNDLE, db, clock=clock) as server:
+        with Charter(BUNDLE, db, clock=clock) as command_line:
+            record = command_line.decide(refund())
+        clock.advance(hours=4)
+        [fired] = server.fire_due()
+        assert fired.approval["decision_id"] == record.id
+        assert fired.approval["route"]["id"] == "finance-managers"
+        assert server.fire_due() == []

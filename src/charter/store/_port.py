@@ -179,10 +179,14 @@ class LedgerStore(Protocol):
         agent: str | None = None,
         action: str | None = None,
         shape: str | None = None,
+        due_by: str | None = None,
         limit: int | None = 100,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """Approvals rows matching every filter given, by deadline then highest risk."""
+        """Approvals rows matching every filter given, by deadline then highest risk.
+
+        `due_by` keeps those whose deadline is at or before that time.
+        """
 
     def count_approvals(
         self,

@@ -430,13 +430,19 @@ class SQLStore:
         agent: str | None = None,
         action: str | None = None,
         shape: str | None = None,
+        due_by: str | None = None,
         limit: int | None = 100,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """Approvals rows matching every filter given, by deadline then highest risk."""
+        """Approvals rows matching every filter given, by deadline then highest risk.
+
+        `due_by` keeps those whose deadline is at or before that time.
+        """
         conditions = self._approval_filters(state, group, agent, action)
         if shape is not None:
             conditions.append(approvals.c.shape == shape)
+        if due_by is not None:
+            conditions.append(approvals.c.deadline <= due_by)
         query = (
             select(approvals)
             .where(and_(True, *conditions))
