@@ -13,6 +13,7 @@ batches many waiting threads into one transaction.
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import time
@@ -434,7 +435,7 @@ def _request_headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
     return auth, length, key
 
 
-class _FrontEndpoint:
+class _FrontEndpoint(abc.ABC):
     """A POST route served as a bare ASGI endpoint, ahead of FastAPI.
 
     It reads the headers and the body and writes the JSON answer without Starlette's
@@ -461,11 +462,11 @@ class _FrontEndpoint:
             return
         await _send_json(send, answer, replayed)
 
+    @abc.abstractmethod
     async def answer(
         self, auth: str | None, body: bytes, key: str | None, started: float
     ) -> tuple[Any, bool]:
         """The route's work: its JSON answer, and whether it is an idempotent replay."""
-        raise NotImplementedError
 
 
 class _Decide(_FrontEndpoint):
