@@ -4,7 +4,7 @@ A route's `notify:` list (see docs/policy.md) names where to send word of its ap
 gateway calls `WebhookNotifier.notify` when an approval opens or moves to the next route;
 the call only puts deliveries on a queue and returns. Background threads send them, signed,
 retry the ones that may succeed later, and report every attempt through the `record`
-callback, which the gateway writes to the ledger as `webhook.delivered` / `webhook.failed`.
+callback, which the gateway writes to the ledger as `approval.notified` / `approval.notify_failed`.
 
 Nothing here can fail a decision: a receiver that is down, slow or wrong costs a recorded
 failure, never an exception in the caller, and a full queue drops the delivery (recorded too).
@@ -69,8 +69,8 @@ APPROVAL_OPENED = "approval.opened"
 APPROVAL_ESCALATED = "approval.escalated"
 
 #: Record kinds passed to the `record` callback.
-DELIVERED = "webhook.delivered"
-FAILED = "webhook.failed"
+DELIVERED = "approval.notified"
+FAILED = "approval.notify_failed"
 
 SIGNATURE_HEADER = "X-Charter-Signature"
 DELIVERY_HEADER = "X-Charter-Delivery"
@@ -360,7 +360,7 @@ class WebhookNotifier:
     Args:
         webhooks: the webhooks of a route id, asked at each `notify` (pass
             `lambda r: charter.bundle.webhooks(r)` so a newly deployed bundle applies).
-        record: called with (`webhook.delivered` | `webhook.failed`, payload) once per
+        record: called with (`approval.notified` | `approval.notify_failed`, payload) once per
             attempt, and once per delivery dropped before any attempt; it runs in a worker
             thread (several at once with `workers` > 1), so it must be thread-safe, and
             never in the caller of `notify` (except for drops after `close`).
@@ -446,7 +446,7 @@ class WebhookNotifier:
         """Queue one delivery per webhook of `route_id`; return how many were queued.
 
         Returns at once and never raises: whatever goes wrong is logged or recorded as
-        `webhook.failed`. `approval` is copied now, so later changes to it are not sent.
+        `approval.notify_failed`. `approval` is copied now, so later changes to it are not sent.
         """
         try:
             return self._enqueue(route_id, event, approval)

@@ -69,10 +69,10 @@ def test_an_opened_approval_is_delivered_signed_and_recorded(
         )
         deadline = time.monotonic() + 5
         kinds: list[str] = []
-        while time.monotonic() < deadline and "webhook.delivered" not in kinds:
+        while time.monotonic() < deadline and "approval.notified" not in kinds:
             kinds = [e.kind for e in charter.store.entries()]
             time.sleep(0.02)
-        assert "webhook.delivered" in kinds
+        assert "approval.notified" in kinds
         assert charter.verify().ok
 
 
