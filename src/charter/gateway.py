@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -1322,18 +1323,25 @@ class Charter:
     def wait_decision(self, decision_id: str, timeout: float) -> DecisionView | None:
         """The decision once settled, or as it stands after `timeout` seconds.
 
+        Woken at once when this process settles it; read again every second too, for an
+        approval settled by another process on the same ledger.
+
         Returns None when there is no such decision.
         """
         settled = threading.Event()
         cancel = self.watch(decision_id, settled.set)
+        deadline = time.monotonic() + timeout
         try:
             view = self.get_decision(decision_id)
-            if view is None or view.state in SETTLED_STATES:
-                return view
-            settled.wait(timeout)
+            while view is not None and view.state not in SETTLED_STATES:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                settled.wait(min(1.0, left))
+                view = self.get_decision(decision_id)
         finally:
             cancel()
-        return self.get_decision(decision_id)
+        return view
 
     def _views(self, rows: Sequence[Mapping[str, Any]]) -> list[DecisionView]:
         return [

@@ -500,3 +500,19 @@ def test_deadlines_of_approvals_another_process_opened_fire_too(
         assert fired.approval["decision_id"] == record.id
         assert fired.approval["route"]["id"] == "finance-managers"
         assert server.fire_due() == []
+
+
+def test_a_wait_sees_an_approval_settled_by_another_process(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """No callback crosses processes: the wait reads the decision again every second."""
+    db = tmp_path / "two.db"
+    with Charter(BUNDLE, db, clock=clock) as agent_side, Charter(BUNDLE, db, clock=clock) as ui:
+        record = agent_side.decide(refund())
+        aid = approval_of(agent_side, record)
+        timer = threading.Timer(0.2, lambda: ui.approve(aid, ALICE))
+        timer.start()
+        view = agent_side.wait_decision(record.id, timeout=10)
+        timer.join()
+        assert view is not None
+        assert view.state == "approved"

@@ -26,7 +26,10 @@ from charter.server._body import DEFAULT_MAX_BODY, parse_json, read_body
 from charter.server._errors import ApiError, from_charter_error
 from charter.server._schemas import ErrorBody
 
-__all__ = ["approval_routes", "long_poll"]
+__all__ = ["RECHECK", "approval_routes", "long_poll"]
+
+#: Seconds between reads of a long-polled decision that no callback has settled yet.
+RECHECK = 1.0
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
@@ -336,7 +339,9 @@ async def long_poll(
     """Answer the decision once its approval settles, or as it stands after `wait` s.
 
     The gateway calls back (in its own thread) when the approval settles; the event loop
-    is woken through `call_soon_threadsafe`, so a waiting agent costs no thread.
+    is woken through `call_soon_threadsafe`, so a waiting agent costs no thread. The
+    decision is also read again every `RECHECK` seconds: an approval settled by another
+    process on the same ledger has no callback here.
     """
     loop = asyncio.get_running_loop()
     settled = asyncio.Event()
@@ -348,9 +353,10 @@ async def long_poll(
     try:
         # Read again after registering: it may have settled in between.
         answer = await run_in_threadpool(handlers.get_decision, auth, decision_id)
-        if answer["state"] in ("pending", "escalated"):
+        deadline = loop.time() + wait
+        while answer["state"] in ("pending", "escalated") and loop.time() < deadline:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(settled.wait(), wait)
+                await asyncio.wait_for(settled.wait(), min(RECHECK, deadline - loop.time()))
             answer = await run_in_threadpool(handlers.get_decision, auth, decision_id)
     finally:
         cancel()
