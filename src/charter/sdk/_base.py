@@ -173,8 +173,8 @@ class AsyncGovernanceClient(Protocol):
         ...
 
 
-class SyncClientBase(abc.ABC):
-    """Fail-open settings, counters and `wait` for the blocking clients.
+class _ClientSettings:
+    """What every client holds: fail-open, counters, the wait's backoff and default.
 
     Args:
         fail_open: let governed actions run when Charter cannot be reached (counted in
@@ -201,6 +201,13 @@ class SyncClientBase(abc.ABC):
         self.backoff = backoff or Backoff()
         self.approval_wait = approval_wait
         self._clock = clock
+
+
+class SyncClientBase(_ClientSettings, abc.ABC):
+    """Fail-open settings, counters and `wait` for the blocking clients.
+
+    The arguments are `_ClientSettings`'s.
+    """
 
     @abc.abstractmethod
     def get_decision(self, decision_id: str) -> DecisionStatus | None:
@@ -244,34 +251,11 @@ class SyncClientBase(abc.ABC):
         return run_sync(flow, self._perform_wait)
 
 
-class AsyncClientBase(abc.ABC):
+class AsyncClientBase(_ClientSettings, abc.ABC):
     """Fail-open settings, counters and `wait` for the async clients.
 
-    Args:
-        fail_open: let governed actions run when Charter cannot be reached (counted in
-            `stats.failed_open` and logged); by default they raise `CharterUnavailable`.
-        backoff: how `wait` spaces its polls when the server cannot hold them.
-        clock: a monotonic clock in seconds; tests pass their own.
-        approval_wait: seconds a governed call waits for people by default when its
-            decision needs them; 0 raises `ApprovalRequired` at once. `@governed(...,
-            wait=...)` overrides it per function.
+    The arguments are `_ClientSettings`'s.
     """
-
-    def __init__(
-        self,
-        *,
-        fail_open: bool = False,
-        backoff: Backoff | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        approval_wait: float = 0.0,
-    ) -> None:
-        if approval_wait < 0:
-            raise ValueError("`approval_wait` must not be negative")
-        self.fail_open = fail_open
-        self.stats = ClientStats()
-        self.backoff = backoff or Backoff()
-        self.approval_wait = approval_wait
-        self._clock = clock
 
     @abc.abstractmethod
     async def get_decision(self, decision_id: str) -> DecisionStatus | None:

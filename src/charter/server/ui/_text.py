@@ -123,7 +123,7 @@ class Shown:
 
 
 def _escape_visible(text: str) -> Markup:
-    """Escape `text` and show each hidden character as a marked `⟨U+XXXX⟩`."""
+    """Escape `text` and show each hidden character as a marked `⟨U+200B⟩`."""
     out: list[str] = []
     for char in text:
         kind = _kind(char)
@@ -197,7 +197,7 @@ def findings_in(value: Any, where: str) -> Iterable[Finding]:
 
 
 def editable_json(value: Any) -> str:
-    r"""Pretty JSON for the modify editor, with every hidden character as a `\uXXXX` escape.
+    r"""Pretty JSON for the modify editor, with every hidden character as a `\u200b`-style escape.
 
     The editor is a plain text area: a raw right-to-left override there would reorder what
     the reviewer edits. As an escape it stays visible and still means the same JSON.
