@@ -8,6 +8,7 @@ reproduce); 2 the command was used wrongly (a malformed request, a missing file)
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import shutil
 import sys
@@ -538,6 +539,13 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 app.add_typer(keys_app, name="keys")
 
 
+class LedgerWriterChoice(enum.StrEnum):
+    """Where `charter serve` commits ledger appends."""
+
+    process = "process"
+    thread = "thread"
+
+
 @app.command("serve")
 def serve_command(
     policy: Annotated[Path, typer.Option("--policy", help="The policy bundle folder.")],
@@ -570,6 +578,13 @@ def serve_command(
             help="The address reviewers reach the server at, for links in notifications.",
         ),
     ] = None,
+    ledger_writer: Annotated[
+        LedgerWriterChoice,
+        typer.Option(
+            "--ledger-writer",
+            help="Where ledger appends are committed: a child process (fastest) or a thread.",
+        ),
+    ] = LedgerWriterChoice.process,
 ) -> None:
     """Serve the HTTP API and the reviewer UI (one uvicorn worker) until interrupted."""
     from charter.server import serve  # noqa: PLC0415 - keeps every other command's start fast
@@ -585,6 +600,7 @@ def serve_command(
             max_pending=max_pending,
             idempotency_ttl=idempotency_ttl,
             public_url=public_url,
+            ledger_writer=ledger_writer.value,
             say=err.print,
         )
     except CharterError as exc:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -69,6 +69,8 @@ from charter.store import (
     GroupCommitWriter,
     IndexChange,
     LedgerStore,
+    LedgerWriter,
+    ProcessCommitWriter,
     checkpoint_store,
     open_store,
     verify_store,
@@ -120,8 +122,20 @@ def format_time(moment: dt.datetime) -> str:
     utc = moment.astimezone(dt.UTC)
     if utc.year < 1000:  # `strftime` does not pad such years; keep its text exactly
         return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    # The same text as `strftime`, at a third of its cost (three calls per decision).
-    return utc.isoformat(timespec="microseconds")[:26] + "Z"
+    # The same text as `strftime`, at under half its cost (two calls per decision), and
+    # cheaper than `isoformat`, which also formats an offset only to have it cut off.
+    return _TIME_FORM % (
+        utc.year,
+        utc.month,
+        utc.day,
+        utc.hour,
+        utc.minute,
+        utc.second,
+        utc.microsecond,
+    )
+
+
+_TIME_FORM = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
 
 
 def _as_recorded(moment: dt.datetime) -> dt.datetime:
@@ -167,13 +181,19 @@ def _refused_or(record: DecisionRecord) -> DecisionRecord:
 
 
 def _random_ids() -> Callable[[], str]:
-    """Decision ids: 128 random bits each, from a generator seeded once by the OS.
+    """Decision ids: 32 hex digits, time-ordered like a UUIDv7 (RFC 9562).
 
-    Asking the OS for every id costs ~100 µs on some virtual machines; ids must be
-    unique, not secret (grants, which must be unguessable, use `secrets`).
+    The first 48 bits are the wall clock in milliseconds and the other 80 are random
+    (from a generator seeded once by the OS: asking the OS for every id costs ~100 µs on
+    some virtual machines). Ids must be unique, not secret (grants, which must be
+    unguessable, use `secrets`). Ordered by time, each commit's new ids (and the grant
+    ids made from them) land on the last pages of the ledger's id indexes instead of on
+    a page each, which cut the disk writes of a commit several times.
     """
     rng = random.Random(os.urandom(32))
-    return lambda: f"{rng.getrandbits(128):032x}"
+    return lambda: (
+        f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}{rng.getrandbits(80):020x}"
+    )
 
 
 class Charter:
@@ -189,6 +209,10 @@ class Charter:
             decides anew (at least a day by default).
         max_pending: how many approvals one agent may have pending; beyond it a request
             that needs approval is refused (recorded) instead of queued.
+        writer: where ledger appends are batched and committed: `"thread"` (a thread of
+            this process, the default) or `"process"` (a child process, so its SQLite
+            work never holds this process's GIL; what `charter serve` uses; needs a
+            SQLite ledger in a file).
     """
 
     def __init__(
@@ -201,7 +225,10 @@ class Charter:
         grant_ttl: int = 300,
         idempotency_ttl: int = 86_400,
         max_pending: int = 100,
+        writer: Literal["thread", "process"] = "thread",
     ) -> None:
+        if writer not in ("thread", "process"):
+            raise ValueError(f"the writer `{writer}` must be `thread` or `process`")
         self.bundle = policy if isinstance(policy, Bundle) else load_bundle(policy)
         self.store: LedgerStore = db if not isinstance(db, str | Path) else open_store(db)
         self._clock = clock
@@ -225,7 +252,16 @@ class Charter:
         self._grant_secret = self.store.secret("grants")
         self._desk = ApprovalDesk(self.store)
         self._rebuild()
-        self._writer = GroupCommitWriter(self.store)
+        try:
+            self._writer: LedgerWriter = (
+                ProcessCommitWriter(self.store)
+                if writer == "process"
+                else GroupCommitWriter(self.store)
+            )
+        except BaseException:
+            if db is not self.store:  # opened here: closed here
+                self.store.close()
+            raise
         try:
             self._record_deploy(self.bundle)
         except BaseException:
@@ -294,6 +330,10 @@ class Charter:
             self.bundle = bundle
             self._record_deploy(bundle)
 
+    def writer_problem(self) -> str | None:
+        """Why the ledger writer cannot take appends now, or None when it can."""
+        return self._writer.problem()
+
     def close(self) -> None:
         """Stop the timers, flush pending ledger writes and close the store."""
         self.stop_timers()
@@ -337,10 +377,11 @@ class Charter:
         state = AgentState(
             profile=registered,
             autonomy=self._autonomy.get(request.agent),
-            budgets=self._usage.state(request.agent, budgets, now),
+            budgets=self._usage.state(request.agent, budgets, now) if budgets else {},
             halts=tuple(self._halts.values()),
         )
         decision = decide(request, bundle, state, now)
+        verdict = decision.verdict
         at = format_time(now)
         stored, redacted = redact_request(request.to_json(), bundle)
         decision_id = self._ids()
@@ -367,24 +408,25 @@ class Charter:
         index: dict[str, Any] = {
             "agent": request.agent,
             "action": request.action,
-            "verdict": decision.verdict.value,
+            "verdict": verdict.value,
         }
         if key is not None:
             digest = payload_hash(request)
             payload["idempotency"] = {"key": key, "payload_hash": digest}
             index.update(idempotency_key=key, payload_hash=digest)
         grant = None
-        if decision.verdict is Verdict.ALLOW and modifies is None:
+        allowed = verdict is Verdict.ALLOW
+        if allowed and modifies is None:
             grant = self._issue(decision_id, content_hash(request.args), now)
             payload["grant"] = grant.to_record()
             index.update(grant.index_values())
-        # Recorded time must be what the engine saw: replay parses `at` back into `now`.
-        now = dt.datetime.fromisoformat(at)
-        if decision.verdict is Verdict.ALLOW and counted:
+        if allowed and counted:
+            # Recorded time must be what the engine saw: replay parses `at` back into `now`.
+            now = dt.datetime.fromisoformat(at)
             self._usage.add(request.agent, now, decision.risk, tuple(counted))
         event = NewEvent(DECISION_KIND, at, payload)
         change = IndexChange(decision_id, index, insert=True)
-        needs_people = decision.verdict in (Verdict.REQUIRE_APPROVAL, Verdict.ESCALATE)
+        needs_people = not allowed and verdict in (Verdict.REQUIRE_APPROVAL, Verdict.ESCALATE)
         if not needs_people or modifies is not None:
             future = (
                 self._writer.submit_async(event, change)
@@ -531,7 +573,23 @@ class Charter:
         thread; waiting for the ledger commit is awaited, so one event loop can have many
         decisions in one group commit without a worker thread each.
         """
-        settle = self._begin([_keyed(request, idempotency_key)], None, asynchronous=True)
+        keyed = _keyed(request, idempotency_key)
+        parsed = keyed if isinstance(keyed, ActionRequest) else ActionRequest.from_json(keyed)
+        if parsed.idempotency_key is None:
+            # No earlier decision can answer it and no later request waits on it, so it
+            # skips `_settle`'s generator and bookkeeping: ~5 µs of the loop's CPU each.
+            with self._lock:
+                slot = self._prepare(parsed, _as_recorded(self._clock()), None, asynchronous=True)
+            try:
+                if isinstance(slot.future, asyncio.Future):
+                    entry = await slot.future  # the writer commits it even if cancelled
+                else:
+                    entry = await asyncio.shield(asyncio.wrap_future(slot.future))
+            except BaseException:
+                self._unopened(slot)
+                raise
+            return _refused_or(self._recorded(slot, entry))
+        settle = self._begin([parsed], None, asynchronous=True)
         waited: Any = None
         failure: BaseException | None = None
         while True:
@@ -608,21 +666,9 @@ class Charter:
                     try:
                         entry = yield slot.future
                     except BaseException:
-                        if slot.approval is not None and slot.approval["id"] is not None:
-                            with self._lock:  # never committed: nobody can act on it
-                                self._desk.forget(slot.approval["id"])
+                        self._unopened(slot)
                         raise
-                    record = DecisionRecord(
-                        slot.decision_id,
-                        entry.seq,
-                        slot.at,
-                        slot.request,
-                        slot.decision,
-                        slot.grant,
-                        approval=slot.approval,
-                    )
-                    if slot.approval is not None:
-                        self._notify("approval.opened", slot.approval["id"])
+                    record = self._recorded(slot, entry)
                     if position in waiting:  # later requests (in any thread) wait on this one
                         marker, waiter = waiting.pop(position)
                         waiter.set_result(record)
@@ -641,6 +687,27 @@ class Charter:
                     self._inflight.pop(marker, None)
             raise
         return records
+
+    def _recorded(self, slot: _Pending, entry: LedgerEntry) -> DecisionRecord:
+        """The record of a queued decision now durable; its approval, if any, is announced."""
+        record = DecisionRecord(
+            slot.decision_id,
+            entry.seq,
+            slot.at,
+            slot.request,
+            slot.decision,
+            slot.grant,
+            approval=slot.approval,
+        )
+        if slot.approval is not None:
+            self._notify("approval.opened", slot.approval["id"])
+        return record
+
+    def _unopened(self, slot: _Pending) -> None:
+        """Forget the approval of a decision that was never committed: nobody can act on it."""
+        if slot.approval is not None and slot.approval["id"] is not None:
+            with self._lock:
+                self._desk.forget(slot.approval["id"])
 
     def _earlier(
         self, request: ActionRequest, now: dt.datetime | None = None

@@ -9,6 +9,7 @@ grant. Single use is enforced by the decisions index, under the gateway's lock.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -48,10 +49,31 @@ class GrantTicket:
         }
 
 
+_BLOCK = 64  # SHA-256's block size, in bytes
+_INNER = bytes(b ^ 0x36 for b in range(256))
+_OUTER = bytes(b ^ 0x5C for b in range(256))
+
+
+@functools.lru_cache(maxsize=16)
+def _pads(secret: bytes) -> tuple[Any, Any]:
+    """SHA-256 states that have absorbed HMAC's inner and outer key pads (RFC 2104).
+
+    Every decision signs a grant: copying these states costs less than half of what
+    `hmac.digest` pays to set OpenSSL's HMAC up again for each token.
+    """
+    key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
+    key = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(key.translate(_INNER)), hashlib.sha256(key.translate(_OUTER))
+
+
 def grant_token(secret: bytes, grant_id: str) -> str:
     """The grant's token: HMAC-SHA256 of its id, URL-safe base64 without padding."""
-    mac = hmac.new(secret, grant_id.encode("utf-8"), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+    inner, outer = _pads(secret)
+    inner = inner.copy()
+    inner.update(grant_id.encode("utf-8"))
+    outer = outer.copy()
+    outer.update(inner.digest())
+    return base64.urlsafe_b64encode(outer.digest()).rstrip(b"=").decode("ascii")
 
 
 def token_matches(secret: bytes, grant_id: str, token: str) -> bool:

@@ -69,6 +69,52 @@ def json_value(value: Any, path: str = "") -> Any:
     return _json_copy(value, path)
 
 
+class _Unusual(Exception):
+    """A value `_plain_copy` leaves to `_json_copy`, which copies it or names the problem."""
+
+
+def _plain_copy(value: Any, depth: int) -> Any:
+    """`_json_copy` of the common case (exact JSON types, well within limits), unlocated.
+
+    A request's every value passes through here, so the path that `_json_copy` builds for
+    each in case it must name it is left out. Anything unusual raises `_Unusual`, and the
+    caller starts again with `_json_copy`.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        if -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+            return value
+        raise _Unusual
+    if kind is float:
+        if not math.isfinite(value):
+            raise _Unusual
+        return int(value) if value.is_integer() and abs(value) <= _MAX_SAFE_INTEGER else value
+    # Children of a container this deep would be past the limit: let `_json_copy` judge.
+    if depth >= _MAX_DEPTH:
+        raise _Unusual
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Unusual
+            kind = type(item)
+            out[key] = item if kind is str or kind is bool else _plain_copy(item, depth + 1)
+        return out
+    if kind is list or kind is tuple:
+        return [_plain_copy(item, depth + 1) for item in value]
+    raise _Unusual
+
+
+def _copied(value: Any, path: str) -> Any:
+    """`_json_copy(value, path)`, by the fast path when it can be taken."""
+    try:
+        return _plain_copy(value, 0)
+    except _Unusual:
+        return _json_copy(value, path)
+
+
 def _json_copy(value: Any, path: str, depth: int = 0) -> Any:
     """A copy of a JSON value, refusing what JSON cannot carry faithfully.
 
@@ -104,17 +150,16 @@ def _json_copy(value: Any, path: str, depth: int = 0) -> Any:
 
 def _string(obj: Mapping[str, Any], key: str, *, required: bool, path: str = "") -> str | None:
     value = obj.get(key)
-    where = f"{path}{key}"
     if value is None:
         if required:
-            raise RequestInvalid(where, "is required")
+            raise RequestInvalid(f"{path}{key}", "is required")
         return None
     if not isinstance(value, str):
-        raise RequestInvalid(where, f"must be a string, got {_json_type(value)}")
+        raise RequestInvalid(f"{path}{key}", f"must be a string, got {_json_type(value)}")
     if required and not value.strip():
-        raise RequestInvalid(where, "must not be empty")
-    if len(value) > _MAX_ID and key not in ("rationale",):
-        raise RequestInvalid(where, f"longer than {_MAX_ID} characters")
+        raise RequestInvalid(f"{path}{key}", "must not be empty")
+    if len(value) > _MAX_ID and key != "rationale":
+        raise RequestInvalid(f"{path}{key}", f"longer than {_MAX_ID} characters")
     return value
 
 
@@ -137,9 +182,10 @@ def _json_type(value: Any) -> str:
 def _validate_context(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise RequestInvalid("context", f"must be an object, got {_json_type(raw)}")
-    # `null` means "not said": the same as leaving the field out.
-    context: dict[str, Any] = {k: v for k, v in raw.items() if v is not None}
-    for key in context:
+    context: dict[str, Any] = {}
+    for key, value in raw.items():
+        if value is None:  # `null` means "not said": the same as leaving the field out
+            continue
         if key not in CONTEXT_FIELDS:
             known = ", ".join(sorted(CONTEXT_FIELDS))
             raise RequestInvalid(
@@ -147,6 +193,7 @@ def _validate_context(raw: Any) -> dict[str, Any]:
                 f"unknown context field; known fields are {known} "
                 "(put free-form values under `context.labels`)",
             )
+        context[key] = value
     conf = context.get("confidence")
     if conf is not None and (
         isinstance(conf, bool) or not isinstance(conf, int | float) or not 0 <= conf <= 1
@@ -187,6 +234,9 @@ def _validate_context(raw: Any) -> dict[str, Any]:
     return context
 
 
+_REQUEST_FIELDS = frozenset({"agent", "action", "args", "context", "idempotency_key", "trace_id"})
+
+
 @dataclass(frozen=True, slots=True)
 class ActionRequest:
     """What an agent proposes to do.
@@ -207,11 +257,10 @@ class ActionRequest:
         """Build a request from decoded JSON, naming the first field that is wrong."""
         if not isinstance(obj, dict):
             raise RequestInvalid("", f"a request must be a JSON object, got {_json_type(obj)}")
-        allowed = {"agent", "action", "args", "context", "idempotency_key", "trace_id"}
         for key in obj:
-            if key not in allowed:
+            if key not in _REQUEST_FIELDS:
                 raise RequestInvalid(
-                    str(key), f"unknown field; a request has {', '.join(sorted(allowed))}"
+                    str(key), f"unknown field; a request has {', '.join(sorted(_REQUEST_FIELDS))}"
                 )
         agent = _string(obj, "agent", required=True)
         action = _string(obj, "action", required=True)
@@ -226,20 +275,14 @@ class ActionRequest:
             args = {}
         if not isinstance(args, dict):
             raise RequestInvalid("args", f"must be an object, got {_json_type(args)}")
-        args = _json_copy(args, "args")
+        args = _copied(args, "args")
         context = obj.get("context", {})
         if context is None:
             context = {}
-        context = _json_copy(context, "context")
-        context = _validate_context(context)
-        return cls(
-            agent=agent,
-            action=action,
-            args=args,
-            context=context,
-            idempotency_key=_string(obj, "idempotency_key", required=False),
-            trace_id=_string(obj, "trace_id", required=False),
-        )
+        context = _validate_context(_copied(context, "context"))
+        key = _string(obj, "idempotency_key", required=False) if "idempotency_key" in obj else None
+        trace = _string(obj, "trace_id", required=False) if "trace_id" in obj else None
+        return cls(agent, action, args, context, key, trace)
 
     def to_json(self) -> dict[str, Any]:
         """The request as plain JSON; optional ids appear only when set."""
@@ -332,10 +375,11 @@ class AgentState:
 
     def to_json(self) -> dict[str, Any]:
         """The state as plain JSON, in a stable shape (`profile` only when set)."""
+        budgets, halts = self.budgets, self.halts  # most decisions record neither
         out: dict[str, Any] = {
             "autonomy": self.autonomy,
-            "budgets": {k: self.budgets[k].to_json() for k in sorted(self.budgets)},
-            "halts": [h.to_json() for h in self.halts],
+            "budgets": {k: budgets[k].to_json() for k in sorted(budgets)} if budgets else {},
+            "halts": [h.to_json() for h in halts] if halts else [],
         }
         if self.profile is not None:
             out["profile"] = self.profile.to_json()

@@ -21,6 +21,7 @@ from charter.policy import bundle_from_content, decide, load_bundle
 EXAMPLE = Path(__file__).parents[2] / "examples" / "policy"
 BUNDLE = load_bundle(EXAMPLE)
 FRESH = load_bundle(EXAMPLE)
+COLD = load_bundle(EXAMPLE)  # its plans forget what they decided before each example
 REBUILT = bundle_from_content(json.loads(BUNDLE.canonical_content()))
 
 ACTIONS = sorted({action for actions in BUNDLE.roles.values() for action in actions})
@@ -161,6 +162,18 @@ class TestDeterminism:
         from canonical JSON, whose keys are sorted, so the message differs.
         """
         assert decision_bytes(REBUILT, request, state, now) == decision_bytes(
+            BUNDLE, request, state, now
+        )
+
+    @settings(max_examples=300, deadline=None)
+    @given(requests(), states(), clocks)
+    def test_remembered_decision_is_the_combined_one(
+        self, request: ActionRequest, state: AgentState, now: dt.datetime
+    ) -> None:
+        """A decision a plan remembers is the one combining the same inputs afresh gives."""
+        for plan in (*COLD.plans.values(), *COLD.agent_plans.values()):
+            plan.decided.clear()
+        assert decision_bytes(COLD, request, state, now) == decision_bytes(
             BUNDLE, request, state, now
         )
 

@@ -132,7 +132,7 @@ class TestHealth:
         """Ready when the bundle is loaded and the store answers and is writable."""
         response = client.get("/readyz")
         assert response.status_code == 200
-        assert response.json()["checks"] == {"bundle": "ok", "store": "ok"}
+        assert response.json()["checks"] == {"bundle": "ok", "store": "ok", "ledger_writer": "ok"}
 
     def test_readyz_503_when_store_is_closed(self, client: TestClient, charter: Charter):
         """A store that cannot answer makes the server not ready."""
@@ -141,6 +141,13 @@ class TestHealth:
         response = client.get("/readyz")
         assert response.status_code == 503
         assert response.json()["checks"]["store"].startswith("unreadable")
+
+    def test_readyz_503_when_the_ledger_writer_is_gone(self, client: TestClient, charter: Charter):
+        """A writer that cannot take appends makes the server not ready, and says why."""
+        charter._writer.close()
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert "closed" in response.json()["checks"]["ledger_writer"]
 
     def test_metrics(self, client: TestClient, keys: Keys):
         """Decisions by verdict, latency, appends and replays are exported."""

@@ -11,6 +11,7 @@ from charter.ledger._chain import (
     LedgerEntry,
     NewEvent,
     PreparedEvent,
+    check_event,
     link_entries,
     prepare_event,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "SignedCheckpoint",
     "VerifyReport",
     "chain_hash",
+    "check_event",
     "consistency_proof",
     "entry_content",
     "generate_signing_key",

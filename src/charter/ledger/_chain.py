@@ -24,6 +24,7 @@ __all__ = [
     "LedgerEntry",
     "NewEvent",
     "PreparedEvent",
+    "check_event",
     "link_entries",
     "prepare_event",
 ]
@@ -104,15 +105,15 @@ class LedgerEntry:
         return value
 
 
-def prepare_event(event: NewEvent | PreparedEvent) -> PreparedEvent:
-    """Validate an event and encode its payload canonically.
+def check_event(event: NewEvent) -> None:
+    """Check an event's kind, time and payload type, without encoding the payload.
+
+    A writer in another process encodes the payload there, but the obvious mistakes
+    still fail the caller at once, in its own thread.
 
     Raises:
-        EventError: the kind or timestamp is malformed, or the payload is not a JSON
-            object that canonical JSON can encode.
+        EventError: the kind or timestamp is malformed, or the payload is not a dict.
     """
-    if isinstance(event, PreparedEvent):
-        return event
     if not isinstance(event.kind, str) or not _KIND.match(event.kind):
         raise EventError(
             f"the event kind `{event.kind}` must be lowercase letters, digits, `.`, `_` or `-`"
@@ -124,6 +125,18 @@ def prepare_event(event: NewEvent | PreparedEvent) -> PreparedEvent:
         )
     if not isinstance(event.payload, dict):
         raise EventError("the event payload must be a JSON object")
+
+
+def prepare_event(event: NewEvent | PreparedEvent) -> PreparedEvent:
+    """Validate an event and encode its payload canonically.
+
+    Raises:
+        EventError: the kind or timestamp is malformed, or the payload is not a JSON
+            object that canonical JSON can encode.
+    """
+    if isinstance(event, PreparedEvent):
+        return event
+    check_event(event)
     try:
         payload = canonical_bytes(event.payload).decode()
     except ValueError as error:

@@ -22,7 +22,7 @@ import jsonschema
 
 from charter.canonical import canonical_bytes, content_hash
 from charter.errors import PolicyInvalid, Problem
-from charter.model import AgentProfile, RouteRef
+from charter.model import AgentProfile, Decision, RouteRef
 from charter.policy._conditions import (
     CelProgram,
     compile_condition,
@@ -47,6 +47,8 @@ __all__ = ["Bundle", "Check", "DataRule", "Plan", "bundle_from_content", "load_b
 
 #: The format of a bundle's canonical content; bumped if the content's shape changes.
 CONTENT_FORMAT = 1
+
+_MAX_CACHED_ACTIONS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,24 @@ class Plan:
     kinds: dict[str, tuple[Check, ...]] = field(default_factory=dict)
     relaxed: dict[frozenset[str], Callable[[Any], Any]] = field(default_factory=dict)
     explainer: Any = None
+    #: Decisions the engine already combined, with the bundle they were combined under, by
+    #: everything else they depend on (see `decide`).
+    decided: dict[tuple[Any, ...], tuple[Bundle, Decision]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    # `of_kind` of each kind the engine applies, split once: it reads them on every request.
+    envelope_checks: tuple[Check, ...] = field(init=False, repr=False)
+    factor_checks: tuple[Check, ...] = field(init=False, repr=False)
+    deny_checks: tuple[Check, ...] = field(init=False, repr=False)
+    escalate_checks: tuple[Check, ...] = field(init=False, repr=False)
+    approval_checks: tuple[Check, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.envelope_checks = self.of_kind("envelope")
+        self.factor_checks = self.of_kind("factor")
+        self.deny_checks = self.of_kind("deny")
+        self.escalate_checks = self.of_kind("escalate")
+        self.approval_checks = self.of_kind("require_approval")
 
     def explain_contract(self) -> Any:
         """A `jsonschema` validator that lists every violation (built on first use)."""
@@ -161,10 +181,28 @@ class Bundle:
     agent_plans: Mapping[tuple[str, str], Plan]
     rule_ids: tuple[str, ...]
     spec: BundleSpec = field(repr=False)
+    #: `data_rules_for`'s answers by action; a bundle never changes, so they never go stale.
+    rules_by_action: dict[str, tuple[DataRule, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def plan_for(self, agent: str, role: str, action: str) -> Plan | None:
         """The plan a request runs, or None when the action is outside the role's envelope."""
         return self.agent_plans.get((agent, action)) or self.plans.get((role, action))
+
+    def data_rules_for(self, action: str) -> tuple[DataRule, ...]:
+        """The data rules that apply to `action`, in bundle order (cached per action)."""
+        rules = self.rules_by_action.get(action)
+        if rules is None:
+            rules = tuple(
+                r
+                for r in self.data_rules
+                if not r.actions or any(fnmatch.fnmatchcase(action, p) for p in r.actions)
+            )
+            # Requests name any action they like; only so many are remembered.
+            if len(self.rules_by_action) < _MAX_CACHED_ACTIONS:
+                self.rules_by_action[action] = rules
+        return rules
 
     def canonical_content(self) -> bytes:
         """The bytes whose hash is `version`; the ledger stores them to replay this bundle."""

@@ -48,6 +48,12 @@ from charter.policy._conditions import VARIABLES
 __all__ = ["decide", "format_seconds"]
 
 _MAX_LISTED = 8
+_MAX_REMEMBERED = 256  # decisions per plan: a few per agent and level in practice
+# Read on every decision; a module global is a third of the cost of an enum class lookup.
+_ALLOW = Verdict.ALLOW
+_DENY = Verdict.DENY
+_ESCALATE = Verdict.ESCALATE
+_APPROVAL = Verdict.REQUIRE_APPROVAL
 _BOOL = frozenset({bool})
 _CONTEXT_DEFAULTS: dict[str, Any] = {"alternatives": [], "data_sources": [], "labels": {}}
 
@@ -246,7 +252,7 @@ def decide(
     Returns:
         The decision, with every step that fired among its reasons.
     """
-    halts = [h for h in state.halts if h.covers(request)]
+    halts = [h for h in state.halts if h.covers(request)] if state.halts else None
     profile = state.profile or bundle.agents.get(request.agent)
     level = None
     if profile is not None:
@@ -314,7 +320,18 @@ def decide(
             )
     sources = _sources(request, profile, level, now, plan.variables)
     values, errors = _evaluate(plan, sources, lambda: _sources(request, profile, level, now))
-    return _combine(request, bundle, state, profile, level, plan, values, errors)
+    if errors or plan.budgets:
+        return _combine(request, bundle, state, profile, level, plan, values, errors)
+    # Without errors or budgets, a plan's decision under one bundle depends on nothing but
+    # this key: the same immutable answer is combined once and handed out again.
+    key = (*values, level, profile.role, request.agent, request.action)
+    known = plan.decided.get(key)
+    if known is not None and known[0] is bundle:
+        return known[1]
+    decision = _combine(request, bundle, state, profile, level, plan, values, errors)
+    if len(plan.decided) < _MAX_REMEMBERED:
+        plan.decided[key] = (bundle, decision)
+    return decision
 
 
 def _combine(
@@ -328,7 +345,7 @@ def _combine(
     errors: Sequence[Reason],
 ) -> Decision:
     """Apply the precedence to evaluated conditions (see the module's truth table)."""
-    envelope = plan.of_kind("envelope")
+    envelope = plan.envelope_checks
     if errors and any(e.rule == c.id for e in errors for c in envelope):
         return _deny(request, bundle, profile, level, errors)
     for check in envelope:
@@ -343,18 +360,20 @@ def _combine(
     if errors:
         return _deny(request, bundle, profile, level, errors)
     factors = tuple(
-        Factor(c.id, c.points, c.reason) for c in plan.of_kind("factor") if _fired(c, values)
+        [Factor(c.id, c.points, c.reason) for c in plan.factor_checks if _fired(c, values)]
     )
-    risk = sum(f.points for f in factors)
+    risk = 0
+    for factor in factors:
+        risk += factor.points
     max_risk = _level_risk(bundle, level)
     reasons: list[Reason] = []
-    verdict = Verdict.ALLOW
+    verdict = _ALLOW
     route: RouteRef | None = None
     runbook: str | None = None
-    for check in plan.of_kind("deny"):
+    for check in plan.deny_checks:
         if _fired(check, values):
             reasons.append(Reason("deny_rule", check.reason, check.id))
-            verdict = Verdict.DENY
+            verdict = _DENY
     if risk > bundle.ceiling:
         reasons.append(
             Reason(
@@ -363,17 +382,17 @@ def _combine(
                 "no agent may take this alone or with approval",
             )
         )
-        verdict = Verdict.DENY
-    for check in plan.of_kind("escalate"):
+        verdict = _DENY
+    for check in plan.escalate_checks:
         if _fired(check, values):
             reasons.append(Reason("escalate_rule", check.reason, check.id))
-            if verdict is Verdict.ALLOW:
-                verdict, route, runbook = Verdict.ESCALATE, check.route, check.runbook
-    for check in plan.of_kind("require_approval"):
+            if verdict is _ALLOW:
+                verdict, route, runbook = _ESCALATE, check.route, check.runbook
+    for check in plan.approval_checks:
         if _fired(check, values):
             reasons.append(Reason("approval_rule", check.reason, check.id))
-            if verdict is Verdict.ALLOW:
-                verdict, route = Verdict.REQUIRE_APPROVAL, check.route
+            if verdict is _ALLOW:
+                verdict, route = _APPROVAL, check.route
     if risk > max_risk:
         reasons.append(
             Reason(
@@ -382,15 +401,15 @@ def _combine(
                 "may take alone",
             )
         )
-        if verdict is Verdict.ALLOW:
-            verdict, route = Verdict.REQUIRE_APPROVAL, plan.route
+        if verdict is _ALLOW:
+            verdict, route = _APPROVAL, plan.route
     for budget in plan.budgets:
         message = _budget_spent(budget, state.budgets.get(budget.id), risk)
         if message is not None:
             reasons.append(Reason("budget_spent", message, budget.id))
-            if verdict is Verdict.ALLOW:
-                verdict, route = Verdict.REQUIRE_APPROVAL, plan.route
-    if verdict is Verdict.ALLOW:
+            if verdict is _ALLOW:
+                verdict, route = _APPROVAL, plan.route
+    if verdict is _ALLOW:
         reasons.append(
             Reason(
                 "allowed",
@@ -399,19 +418,19 @@ def _combine(
             )
         )
     return Decision(
-        verdict=verdict,
-        risk=risk,
-        factors=factors,
-        reasons=tuple(reasons),
-        policy_version=bundle.version,
-        agent=request.agent,
-        action=request.action,
-        role=profile.role,
-        autonomy_level=level,
-        autonomy_max_risk=max_risk,
-        ceiling=bundle.ceiling,
-        route=route if verdict in (Verdict.REQUIRE_APPROVAL, Verdict.ESCALATE) else None,
-        runbook=runbook,
+        verdict,
+        risk,
+        factors,
+        tuple(reasons),
+        bundle.version,
+        request.agent,
+        request.action,
+        profile.role,
+        level,
+        max_risk,
+        bundle.ceiling,
+        route if verdict is _APPROVAL or verdict is _ESCALATE else None,
+        runbook,
     )
 
 

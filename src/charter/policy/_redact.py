@@ -7,12 +7,11 @@ request, so replay knows the value it sees is not the one that was decided on.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 from typing import Any
 
 from charter.canonical import canonical_bytes
-from charter.policy._bundle import Bundle, DataRule
+from charter.policy._bundle import Bundle
 
 __all__ = ["mask_value", "redact_request"]
 
@@ -33,10 +32,6 @@ def mask_value(value: Any) -> str:
     return "***"
 
 
-def _applies(rule: DataRule, action: str) -> bool:
-    return not rule.actions or any(fnmatch.fnmatchcase(action, p) for p in rule.actions)
-
-
 def redact_request(
     request: dict[str, Any], bundle: Bundle
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -46,7 +41,7 @@ def redact_request(
         The request as the ledger may store it, and the list of fields changed, each as
         `{"field": "args.email", "store": "hash"}`.
     """
-    rules = [r for r in bundle.data_rules if _applies(r, str(request.get("action", "")))]
+    rules = bundle.data_rules_for(str(request.get("action", "")))
     if not rules:
         return request, []
     out = dict(request)

@@ -120,8 +120,29 @@ def _constant(literal: str) -> float:
     return float(literal)
 
 
+class _NotFinite(ValueError):
+    """A number `_check` would refuse: `_decode` and `_check` then find and name it."""
+
+
+def _refuse_constant(literal: str) -> float:
+    raise _NotFinite(literal)
+
+
+def _finite(literal: str) -> float:
+    # `float` is what the decoder calls by default; a literal such as 1e400 overflows.
+    value = float(literal)
+    if math.isinf(value):
+        raise _NotFinite(literal)
+    return value
+
+
 # Built once: `json.loads` with hooks builds a decoder per call, a quarter of the parse.
 _decode = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_constant).decode
+# The same decoder, except that it stops at the first number `_check` would refuse: when it
+# succeeds, only the depth is left to check, and the text says when that is needed at all.
+_decode_finite = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant, parse_float=_finite
+).decode
 
 
 def parse_json(body: bytes) -> Any:
@@ -139,7 +160,14 @@ def parse_json(body: bytes) -> Any:
     try:
         if text.startswith("\ufeff"):  # what `json.loads` says; the decoder has no check
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-        value = _decode(text)
+        try:
+            value = _decode_finite(text)
+        except (_NotFinite, RecursionError):  # `_finite` is one call deeper than `float`
+            checked = False
+            value = _decode(text)  # any error it meets first is the one to report
+        else:
+            # Nesting past the limit takes more than `MAX_DEPTH` + 1 opening brackets.
+            checked = text.count("{") + text.count("[") <= MAX_DEPTH + 1
     except _Duplicate as exc:
         raise ApiError(
             "duplicate_key", f"`{exc.key}` appears twice in the same object", exc.key
@@ -152,7 +180,8 @@ def parse_json(body: bytes) -> Any:
         raise ApiError("too_deep", f"the body nests deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # e.g. an integer literal with thousands of digits
         raise ApiError("malformed_json", f"invalid JSON: {exc}") from None
-    _check(value, "", 0)
+    if not checked:
+        _check(value, "", 0)
     return value
 
 

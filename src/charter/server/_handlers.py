@@ -123,14 +123,18 @@ class Handlers:
 
     def answered(self, record: DecisionRecord, started: float) -> dict[str, Any]:
         """Count a decision and shape its answer."""
+        self.count(record, started)
+        return record.to_json()
+
+    def count(self, record: DecisionRecord, started: float) -> None:
+        """Count a decision by verdict with its latency, or an idempotent replay."""
         if record.replayed:
             self.metrics.replays.inc()
         else:
-            verdict = record.verdict.value
+            verdict = record.decision.verdict.value
             counter = self.metrics.decided.get(verdict) or self.metrics.decisions.labels(verdict)
             counter.inc()
             self.metrics.decision_seconds.observe(time.perf_counter() - started)
-        return record.to_json()
 
     def create_decision(
         self, auth: str | None, body: bytes, header_key: str | None
@@ -344,6 +348,7 @@ class Handlers:
             checks["store"] = f"unreadable: {exc}"
         else:
             checks["store"] = _writable(self.charter.store)
+        checks["ledger_writer"] = self.charter.writer_problem() or "ok"
         return all(v == "ok" for v in checks.values()), checks
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import uvicorn
 
@@ -39,6 +40,7 @@ def serve(
     max_pending: int = 100,
     idempotency_ttl: int = 86_400,
     public_url: str | None = None,
+    ledger_writer: Literal["process", "thread"] = "process",
     say: Callable[[str], None] = print,
 ) -> None:
     """Serve the API until interrupted, on one uvicorn worker.
@@ -59,6 +61,9 @@ def serve(
         idempotency_ttl: seconds an idempotency key is kept (a day by default).
         public_url: the server's address as reviewers reach it, for links in
             notifications (`http://HOST:PORT` when None).
+        ledger_writer: `"process"` commits ledger appends in a child process, so the
+            SQLite work never holds the event loop's GIL (the default; it needs a
+            SQLite file); `"thread"` commits them from a thread of this process.
         say: where the startup notice goes.
     """
     # The ledger writer thread needs the GIL back briefly after each SQLite call; with
@@ -67,7 +72,13 @@ def serve(
     # more decisions/s at 32 connections (bench/bench_server.py). This is the server
     # process's own setting; embedding Charter leaves the interpreter's alone.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    with Charter(policy, db, max_pending=max_pending, idempotency_ttl=idempotency_ttl) as charter:
+    with Charter(
+        policy,
+        db,
+        max_pending=max_pending,
+        idempotency_ttl=idempotency_ttl,
+        writer=ledger_writer,
+    ) as charter:
         if not charter.has_keys():
             say(NO_KEYS_HELP.format(db=db))
         app = create_app(charter, max_body=max_body)

@@ -1,10 +1,11 @@
 """Storage: the `LedgerStore` port, its SQL adapter, group commit and verification.
 
 `open_store("charter.db")` gives a migrated SQLite store; `GroupCommitWriter` lets many
-threads append through one batching writer; `verify_store` checks the whole ledger.
+threads append through one batching writer (`ProcessCommitWriter` runs it in a child
+process); `verify_store` checks the whole ledger.
 """
 
-from charter.store._group import GroupCommitWriter
+from charter.store._group import GroupCommitWriter, LedgerWriter
 from charter.store._port import (
     BundleConflictError,
     IndexChange,
@@ -14,6 +15,7 @@ from charter.store._port import (
     checkpoint_store,
     verify_store,
 )
+from charter.store._process import ProcessCommitWriter
 from charter.store._sqlite import SQLStore, open_store
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "GroupCommitWriter",
     "IndexChange",
     "LedgerStore",
+    "LedgerWriter",
+    "ProcessCommitWriter",
     "SQLStore",
     "SchemaVersionError",
     "StoreError",

@@ -18,16 +18,50 @@ import contextlib
 import queue
 import threading
 from concurrent.futures import Future
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from charter.ledger import LedgerEntry, NewEvent, PreparedEvent, prepare_event
 from charter.store._port import IndexChange, LedgerStore, StoreError
 
-__all__ = ["GroupCommitWriter"]
+__all__ = ["GroupCommitWriter", "LedgerWriter", "settle_waiters"]
 
 _Waiter: TypeAlias = "Future[LedgerEntry] | asyncio.Future[LedgerEntry]"
 _Item: TypeAlias = "tuple[PreparedEvent, _Waiter, IndexChange | None]"
-_Outcome: TypeAlias = "list[tuple[asyncio.Future[LedgerEntry], LedgerEntry | None]]"
+_Outcome: TypeAlias = "list[tuple[asyncio.Future[LedgerEntry], LedgerEntry | BaseException]]"
+
+
+class LedgerWriter(Protocol):
+    """What the gateway needs of a ledger writer: batched, durable appends it can await.
+
+    `GroupCommitWriter` is a thread in this process; `ProcessCommitWriter` runs the same
+    batching in a child process, so its SQLite work never holds this process's GIL.
+    """
+
+    def submit(
+        self, event: NewEvent | PreparedEvent, index: IndexChange | None = None
+    ) -> Future[LedgerEntry]:
+        """Queue an event; the future resolves to its entry once durably committed."""
+
+    def submit_async(
+        self, event: NewEvent | PreparedEvent, index: IndexChange | None = None
+    ) -> asyncio.Future[LedgerEntry]:
+        """`submit` for a caller on an event loop: a future of the running loop."""
+
+    def submit_many(
+        self, events: list[tuple[NewEvent | PreparedEvent, IndexChange | None]]
+    ) -> list[Future[LedgerEntry]]:
+        """Queue events that must commit together, in one transaction."""
+
+    def submit_many_async(
+        self, events: list[tuple[NewEvent | PreparedEvent, IndexChange | None]]
+    ) -> list[asyncio.Future[LedgerEntry]]:
+        """`submit_many` for a caller on an event loop."""
+
+    def problem(self) -> str | None:
+        """Why the writer cannot take events now, or None when it can."""
+
+    def close(self) -> None:
+        """Commit everything already submitted, then stop."""
 
 
 def _taken(waiter: _Waiter) -> bool:
@@ -35,15 +69,42 @@ def _taken(waiter: _Waiter) -> bool:
     return not isinstance(waiter, Future) or waiter.set_running_or_notify_cancel()
 
 
-def _resolve(done: _Outcome, error: BaseException | None) -> None:
+def _resolve(done: _Outcome) -> None:
     """Settle a loop's futures from one batch; runs on that loop's thread."""
-    for future, entry in done:
+    for future, result in done:
         if future.done():  # its awaiter was cancelled; the entry is committed anyway
             continue
-        if error is not None:
-            future.set_exception(error)
-        elif entry is not None:
-            future.set_result(entry)
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+def settle_waiters(results: list[tuple[_Waiter, LedgerEntry | BaseException]]) -> None:
+    """Hand each waiter its entry or error: thread futures here, each loop's in one call.
+
+    Waking an event loop costs a system call and a pass of the loop, so a loop's futures
+    from one batch are resolved together, with one `call_soon_threadsafe`.
+    """
+    loops: dict[asyncio.AbstractEventLoop, _Outcome] = {}
+    for waiter, result in results:
+        if isinstance(waiter, Future):
+            if isinstance(result, BaseException):
+                waiter.set_exception(result)
+            else:
+                waiter.set_result(result)
+        else:
+            loops.setdefault(waiter.get_loop(), []).append((waiter, result))
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    for loop, done in loops.items():
+        if loop is running:  # called on the loop itself: no need to wake it
+            _resolve(done)
+            continue
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to tell
+            loop.call_soon_threadsafe(_resolve, done)
 
 
 class GroupCommitWriter:
@@ -150,6 +211,14 @@ class GroupCommitWriter:
             self._queue.put(items)
         return futures
 
+    def problem(self) -> str | None:
+        """Why the writer cannot take events now (closed, or its thread died), or None."""
+        if self._closed:
+            return "the ledger writer is closed"
+        if not self._thread.is_alive():
+            return "the ledger writer thread stopped"
+        return None
+
     def close(self) -> None:
         """Commit everything already submitted, then stop the writer thread."""
         with self._lock:
@@ -197,27 +266,8 @@ class GroupCommitWriter:
             if len(entries) != len(batch):
                 raise StoreError(f"the store returned {len(entries)} entries for {len(batch)}")
         except BaseException as error:  # every waiting caller must hear about it
-            self._settle([(waiter, None) for _, waiter, _ in batch], error)
+            settle_waiters([(waiter, error) for _, waiter, _ in batch])
         else:
-            self._settle(
-                [(waiter, entry) for (_, waiter, _), entry in zip(batch, entries, strict=True)],
-                None,
+            settle_waiters(
+                [(waiter, entry) for (_, waiter, _), entry in zip(batch, entries, strict=True)]
             )
-
-    @staticmethod
-    def _settle(
-        results: list[tuple[_Waiter, LedgerEntry | None]], error: BaseException | None
-    ) -> None:
-        """Resolve thread futures here, and each loop's futures with one call onto it."""
-        loops: dict[asyncio.AbstractEventLoop, _Outcome] = {}
-        for waiter, entry in results:
-            if isinstance(waiter, Future):
-                if error is not None:
-                    waiter.set_exception(error)
-                elif entry is not None:
-                    waiter.set_result(entry)
-            else:
-                loops.setdefault(waiter.get_loop(), []).append((waiter, entry))
-        for loop, done in loops.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to tell
-                loop.call_soon_threadsafe(_resolve, done, error)
