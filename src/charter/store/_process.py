@@ -180,14 +180,16 @@ class _Child:
         self._lock = threading.Lock()  # one reader at a time, loop or thread
         self._read_at = time.monotonic()
         self._wake_read, self._wake_write = os.pipe()
+        self._wake_lock = threading.Lock()  # a closed descriptor's number may be reused
+        self._wake_closed = False
         self.reader = threading.Thread(
             target=self._watch, name="charter-ledger-replies", daemon=True
         )
         hello = self._hello()
         if hello is not None:
             self.stop()
-            for fd in (self.replies.fd, self._wake_read, self._wake_write):
-                os.close(fd)
+            os.close(self.replies.fd)
+            self._close_wake()
             raise StoreError(f"the ledger writer process did not start: {hello}")
 
     def _hello(self) -> str | None:
@@ -239,8 +241,20 @@ class _Child:
         else:  # the loop's selector still watches it: let go of it there first
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._release, loop)
-        with contextlib.suppress(OSError):
-            os.write(self._wake_write, b"x")
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the thread from its `select`, unless it is already gone."""
+        with self._wake_lock:
+            if not self._wake_closed:
+                os.write(self._wake_write, b"x")
+
+    def _close_wake(self) -> None:
+        with self._wake_lock:
+            if not self._wake_closed:
+                self._wake_closed = True
+                os.close(self._wake_read)
+                os.close(self._wake_write)
 
     def _release(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_reader(self.replies.fd)
@@ -253,7 +267,7 @@ class _Child:
                 return
             self.loop = loop
             loop.add_reader(self.replies.fd, self.read)
-        os.write(self._wake_write, b"x")  # the thread turns to its fallback watch
+        self._wake()  # the thread turns to its fallback watch
 
     def _watch(self) -> None:
         """The thread: read the answers, or, once a loop reads them, cover for it."""
@@ -270,8 +284,7 @@ class _Child:
                 os.read(self._wake_read, 64)
             if self.replies.fd in ready:
                 self.read()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        self._close_wake()
 
     def send(self, frame: bytes) -> None:
         _write_frame(self.requests, frame)
