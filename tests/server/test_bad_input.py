@@ -78,6 +78,7 @@ class TestMalformed:
             ("[" * 100 + "]" * 100, "too_deep", None),
             ("[" * 20_000 + "]" * 20_000, "too_deep", None),
             ("1" * 5000, "malformed_json", None),
+            ('{"agent": "a", "args": {"x": "ok \\ud800"}}', "malformed_json", "args.x"),
         ],
     )
     def test_strict_json(self, client: TestClient, keys: Keys, unchanged, raw, code, field):
@@ -88,6 +89,15 @@ class TestMalformed:
         assert error["code"] == code
         if field is not None:
             assert error["field"] == field
+
+    def test_a_surrogate_pair_is_one_character(self, client: TestClient, keys: Keys):
+        """An escaped pair (here U+1F600) is ordinary text, decided as usual."""
+        body = (
+            '{"agent": "support-bot", "action": "crm.note", "args": {"customer_id": "c-1",'
+            ' "text": "thanks \\ud83d\\ude00"}, "context": {"confidence": 0.9}}'
+        )
+        response = send(client, keys, body)
+        assert response.status_code == 200, response.text
 
     @pytest.mark.parametrize(("method", "path"), BODY_ROUTES)
     def test_every_body_route_is_strict(

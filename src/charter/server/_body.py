@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -182,7 +183,34 @@ def parse_json(body: bytes) -> Any:
         raise ApiError("malformed_json", f"invalid JSON: {exc}") from None
     if not checked:
         _check(value, "", 0)
+    if _SURROGATE_ESCAPE.search(text) is not None:  # rare: only then is the value walked
+        _refuse_lone_surrogates(value, "")
     return value
+
+
+# A `\uD800`-`\uDFFF` escape: JSON syntax allows it, but alone it is not Unicode text, and
+# nothing downstream (hashing, the ledger) can encode it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_lone_surrogates(value: Any, path: str) -> None:
+    """Refuse a string holding a lone surrogate (a pair decodes to one character)."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value) is not None:
+            raise ApiError(
+                "malformed_json",
+                f"`{path or '$'}` holds a lone UTF-16 surrogate escape, which is not Unicode text",
+                path or None,
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else key
+            _refuse_lone_surrogates(key, child)
+            _refuse_lone_surrogates(item, child)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_lone_surrogates(item, f"{path}[{index}]")
 
 
 def _check(value: Any, path: str, depth: int) -> None:
