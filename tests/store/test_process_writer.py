@@ -6,6 +6,7 @@ Everything here runs a real child process on a real SQLite file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -16,6 +17,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -186,6 +188,148 @@ class TestContract:
         """A child process cannot share an in-memory database."""
         with open_store("sqlite://") as memory, pytest.raises(StoreError, match="SQLite"):
             ProcessCommitWriter(memory)
+
+
+@pytest.fixture
+def frozen() -> object:
+    """Freeze a writer's child (SIGSTOP) for the test's body; always thaw it after."""
+    stopped: list[int] = []
+
+    def freeze(writer: ProcessCommitWriter) -> None:
+        os.kill(writer.pid, signal.SIGSTOP)
+        stopped.append(writer.pid)
+
+    yield freeze
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def thaw(writer: ProcessCommitWriter) -> None:
+    os.kill(writer.pid, signal.SIGCONT)
+
+
+class TestIdleCommitsInline:
+    """A lone event on an idle writer commits on the loop's thread; anything else queues."""
+
+    def test_a_lone_loop_append_commits_without_the_child(
+        self, store: SQLStore, frozen: Any
+    ) -> None:
+        """With the child frozen, a lone awaited append still commits, index and all."""
+        values = {"agent": "a", "action": "crm.note", "verdict": "allow"}
+        change = IndexChange("d-1", values, insert=True)
+
+        async def main(writer: ProcessCommitWriter) -> LedgerEntry:
+            return await asyncio.wait_for(writer.submit_async(event(1), change), 10)
+
+        with ProcessCommitWriter(store) as writer:
+            frozen(writer)
+            entry = asyncio.run(main(writer))
+            thaw(writer)
+        assert entry.seq == 1
+        row = store.decision_row(decision_id="d-1")
+        assert row is not None
+        assert row["seq"] == 1
+        assert verify_store(store).ok
+
+    def test_appends_of_one_turn_go_to_the_child_together(
+        self, store: SQLStore, frozen: Any
+    ) -> None:
+        """Several appends in one turn of the loop are the child's batch, in their order."""
+
+        async def main(writer: ProcessCommitWriter) -> list[LedgerEntry]:
+            futures = [writer.submit_async(event(n)) for n in range(3)]
+            done, _ = await asyncio.wait(futures, timeout=0.5)
+            assert not done  # the frozen child holds them
+            thaw(writer)
+            return list(await asyncio.wait_for(asyncio.gather(*futures), 10))
+
+        with ProcessCommitWriter(store) as writer:
+            frozen(writer)
+            entries = asyncio.run(main(writer))
+        assert [(e.seq, e.payload_object()["n"]) for e in entries] == [(1, 0), (2, 1), (3, 2)]
+
+    def test_a_busy_child_keeps_the_next_append_behind_its_own(
+        self, store: SQLStore, frozen: Any
+    ) -> None:
+        """While the child holds an append, a lone loop append waits its turn behind it."""
+
+        async def main(writer: ProcessCommitWriter) -> tuple[LedgerEntry, LedgerEntry]:
+            first = writer.submit(event(1))  # in the frozen child's hands
+            second = writer.submit_async(event(2))
+            done, _ = await asyncio.wait([second], timeout=0.5)
+            assert not done
+            thaw(writer)
+            later = await asyncio.wait_for(second, 10)
+            return await asyncio.wrap_future(first), later
+
+        with ProcessCommitWriter(store) as writer:
+            frozen(writer)
+            first, second = asyncio.run(main(writer))
+        assert (first.seq, second.seq) == (1, 2)
+
+    def test_queued_loop_appends_go_before_a_later_blocking_one(self, store: SQLStore) -> None:
+        """The ledger's order is the order of submission, across the loop and threads."""
+
+        async def main(writer: ProcessCommitWriter) -> tuple[LedgerEntry, LedgerEntry]:
+            queued = writer.submit_async(event(1))  # waits for the loop's next turn
+            blocking = writer.submit(event(2))  # sends what the loop queued first
+            return await queued, await asyncio.wrap_future(blocking)
+
+        with ProcessCommitWriter(store) as writer:
+            queued, blocking = asyncio.run(main(writer))
+        assert (queued.seq, blocking.seq) == (1, 2)
+
+    def test_the_loop_never_waits_for_another_writers_lock(
+        self, store: SQLStore, path: Path
+    ) -> None:
+        """Another connection's write lock sends the event to the child, not the loop.
+
+        The loop keeps serving meanwhile, and the event commits once the lock is let go.
+        """
+        other = sqlite3.connect(path, isolation_level=None)
+
+        async def main(writer: ProcessCommitWriter) -> LedgerEntry:
+            other.execute("BEGIN IMMEDIATE")
+            pending = writer.submit_async(event(1))
+            started = time.monotonic()
+            await asyncio.sleep(0.2)  # the loop runs on: nobody blocked it
+            assert time.monotonic() - started < 1.0
+            assert not pending.done()
+            other.execute("ROLLBACK")
+            return await asyncio.wait_for(pending, 30)
+
+        try:
+            with ProcessCommitWriter(store) as writer:
+                entry = asyncio.run(main(writer))
+        finally:
+            other.close()
+        assert entry.seq == 1
+        assert verify_store(store).ok
+
+    def test_an_append_nobody_awaited_still_commits(self, store: SQLStore) -> None:
+        """Submitted is written, even when its caller's loop ends without awaiting it."""
+
+        async def main(writer: ProcessCommitWriter) -> None:
+            writer.submit_async(event(1))
+            writer.submit_async(event(2))
+
+        with ProcessCommitWriter(store) as writer:
+            asyncio.run(main(writer))
+        assert store.count() == 2
+        assert verify_store(store).ok
+
+    def test_an_unencodable_lone_payload_fails_only_its_caller(self, store: SQLStore) -> None:
+        """NaN refused inline reaches its own caller; the next append commits."""
+
+        async def main(writer: ProcessCommitWriter) -> LedgerEntry:
+            with pytest.raises(EventError, match=r"\$\.x"):
+                await writer.submit_async(NewEvent("decision", AT, {"x": float("nan")}))
+            return await writer.submit_async(event(2))
+
+        with ProcessCommitWriter(store) as writer:
+            assert asyncio.run(main(writer)).seq == 1
+        assert store.count() == 1
 
 
 class TestFailures:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from charter.ledger import (
 from charter.store import (
     BundleConflictError,
     GroupCommitWriter,
+    IndexChange,
     SchemaVersionError,
     SQLStore,
     StoreError,
@@ -139,6 +141,68 @@ class TestAppend:
             connection.execute("UPDATE ledger_entries SET payload = '{}'")
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             connection.execute("DELETE FROM ledger_entries")
+
+
+class TestTryAppend:
+    def test_appends_when_nobody_holds_the_lock(self, store: SQLStore) -> None:
+        """With the database free, `try_append` is `append`."""
+        store.append([event(1)])
+        entries = store.try_append([event(2)])
+        assert entries is not None
+        assert [e.seq for e in entries] == [2]
+        assert verify_store(store).ok
+
+    def test_answers_none_at_once_when_another_writer_holds_it(
+        self, store: SQLStore, path: Path
+    ) -> None:
+        """Another connection's write lock: None right away and nothing written.
+
+        A blocking `append` afterwards still waits for the lock, as it always did.
+        """
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        assert store.try_append([event(1)]) is None
+        assert time.monotonic() - started < 1.0
+        release = threading.Timer(0.3, other.execute, args=("ROLLBACK",))
+        release.start()
+        try:
+            assert [e.seq for e in store.append([event(2)])] == [1]
+        finally:
+            release.join()
+            other.close()
+        assert [e.payload_object()["n"] for e in store.entries()] == [2]
+
+    def test_a_memory_store_cannot_tell_without_waiting(self) -> None:
+        """Only a SQLite file has the kept connection that can try: others answer None."""
+        with open_store("sqlite://") as memory:
+            assert memory.try_append([event(1)]) is None
+            assert memory.count() == 0
+
+
+class TestDecisionRow:
+    def test_lookups_see_commits_from_every_connection(self, store: SQLStore, path: Path) -> None:
+        """The kept connections read what this store, and anyone else, committed last."""
+        values = {"agent": "a", "action": "crm.note", "verdict": "allow", "grant_id": "g-1"}
+        store.append([event(1)], [IndexChange("d-1", values, insert=True)])
+        row = store.decision_row(grant_id="g-1")
+        assert row is not None
+        assert (row["id"], row["redeemed_seq"]) == ("d-1", None)
+        raw(path).execute("UPDATE decisions SET redeemed_seq = 7 WHERE id = 'd-1'")
+        again = store.decision_row(decision_id="d-1")
+        assert again is not None
+        assert again["redeemed_seq"] == 7
+
+    def test_lookups_answer_while_an_append_holds_its_connection(self, store: SQLStore) -> None:
+        """A lookup never waits on an append in progress: it reads on its own connection."""
+        values = {"agent": "a", "action": "crm.note", "verdict": "allow"}
+        store.append([event(1)], [IndexChange("d-1", values, insert=True)])
+        appender = store._appender
+        assert appender is not None
+        with appender._lock:  # as during a commit's flush
+            row = store.decision_row(decision_id="d-1")
+        assert row is not None
+        assert row["seq"] == 1
 
 
 class TestEntries:

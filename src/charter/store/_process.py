@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import itertools
 import logging
@@ -51,6 +52,7 @@ from charter.ledger import (
 )
 from charter.store._group import settle_waiters
 from charter.store._port import IndexChange, LedgerStore, StoreError
+from charter.store._sqlite import SQLStore, open_store
 
 __all__ = ["ProcessCommitWriter"]
 
@@ -286,8 +288,11 @@ class _Child:
                 self.read()
         self._close_wake()
 
-    def send(self, frame: bytes) -> None:
-        _write_frame(self.requests, frame)
+    def send(self, frames: bytes) -> None:
+        """Write whole frames (headers included) to the child."""
+        view = memoryview(frames)
+        while view:
+            view = view[os.write(self.requests, view) :]
 
     def stop(self) -> None:
         """Close the request pipe and wait for the child to commit what it has and exit."""
@@ -304,6 +309,17 @@ class _Child:
             self.reader.join()
 
 
+@dataclasses.dataclass(slots=True)
+class _Outgoing:
+    """One frame for the child: an event, or a group that commits together."""
+
+    frame: bytes  # length header included
+    wires: list[_Wire]
+    waiters: list[_Waiter]
+    events: list[NewEvent | PreparedEvent]
+    indexes: list[IndexChange | None]
+
+
 class ProcessCommitWriter:
     """A `LedgerWriter` whose batching and SQLite work run in a child process.
 
@@ -313,8 +329,18 @@ class ProcessCommitWriter:
     on its way), and a payload canonical JSON cannot encode fails through the future
     rather than from `submit` (the kind, time and payload type are still checked there).
 
+    Events submitted on an event loop leave on the loop's next turn, all those of one
+    turn in one write. When that turn brought a single event (or group) and the child
+    has nothing in hand, the server is idle: the event commits right there, on the
+    loop's thread, through `store`, rather than waking a process to do it (a fifth of a
+    lone redeem's time over HTTP). It never waits for another connection's lock to do
+    so. A busy server always has something in flight or several events per turn, so
+    its commits stay batched in the child. Either way the ledger's order is the order
+    of the submissions.
+
     Args:
-        store: the SQLite store (or its file) the child opens for itself.
+        store: the SQLite store (or its file) the child opens for itself; a store object
+            also commits idle events inline.
         max_batch: the most events the child commits in one transaction.
     """
 
@@ -324,16 +350,40 @@ class ProcessCommitWriter:
         if max_batch < 1:
             raise ValueError(f"the batch size `{max_batch}` must be at least 1")
         self._url = _store_url(store)
+        # Lone events commit inline through this store's own connection.
+        self._store = store if isinstance(store, SQLStore) else None
         self._max_batch = max_batch
         self._tokens = itertools.count(1)
-        self._lock = threading.Lock()  # one frame on the pipe at a time; the child's life
+        self._lock = threading.Lock()  # the pipe, the queue and the child's life
         self._closed = False
+        self._queue: list[_Outgoing] = []  # event-loop submissions not yet sent
+        self._flushes: set[asyncio.AbstractEventLoop] = set()  # loops due to send them
         self._child = self._start()
 
     def _start(self) -> _Child:
         child = _Child(self._url, self._max_batch)
         child.reader.start()
         return child
+
+    def _outgoing(
+        self,
+        events: Sequence[tuple[NewEvent | PreparedEvent, IndexChange | None]],
+        waiters: Sequence[_Waiter],
+        *,
+        group: bool,
+    ) -> _Outgoing:
+        wires = [self._wire(event, index) for event, index in events]
+        try:
+            data = pickle.dumps(wires if group else wires[0], pickle.HIGHEST_PROTOCOL)
+        except Exception as error:  # a payload holding something that is not JSON at all
+            raise EventError(f"the event payload is not a JSON object: {error}") from None
+        return _Outgoing(
+            _HEADER.pack(len(data)) + data,
+            wires,
+            list(waiters),
+            [event for event, _ in events],
+            [index for _, index in events],
+        )
 
     def _wire(self, event: NewEvent | PreparedEvent, index: IndexChange | None) -> _Wire:
         token = next(self._tokens)
@@ -342,35 +392,100 @@ class ProcessCommitWriter:
         check_event(event)
         return (token, event.kind, event.at, event.payload, False, _index_wire(index))
 
-    def _send(
-        self,
-        wires: Sequence[_Wire],
-        waiters: Sequence[_Waiter],
-        *,
-        group: bool,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
+    def _deliver(self, batch: list[_Outgoing]) -> None:
+        """Write `batch` to the child in one go; call with the lock held.
+
+        Raises:
+            StoreError: the child cannot be started or reached; nobody in `batch` waits.
+        """
+        if self._child.failure is not None:  # it died: the next event starts another
+            _log.warning("%s; starting a new one", self._child.failure)
+            self._child = self._start()
+        child = self._child
+        for item in batch:
+            for wire, waiter in zip(item.wires, item.waiters, strict=True):
+                child.waiting[wire[0]] = waiter  # before sending: the answer may come first
         try:
-            frame = pickle.dumps(list(wires) if group else wires[0], pickle.HIGHEST_PROTOCOL)
-        except Exception as error:  # a payload holding something that is not JSON at all
-            raise EventError(f"the event payload is not a JSON object: {error}") from None
+            child.send(b"".join(item.frame for item in batch))
+        except OSError as error:
+            for item in batch:
+                for wire in item.wires:
+                    child.waiting.pop(wire[0], None)
+            raise StoreError(f"the ledger writer process cannot be reached: {error}") from None
+
+    def _send_now(self, item: _Outgoing) -> None:
+        """Send a blocking caller's event, after whatever event loops queued before it."""
         with self._lock:
             if self._closed:
                 raise StoreError("the ledger writer is closed")
-            if self._child.failure is not None:  # it died: the next event starts another
-                _log.warning("%s; starting a new one", self._child.failure)
-                self._child = self._start()
-            child = self._child
-            for wire, waiter in zip(wires, waiters, strict=True):
-                child.waiting[wire[0]] = waiter  # before sending: the answer may come first
+            queued, self._queue = self._queue, []
             try:
-                child.send(frame)
-            except OSError as error:
-                for wire in wires:
-                    child.waiting.pop(wire[0], None)
-                raise StoreError(f"the ledger writer process cannot be reached: {error}") from None
-        if loop is not None and child.loop is not loop:
-            child.attach(loop)  # this loop reads the answers from now on, without a thread
+                self._deliver([*queued, item])
+            except StoreError as error:
+                settle_waiters([(w, error) for q in queued for w in q.waiters])
+                raise
+
+    def _enqueue(self, item: _Outgoing) -> None:
+        """Queue an event-loop caller's event for the loop's next turn."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._closed:
+                raise StoreError("the ledger writer is closed")
+            self._queue.append(item)
+            if loop in self._flushes:
+                return
+            self._flushes.add(loop)
+        loop.call_soon(self._flush, loop)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A loop's turn: commit what was queued, inline when it is alone and all is quiet."""
+        results: list[tuple[_Waiter, LedgerEntry | BaseException]] = []
+        sent_to: _Child | None = None
+        with self._lock:
+            self._flushes.discard(loop)
+            batch, self._queue = self._queue, []
+            if not batch:
+                return
+            here = self._commit_here(batch[0]) if len(batch) == 1 and self._idle() else None
+            if here is not None:
+                results = here
+            else:
+                try:
+                    self._deliver(batch)
+                    sent_to = self._child
+                except StoreError as error:
+                    results = [(w, error) for item in batch for w in item.waiters]
+        settle_waiters(results)
+        if sent_to is not None and sent_to.loop is not loop:
+            sent_to.attach(loop)  # this loop reads the answers from now on, without a thread
+
+    def _idle(self) -> bool:
+        """Whether an event may commit on this thread: the child has nothing in hand.
+
+        Call with the lock held.
+        """
+        child = self._child
+        return self._store is not None and child.failure is None and not child.waiting
+
+    def _commit_here(
+        self, item: _Outgoing
+    ) -> list[tuple[_Waiter, LedgerEntry | BaseException]] | None:
+        """Commit one event (or group) on this thread, through the parent's own store.
+
+        The child has answered everything it was sent, so its transactions are over and
+        this one follows them in the ledger; holding the lock keeps any other submission
+        behind it. None when another connection holds the database's write lock: the
+        loop must not wait for it, so the child does.
+        """
+        assert self._store is not None
+        indexes = item.indexes if any(i is not None for i in item.indexes) else None
+        try:
+            entries = self._store.try_append(item.events, indexes)
+        except Exception as error:  # as the child would answer it: this caller hears it
+            return [(waiter, error) for waiter in item.waiters]
+        if entries is None:
+            return None
+        return list(zip(item.waiters, entries, strict=True))
 
     def submit(
         self, event: NewEvent | PreparedEvent, index: IndexChange | None = None
@@ -383,7 +498,7 @@ class ProcessCommitWriter:
         """
         future = Future[LedgerEntry]()
         future.set_running_or_notify_cancel()
-        self._send([self._wire(event, index)], [future], group=False)
+        self._send_now(self._outgoing([(event, index)], [future], group=False))
         return future
 
     def submit_async(
@@ -391,16 +506,16 @@ class ProcessCommitWriter:
     ) -> asyncio.Future[LedgerEntry]:
         """`submit` for a caller on an event loop: a future of the running loop.
 
-        The event is written once queued, even if the future is cancelled.
+        The event is written once queued, even if the future is cancelled. If the child
+        cannot be reached, the future fails with `StoreError`.
 
         Raises:
             RuntimeError: no event loop is running in this thread.
             EventError: the event's kind, time or payload type is malformed.
-            StoreError: the writer is closed, or its process cannot be started.
+            StoreError: the writer is closed.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[LedgerEntry] = loop.create_future()
-        self._send([self._wire(event, index)], [future], group=False, loop=loop)
+        future: asyncio.Future[LedgerEntry] = asyncio.get_running_loop().create_future()
+        self._enqueue(self._outgoing([(event, index)], [future], group=False))
         return future
 
     def submit_many(
@@ -415,7 +530,7 @@ class ProcessCommitWriter:
         futures = [Future[LedgerEntry]() for _ in events]
         for future in futures:
             future.set_running_or_notify_cancel()
-        self._send([self._wire(event, index) for event, index in events], futures, group=True)
+        self._send_now(self._outgoing(events, futures, group=True))
         return futures
 
     def submit_many_async(
@@ -426,12 +541,11 @@ class ProcessCommitWriter:
         Raises:
             RuntimeError: no event loop is running in this thread.
             EventError: an event is malformed; nothing is queued.
-            StoreError: the writer is closed, or its process cannot be started.
+            StoreError: the writer is closed.
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[LedgerEntry]] = [loop.create_future() for _ in events]
-        wires = [self._wire(event, index) for event, index in events]
-        self._send(wires, futures, group=True, loop=loop)
+        self._enqueue(self._outgoing(events, futures, group=True))
         return futures
 
     def problem(self) -> str | None:
@@ -451,6 +565,12 @@ class ProcessCommitWriter:
             if self._closed:
                 return
             self._closed = True
+            queued, self._queue = self._queue, []
+            if queued:  # a loop's turn that never came: these still commit
+                try:
+                    self._deliver(queued)
+                except StoreError as error:
+                    settle_waiters([(w, error) for q in queued for w in q.waiters])
         self._child.stop()
 
     def __enter__(self) -> ProcessCommitWriter:
@@ -520,8 +640,6 @@ def _commit(store: LedgerStore, replies: int, batch: list[_Wire | list[_Wire]]) 
 def child_main(url: str, requests: int, replies: int, max_batch: int) -> None:
     """The writer process: open the store, then commit what arrives until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    from charter.store._sqlite import open_store  # noqa: PLC0415 - only the child needs it
-
     try:
         store = open_store(url)
     except Exception as error:  # the parent reports why the writer did not start

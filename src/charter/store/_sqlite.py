@@ -148,6 +148,22 @@ def _update_decision_row(cursor: Any, decision_id: str, values: dict[str, Any]) 
         raise IntegrityError.instance(statement, None, error, sqlite3.Error) from error
 
 
+_BOOLEAN_DECISION_COLUMNS = tuple(
+    index for index, column in enumerate(decisions.columns) if isinstance(column.type, Boolean)
+)
+
+
+def _decision_from(found: Sequence[Any] | None) -> dict[str, Any] | None:
+    """A decisions-index row from the driver, typed as SQLAlchemy's result would type it."""
+    if found is None:
+        return None
+    values = list(found)
+    for index in _BOOLEAN_DECISION_COLUMNS:
+        if values[index] is not None:
+            values[index] = bool(values[index])
+    return dict(zip(_DECISION_NAMES, values, strict=True))
+
+
 def _decision_row(engine: Engine, where: str, params: list[Any]) -> dict[str, Any] | None:
     """One decisions-index row by an indexed lookup, on a pooled driver connection.
 
@@ -166,13 +182,7 @@ def _decision_row(engine: Engine, where: str, params: list[Any]) -> dict[str, An
         raise OperationalError.instance(where, params, error, sqlite3.Error) from error
     finally:
         raw.close()
-    if found is None:
-        return None
-    row = dict(zip(_DECISION_NAMES, found, strict=True))
-    for name, column in decisions.c.items():  # as SQLAlchemy's result would type them
-        if row[name] is not None and isinstance(column.type, Boolean):
-            row[name] = bool(row[name])
-    return row
+    return _decision_from(found)
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -203,6 +213,16 @@ def _sqlite_setup(engine: Engine) -> None:
 
 _PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON")
 _HEAD_SQL = "SELECT seq, chain_hash FROM ledger_entries ORDER BY seq DESC LIMIT 1"
+_BEGIN_SQL = "BEGIN IMMEDIATE"
+
+
+def _busy(error: BaseException | None) -> bool:
+    """Whether a driver error is SQLITE_BUSY: another connection holds the write lock."""
+    return isinstance(error, sqlite3.OperationalError) and (
+        getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+    )
+
+
 _ENTRY_ROW_SQL = "(?, ?, ?, ?, ?, ?)"
 _INSERT_ENTRIES_SQL = (
     "INSERT INTO ledger_entries (seq, kind, at, payload, leaf_hash, chain_hash) VALUES "
@@ -265,7 +285,74 @@ def _upsert_approval_row(cursor: Any, row: Mapping[str, Any], seq: int) -> None:
         raise IntegrityError.instance(statement, None, error, sqlite3.Error) from error
 
 
-class _SQLiteAppender:
+class _KeptConnection:
+    """One SQLite driver connection kept open for a hot path, used under a lock.
+
+    A pooled SQLAlchemy connection costs a checkout, its events and a reset around every
+    use: for an indexed lookup or a one-event append that is more than SQLite's own work.
+    The connection opens on first use (from any thread) and again after `close`.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._busy_timeout = _BUSY_TIMEOUT_MS
+
+    def _connected(self) -> sqlite3.Connection:
+        """The connection, opened if need be; call with the lock held."""
+        if self._connection is None:
+            connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            for pragma in (*_PRAGMAS, f"busy_timeout={_BUSY_TIMEOUT_MS}"):
+                connection.execute(f"PRAGMA {pragma}")
+            self._connection = connection
+            self._busy_timeout = _BUSY_TIMEOUT_MS
+        return self._connection
+
+    def _waiting(self, milliseconds: int) -> sqlite3.Connection:
+        """The connection, waiting at most `milliseconds` for another's lock; lock held."""
+        connection = self._connected()
+        if self._busy_timeout != milliseconds:  # a statement each way: only on a change
+            connection.execute(f"PRAGMA busy_timeout={int(milliseconds)}")
+            self._busy_timeout = milliseconds
+        return connection
+
+    def _select_decision(self, where: str, params: list[Any]) -> Any:
+        """The driver's first row matching `where`, or None; call with the lock held."""
+        cursor = self._connected().execute(_SELECT_DECISION_SQL + where + " LIMIT 1", params)
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()  # ends the statement, so its read snapshot goes too
+
+    def close(self) -> None:
+        """Close the connection; a later use opens a new one."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+
+class _SQLiteLookups(_KeptConnection):
+    """Indexed lookups of the decisions index on a kept connection.
+
+    Redeeming a grant and reporting an outcome each look their decision up before they
+    append: through the pool that lookup cost about as much as the rest of the request's
+    own work. Each statement is its own read transaction (autocommit), so it sees every
+    commit made before it, by any connection or process.
+    """
+
+    def decision_row(self, where: str, params: list[Any]) -> dict[str, Any] | None:
+        """The first row matching `where` (SQL built from column names), or None."""
+        with self._lock:
+            try:
+                found = self._select_decision(where, params)
+            except sqlite3.Error as error:
+                raise OperationalError.instance(where, params, error, sqlite3.Error) from error
+        return _decision_from(found)
+
+
+class _SQLiteAppender(_KeptConnection):
     """Appends to a SQLite file through one driver connection kept open for them.
 
     A pooled SQLAlchemy connection costs a checkout, its events, a commit and a reset
@@ -275,79 +362,103 @@ class _SQLiteAppender:
     are raised as the same SQLAlchemy exception classes.
     """
 
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        for pragma in (*_PRAGMAS, f"busy_timeout={_BUSY_TIMEOUT_MS}"):
-            connection.execute(f"PRAGMA {pragma}")
-        return connection
-
     def append(
         self, prepared: list[PreparedEvent], indexes: Sequence[IndexChange | None] | None
     ) -> list[LedgerEntry]:
         """Number, link and insert `prepared` (with index changes) in one transaction."""
         with self._lock:
-            if self._connection is None:
-                self._connection = self._connect()
-            cursor = self._connection.cursor()
-            statement = "BEGIN IMMEDIATE"  # the write lock first: no two heads alike
-            try:
-                cursor.execute(statement)
-                try:
-                    statement = _HEAD_SQL
-                    cursor.execute(statement)
-                    row = cursor.fetchone()
-                    entries = link_entries(GENESIS if row is None else ChainHead(*row), prepared)
-                    for start in range(0, len(entries), 150):  # 900 parameters at most
-                        chunk = entries[start : start + 150]
-                        statement = _INSERT_ENTRIES_SQL + ", ".join([_ENTRY_ROW_SQL] * len(chunk))
-                        cursor.execute(
-                            statement,
-                            [
-                                value
-                                for e in chunk
-                                for value in (
-                                    e.seq,
-                                    e.kind,
-                                    e.at,
-                                    e.payload,
-                                    e.leaf_hash,
-                                    e.chain_hash,
-                                )
-                            ],
-                        )
-                    if indexes is not None:
-                        _apply_index(
-                            entries,
-                            indexes,
-                            lambda rows: _insert_decision_rows(cursor, rows),
-                            lambda decision_id, values: _update_decision_row(
-                                cursor, decision_id, values
-                            ),
-                            lambda approval, seq: _upsert_approval_row(cursor, approval, seq),
-                        )
-                    statement = "COMMIT"
-                    cursor.execute(statement)
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        cursor.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as error:  # as SQLAlchemy would raise it
-                raise DBAPIError.instance(statement, None, error, sqlite3.Error) from error
-            finally:
-                cursor.close()
-        return entries
+            self._waiting(_BUSY_TIMEOUT_MS)
+            return self._append(prepared, indexes)
 
-    def close(self) -> None:
-        """Close the connection; a later append opens a new one."""
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+    def try_append(
+        self, prepared: list[PreparedEvent], indexes: Sequence[IndexChange | None] | None
+    ) -> list[LedgerEntry] | None:
+        """`append` now, or None (nothing written) if another writer holds the lock.
+
+        For a caller that must not wait on anyone else's transaction, such as an event
+        loop: SQLite's busy timeout is off for the attempt.
+        """
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            self._waiting(0)
+            try:
+                return self._append(prepared, indexes)
+            except OperationalError as error:
+                if error.statement == _BEGIN_SQL and _busy(error.orig):
+                    return None
+                raise
+        finally:
+            self._lock.release()
+
+    def try_decision_row(self, where: str, params: list[Any]) -> tuple[bool, Any]:
+        """(True, the driver's row or None) if the connection is free now, else (False, None).
+
+        The connection that committed last reads without reloading the pages its own
+        commit changed: after an append here, this lookup is several times cheaper than
+        one on another connection.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False, None
+        try:
+            return True, self._select_decision(where, params)
+        except sqlite3.Error:  # busy, as it may be without a timeout: the caller asks again
+            return False, None
+        finally:
+            self._lock.release()
+
+    def _append(
+        self, prepared: list[PreparedEvent], indexes: Sequence[IndexChange | None] | None
+    ) -> list[LedgerEntry]:
+        """The transaction of `append`; call with the lock held."""
+        cursor = self._connected().cursor()
+        statement = _BEGIN_SQL  # the write lock first: no two heads alike
+        try:
+            cursor.execute(statement)
+            try:
+                statement = _HEAD_SQL
+                cursor.execute(statement)
+                row = cursor.fetchone()
+                entries = link_entries(GENESIS if row is None else ChainHead(*row), prepared)
+                for start in range(0, len(entries), 150):  # 900 parameters at most
+                    chunk = entries[start : start + 150]
+                    statement = _INSERT_ENTRIES_SQL + ", ".join([_ENTRY_ROW_SQL] * len(chunk))
+                    cursor.execute(
+                        statement,
+                        [
+                            value
+                            for e in chunk
+                            for value in (
+                                e.seq,
+                                e.kind,
+                                e.at,
+                                e.payload,
+                                e.leaf_hash,
+                                e.chain_hash,
+                            )
+                        ],
+                    )
+                if indexes is not None:
+                    _apply_index(
+                        entries,
+                        indexes,
+                        lambda rows: _insert_decision_rows(cursor, rows),
+                        lambda decision_id, values: _update_decision_row(
+                            cursor, decision_id, values
+                        ),
+                        lambda approval, seq: _upsert_approval_row(cursor, approval, seq),
+                    )
+                statement = "COMMIT"
+                cursor.execute(statement)
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    cursor.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:  # as SQLAlchemy would raise it
+            raise DBAPIError.instance(statement, None, error, sqlite3.Error) from error
+        finally:
+            cursor.close()
+        return entries
 
 
 class SQLStore:
@@ -361,11 +472,11 @@ class SQLStore:
         self._engine = engine
         self._log_id = log_id
         database = engine.url.database
-        self._appender = (
-            _SQLiteAppender(database)
-            if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
-            else None
-        )
+        # A SQLite file gets kept connections for its hot paths; memory and PostgreSQL
+        # stay on the pool.
+        path = database if engine.dialect.name == "sqlite" and database != ":memory:" else None
+        self._appender = _SQLiteAppender(path) if path else None
+        self._lookups = _SQLiteLookups(path) if path else None
 
     @property
     def log_id(self) -> str:
@@ -419,6 +530,22 @@ class SQLStore:
                 )
         return entries
 
+    def try_append(
+        self,
+        events: Sequence[NewEvent | PreparedEvent],
+        indexes: Sequence[IndexChange | None] | None = None,
+    ) -> list[LedgerEntry] | None:
+        """`append`, unless that would wait for another writer: then None, nothing written.
+
+        Only a SQLite file can tell without waiting; other databases always answer None.
+        """
+        prepared = [prepare_event(item) for item in events]
+        if indexes is not None and len(indexes) != len(prepared):
+            raise StoreError("`indexes` must pair one change (or None) with each event")
+        if self._appender is None or not prepared:
+            return None
+        return self._appender.try_append(prepared, indexes)
+
     def entry(self, seq: int) -> LedgerEntry | None:
         """The entry at `seq`, or None."""
         with self._engine.connect() as connection:
@@ -436,24 +563,35 @@ class SQLStore:
         idempotency_key: str | None = None,
     ) -> dict[str, Any] | None:
         """The decisions-index row found by id, by grant, or by (agent, idempotency key)."""
-        query = select(decisions)
         if decision_id is not None:
-            query = query.where(decisions.c.id == decision_id)
             where, params = "id = ?", [decision_id]
         elif grant_id is not None:
-            query = query.where(decisions.c.grant_id == grant_id)
             where, params = "grant_id = ?", [grant_id]
         elif agent is not None and idempotency_key is not None:
             # Keys may be reused after their retention: the newest use is the one in force.
-            query = query.where(
-                decisions.c.agent == agent, decisions.c.idempotency_key == idempotency_key
-            ).order_by(decisions.c.seq.desc())
             where = "agent = ? AND idempotency_key = ? ORDER BY seq DESC"
             params = [agent, idempotency_key]
         else:
             raise StoreError("look a decision up by id, by grant, or by agent and key")
+        if self._appender is not None:
+            done, found = self._appender.try_decision_row(where, params)
+            if done:
+                return _decision_from(found)
+        if self._lookups is not None:
+            return self._lookups.decision_row(where, params)
         if self._engine.dialect.paramstyle == "qmark":
             return _decision_row(self._engine, where, params)
+        c = decisions.c
+        if decision_id is not None:
+            query = select(decisions).where(c.id == decision_id)
+        elif grant_id is not None:
+            query = select(decisions).where(c.grant_id == grant_id)
+        else:
+            query = (
+                select(decisions)
+                .where(c.agent == agent, c.idempotency_key == idempotency_key)
+                .order_by(c.seq.desc())
+            )
         with self._engine.connect() as connection:
             row = connection.execute(query).mappings().first()
         return None if row is None else dict(row)
@@ -707,9 +845,10 @@ class SQLStore:
         return SignedCheckpoint(checkpoint, row.key_id, row.signature)
 
     def close(self) -> None:
-        """Close the append connection and dispose of the connection pool."""
-        if self._appender is not None:
-            self._appender.close()
+        """Close the kept connections and dispose of the connection pool."""
+        for kept in (self._appender, self._lookups):
+            if kept is not None:
+                kept.close()
         self._engine.dispose()
 
     def __enter__(self) -> SQLStore:
