@@ -350,6 +350,23 @@ class TestFailures:
         assert entry.seq == 2
         assert verify_store(store).ok
 
+    def test_a_writer_that_died_unwatched_is_replaced(self, store: SQLStore) -> None:
+        """A child killed after its loop closed (nobody reading) is replaced on next use."""
+
+        async def main(writer: ProcessCommitWriter) -> None:
+            await writer.submit_async(event(1))
+            await asyncio.gather(writer.submit_async(event(2)), writer.submit_async(event(3)))
+
+        with ProcessCommitWriter(store) as writer:
+            asyncio.run(main(writer))  # its loop read the answers, then closed
+            first = writer.pid
+            os.kill(first, signal.SIGKILL)
+            assert gone_within(first, 10)
+            entry = writer.submit(event(4)).result(timeout=30)
+            assert writer.pid != first
+        assert entry.seq == 4
+        assert verify_store(store).ok
+
     def test_waiters_hear_when_the_writer_dies_under_them(self, store: SQLStore) -> None:
         """Appends in flight when the child is killed fail with `StoreError`, not hang."""
         with ProcessCommitWriter(store) as writer:

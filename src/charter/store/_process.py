@@ -184,6 +184,7 @@ class _Child:
         self._wake_read, self._wake_write = os.pipe()
         self._wake_lock = threading.Lock()  # a closed descriptor's number may be reused
         self._wake_closed = False
+        self._sleeping = False  # the thread waits for `_wake` alone, with no timeout
         self.reader = threading.Thread(
             target=self._watch, name="charter-ledger-replies", daemon=True
         )
@@ -277,16 +278,32 @@ class _Child:
             loop = self.loop
             if loop is None or loop.is_closed():
                 ready, _, _ = select.select([self.replies.fd, self._wake_read], [], [])
-            else:  # a loop reads them: wake now and then, and step in if it has stopped
-                ready, _, _ = select.select([self._wake_read], [], [], _FALLBACK_AFTER)
-                late = time.monotonic() - self._read_at > _FALLBACK_AFTER
-                if not ready and late and select.select([self.replies.fd], [], [], 0)[0]:
-                    ready = [self.replies.fd]
+            else:
+                # A loop reads them. Only a blocking caller could be left waiting if that
+                # loop stops: while one waits, wake now and then and step in if the loop
+                # has stopped reading. Otherwise sleep until woken, so as not to take the
+                # GIL from the loop a hundred times a second for nothing. (The flag goes
+                # up first: a blocking caller registered after the check then wakes us.)
+                self._sleeping = True
+                if any(isinstance(w, Future) for w in list(self.waiting.values())):
+                    self._sleeping = False
+                    ready, _, _ = select.select([self._wake_read], [], [], _FALLBACK_AFTER)
+                    late = time.monotonic() - self._read_at > _FALLBACK_AFTER
+                    if not ready and late and select.select([self.replies.fd], [], [], 0)[0]:
+                        ready = [self.replies.fd]
+                else:
+                    ready, _, _ = select.select([self._wake_read], [], [])
+                    self._sleeping = False
             if self._wake_read in ready:
                 os.read(self._wake_read, 64)
             if self.replies.fd in ready:
                 self.read()
         self._close_wake()
+
+    def expect_blocking(self) -> None:
+        """A blocking caller waits now: make sure the thread watches over its answer."""
+        if self._sleeping:
+            self._wake()
 
     def send(self, frames: bytes) -> None:
         """Write whole frames (headers included) to the child."""
@@ -398,13 +415,19 @@ class ProcessCommitWriter:
         Raises:
             StoreError: the child cannot be started or reached; nobody in `batch` waits.
         """
+        if self._child.failure is None and self._child.process.poll() is not None:
+            self._child.read()  # it exited unwatched: reading its end fails its waiters
         if self._child.failure is not None:  # it died: the next event starts another
             _log.warning("%s; starting a new one", self._child.failure)
             self._child = self._start()
         child = self._child
+        blocking = False
         for item in batch:
             for wire, waiter in zip(item.wires, item.waiters, strict=True):
                 child.waiting[wire[0]] = waiter  # before sending: the answer may come first
+                blocking = blocking or isinstance(waiter, Future)
+        if blocking:
+            child.expect_blocking()
         try:
             child.send(b"".join(item.frame for item in batch))
         except OSError as error:
