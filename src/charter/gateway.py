@@ -71,6 +71,7 @@ from charter.store import (
     LedgerStore,
     LedgerWriter,
     ProcessCommitWriter,
+    SetOnceConflict,
     checkpoint_store,
     open_store,
     verify_store,
@@ -104,6 +105,7 @@ RESUME_KIND = "resume"
 AUTONOMY_KIND = "autonomy.changed"
 GRANT_REDEEMED_KIND = "grant.redeemed"
 GRANT_REFUSED_KIND = "grant.refused"
+_USED = ("grant_used", "the grant was already redeemed; it runs once")
 OUTCOME_KIND = "outcome"
 ACCESS_DENIED_KIND = "access.denied"
 AGENT_KIND = "agent.updated"
@@ -828,6 +830,9 @@ class Charter:
         future, refusal, decision_id, at = self._queue_redeem(grant_id, token, args, now, False)
         try:
             entry = future.result()
+        except SetOnceConflict:  # another process redeemed it first
+            self._submit(self._used_elsewhere(grant_id, decision_id, at)).result()
+            raise GrantRefused(*_USED) from None
         finally:
             # Committed: the index now says it. Failed: nothing was redeemed after all.
             if refusal is None:
@@ -855,10 +860,20 @@ class Charter:
             # redeemed), even if this caller is cancelled first: until then a second
             # redemption must still be refused.
             future.add_done_callback(lambda _: self._redeemed.discard(grant_id))
-        entry = await asyncio.shield(future)
+        try:
+            entry = await asyncio.shield(future)
+        except SetOnceConflict:  # another process redeemed it first
+            await self._writer.submit_async(self._used_elsewhere(grant_id, decision_id, at))
+            raise GrantRefused(*_USED) from None
         if refusal is not None:
             raise GrantRefused(*refusal)
         return Redemption(grant_id, str(decision_id), entry.seq, at)
+
+    @staticmethod
+    def _used_elsewhere(grant_id: str, decision_id: str | None, at: str) -> NewEvent:
+        """The refusal of a redemption the database found already made."""
+        payload = {"grant_id": grant_id, "decision_id": decision_id, "code": _USED[0]}
+        return NewEvent(GRANT_REFUSED_KIND, at, payload)
 
     def _queue_redeem(
         self,
@@ -882,7 +897,7 @@ class Charter:
             if row is None or not token_matches(self._grant_secret, grant_id, token):
                 refusal = ("grant_unknown", "no grant with this id and token")
             elif row["redeemed_seq"] is not None or grant_id in self._redeemed:
-                refusal = ("grant_used", "the grant was already redeemed; it runs once")
+                refusal = _USED
             elif at > row["grant_expires_at"]:
                 refusal = ("grant_expired", f"the grant expired at {row['grant_expires_at']}")
             else:
@@ -940,6 +955,8 @@ class Charter:
         )
         try:
             entry = future.result()
+        except SetOnceConflict:  # another process recorded one first
+            raise Conflict(f"decision `{decision_id}` already has an outcome") from None
         finally:  # committed (the index says it) or failed (nothing recorded): forget it
             self._outcomes.discard(decision_id)
         return {"seq": entry.seq, "at": entry.at, **payload}
@@ -964,7 +981,10 @@ class Charter:
         )
         # Forgotten once the commit settles, even if this caller is cancelled first.
         future.add_done_callback(lambda _: self._outcomes.discard(decision_id))
-        entry = await asyncio.shield(future)
+        try:
+            entry = await asyncio.shield(future)
+        except SetOnceConflict:  # another process recorded one first
+            raise Conflict(f"decision `{decision_id}` already has an outcome") from None
         return {"seq": entry.seq, "at": entry.at, **payload}
 
     def _queue_outcome(

@@ -17,13 +17,19 @@ import asyncio
 import contextlib
 import queue
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Protocol, TypeAlias
 
-from charter.ledger import LedgerEntry, NewEvent, PreparedEvent, prepare_event
-from charter.store._port import IndexChange, LedgerStore, StoreError
+from sqlalchemy.exc import IntegrityError
 
-__all__ = ["GroupCommitWriter", "LedgerWriter", "settle_waiters"]
+from charter.ledger import LedgerEntry, NewEvent, PreparedEvent, prepare_event
+from charter.store._port import IndexChange, LedgerStore, SetOnceConflict, StoreError
+
+__all__ = ["GroupCommitWriter", "LedgerWriter", "append_units", "settle_waiters"]
+
+# A row the database refused (a constraint): the batch's other units may still commit.
+_REFUSED = (SetOnceConflict, IntegrityError)
 
 _Waiter: TypeAlias = "Future[LedgerEntry] | asyncio.Future[LedgerEntry]"
 _Item: TypeAlias = "tuple[PreparedEvent, _Waiter, IndexChange | None]"
@@ -237,37 +243,74 @@ class GroupCommitWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch: list[_Item] = []
+            units: list[list[_Item]] = []  # an event alone, or a group, each a unit
+            size = 0
             item = self._queue.get()
             while True:
                 if item is None:
                     stopping = True
                     break
                 if isinstance(item, list):  # a group is never split across transactions
-                    batch.extend(i for i in item if _taken(i[1]))
-                elif _taken(item[1]):
-                    batch.append(item)
-                if len(batch) >= self._max_batch:
+                    unit = [i for i in item if _taken(i[1])]
+                else:
+                    unit = [item] if _taken(item[1]) else []
+                if unit:
+                    units.append(unit)
+                    size += len(unit)
+                if size >= self._max_batch:
                     break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if batch:
-                self._commit(batch)
+            if units:
+                self._commit(units)
 
-    def _commit(self, batch: list[_Item]) -> None:
+    def _commit(self, units: list[list[_Item]]) -> None:
         try:
-            indexes = [index for _, _, index in batch]
-            entries = self._store.append(
-                [event for event, _, _ in batch],
-                indexes if any(i is not None for i in indexes) else None,
+            results = append_units(
+                self._store, [[(event, index) for event, _, index in unit] for unit in units]
             )
-            if len(entries) != len(batch):
-                raise StoreError(f"the store returned {len(entries)} entries for {len(batch)}")
         except BaseException as error:  # every waiting caller must hear about it
-            settle_waiters([(waiter, error) for _, waiter, _ in batch])
-        else:
-            settle_waiters(
-                [(waiter, entry) for (_, waiter, _), entry in zip(batch, entries, strict=True)]
-            )
+            settle_waiters([(waiter, error) for unit in units for _, waiter, _ in unit])
+            return
+        waiters = [waiter for unit in units for _, waiter, _ in unit]
+        settle_waiters(list(zip(waiters, results, strict=True)))
+
+
+_Pairs: TypeAlias = "Sequence[tuple[NewEvent | PreparedEvent, IndexChange | None]]"
+
+
+def _append_pairs(store: LedgerStore, pairs: _Pairs) -> list[LedgerEntry]:
+    indexes = [index for _, index in pairs]
+    entries = store.append(
+        [event for event, _ in pairs], indexes if any(i is not None for i in indexes) else None
+    )
+    if len(entries) != len(pairs):
+        raise StoreError(f"the store returned {len(entries)} entries for {len(pairs)}")
+    return entries
+
+
+def append_units(store: LedgerStore, units: Sequence[_Pairs]) -> list[LedgerEntry | Exception]:
+    """Append units (an event, or a group that commits together) in one transaction.
+
+    One result per event, in order: its entry, or why it was not written. When the
+    database refuses a row (a constraint, such as a grant redeemed twice), each unit is
+    tried again in a transaction of its own, so that only the refused unit fails and a
+    client's mistake never costs the others in its batch their answer.
+    """
+    pairs = [pair for unit in units for pair in unit]
+    try:
+        return list(_append_pairs(store, pairs))
+    except _REFUSED as error:
+        if len(units) == 1:
+            return [error] * len(pairs)
+        refused: list[LedgerEntry | Exception] = []
+        for unit in units:
+            try:
+                refused.extend(_append_pairs(store, unit))
+            except Exception as alone:  # this unit's own answer
+                refused.extend([alone] * len(unit))
+        return refused
+    except Exception as error:  # the whole batch: nobody's entry was written
+        return [error] * len(pairs)

@@ -38,6 +38,7 @@ __all__ = [
     "IndexChange",
     "LedgerStore",
     "SchemaVersionError",
+    "SetOnceConflict",
     "StoreError",
     "checkpoint_store",
     "verify_store",
@@ -48,6 +49,15 @@ class StoreError(LedgerError):
     """The store cannot do what was asked: base of the store's own errors."""
 
     code = "store_error"
+
+
+class SetOnceConflict(StoreError):
+    """A decision's redemption or outcome was already recorded, by whichever process.
+
+    Raised for the events written with it alone; nothing of theirs was stored.
+    """
+
+    code = "set_once_conflict"
 
 
 class SchemaVersionError(StoreError):

@@ -50,7 +50,7 @@ from charter.ledger import (
     check_event,
     prepare_event,
 )
-from charter.store._group import settle_waiters
+from charter.store._group import append_units, settle_waiters
 from charter.store._port import IndexChange, LedgerStore, StoreError
 from charter.store._sqlite import SQLStore, open_store
 
@@ -629,34 +629,34 @@ def _answer(replies: int, answers: list[tuple[int, Any]]) -> None:
 
 def _commit(store: LedgerStore, replies: int, batch: list[_Wire | list[_Wire]]) -> None:
     answers: list[tuple[int, Any]] = []
-    ready: list[tuple[int, PreparedEvent, IndexChange | None]] = []
+    units: list[list[tuple[int, PreparedEvent, IndexChange | None]]] = []
     for item in batch:
         group = item if isinstance(item, list) else [item]
         try:
-            prepared = [_prepared(wire) for wire in group]
+            units.append([_prepared(wire) for wire in group])
         except EventError as error:  # only this event (or its whole group) fails
             answers.extend((wire[0], error) for wire in group)
-        else:
-            ready.extend(prepared)
-    if ready:
-        indexes = [index for _, _, index in ready]
-        try:
-            entries = store.append(
-                [event for _, event, _ in ready],
-                indexes if any(i is not None for i in indexes) else None,
+    if units:
+        results = append_units(
+            store, [[(event, index) for _, event, index in unit] for unit in units]
+        )
+        tokens = [token for unit in units for token, _, _ in unit]
+        answers.extend(
+            (
+                token,
+                result
+                if isinstance(result, Exception)
+                else (
+                    result.seq,
+                    result.kind,
+                    result.at,
+                    result.payload,
+                    result.leaf_hash,
+                    result.chain_hash,
+                ),
             )
-            if len(entries) != len(ready):
-                raise StoreError(f"the store returned {len(entries)} entries for {len(ready)}")
-        except Exception as error:  # every caller in the batch hears about it
-            answers.extend((token, error) for token, _, _ in ready)
-        else:
-            answers.extend(
-                (
-                    token,
-                    (e.seq, e.kind, e.at, e.payload, e.leaf_hash, e.chain_hash),
-                )
-                for (token, _, _), e in zip(ready, entries, strict=True)
-            )
+            for token, result in zip(tokens, results, strict=True)
+        )
     _answer(replies, answers)
 
 

@@ -48,7 +48,13 @@ from charter.ledger import (
     link_entries,
     prepare_event,
 )
-from charter.store._port import BundleConflictError, IndexChange, SchemaVersionError, StoreError
+from charter.store._port import (
+    BundleConflictError,
+    IndexChange,
+    SchemaVersionError,
+    SetOnceConflict,
+    StoreError,
+)
 from charter.store._tables import (
     api_keys,
     approvals,
@@ -63,7 +69,7 @@ __all__ = ["SQLStore", "open_store"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration this code ships; a test pins it to Alembic's own head.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 _PAGE = 1000  # rows per read transaction when streaming entries
 _WRITE = "charter_write"  # execution option: this connection is about to write
 _BUSY_TIMEOUT_MS = 30_000
@@ -214,6 +220,21 @@ def _sqlite_setup(engine: Engine) -> None:
 _PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON")
 _HEAD_SQL = "SELECT seq, chain_hash FROM ledger_entries ORDER BY seq DESC LIMIT 1"
 _BEGIN_SQL = "BEGIN IMMEDIATE"
+
+
+#: What the set-once triggers' abort says (migration 0004).
+_SET_ONCE_MARK = "set-once:"
+
+
+@contextlib.contextmanager
+def _set_once() -> Iterator[None]:
+    """Raise the set-once triggers' abort as `SetOnceConflict`: a caller's refusal."""
+    try:
+        yield
+    except IntegrityError as error:
+        if _SET_ONCE_MARK in str(error.orig):
+            raise SetOnceConflict(str(error.orig)) from error
+        raise
 
 
 def _busy(error: BaseException | None) -> bool:
@@ -503,8 +524,9 @@ class SQLStore:
         if indexes is not None and len(indexes) != len(prepared):
             raise StoreError("`indexes` must pair one change (or None) with each event")
         if self._appender is not None:
-            return self._appender.append(prepared, indexes)
-        with self._writing() as connection, connection.begin():
+            with _set_once():
+                return self._appender.append(prepared, indexes)
+        with _set_once(), self._writing() as connection, connection.begin():
             entries = link_entries(self._head(connection), prepared)
             connection.execute(
                 insert(ledger_entries),
@@ -544,7 +566,8 @@ class SQLStore:
             raise StoreError("`indexes` must pair one change (or None) with each event")
         if self._appender is None or not prepared:
             return None
-        return self._appender.try_append(prepared, indexes)
+        with _set_once():
+            return self._appender.try_append(prepared, indexes)
 
     def entry(self, seq: int) -> LedgerEntry | None:
         """The entry at `seq`, or None."""

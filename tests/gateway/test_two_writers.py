@@ -1,0 +1,108 @@
+"""Two gateways on one database: a grant still runs once, an outcome is still recorded once.
+
+Each gateway checks its own view before it queues a redemption; two processes can both
+see a grant unused. The database has the last word (it refuses the second write), and the
+gateway that lost answers as if it had seen the redemption: refused, and recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from charter import Charter
+from charter.errors import Conflict, GrantRefused
+from charter.examples import EXAMPLE_POLICY
+from charter.store import open_store, verify_store
+
+REQUEST = {
+    "agent": "support-bot",
+    "action": "crm.note",
+    "args": {"customer_id": "c-1", "text": "called back"},
+    "context": {"confidence": 0.9, "rationale": "keeping the record current"},
+}
+
+
+def in_thread(call: Any) -> Future[Any]:
+    """Run `call` in a thread; its result (or error) in a future."""
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as error:
+            future.set_exception(error)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Any:
+    """Gateway `first` (thread writer) and `second` (writer process) on one database."""
+    db = tmp_path / "shared.db"
+    with (
+        Charter(EXAMPLE_POLICY, db) as first,
+        Charter(EXAMPLE_POLICY, db, writer="process") as second,
+    ):
+        yield first, second
+    with open_store(db) as store:
+        assert verify_store(store).ok
+
+
+def frozen_while(second: Charter, call: Any) -> Future[Any]:
+    """Start `call` on `second` with its writer process frozen, so it cannot commit yet."""
+    pid = second._writer.pid  # type: ignore[attr-defined]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        pending = in_thread(call)
+        threading.Event().wait(0.3)  # it has checked, and queued its entry to the child
+        assert not pending.done()
+    except BaseException:
+        os.kill(pid, signal.SIGCONT)
+        raise
+    return pending
+
+
+def thaw(second: Charter) -> None:
+    os.kill(second._writer.pid, signal.SIGCONT)  # type: ignore[attr-defined]
+
+
+def test_a_grant_redeemed_by_both_runs_once(two: Any) -> None:
+    first, second = two
+    record = first.decide(REQUEST)
+    assert record.grant is not None
+    grant, args = record.grant, REQUEST["args"]
+    late = frozen_while(second, lambda: second.redeem(grant.id, grant.token, args))
+    first.redeem(grant.id, grant.token, args)  # commits while the other is in flight
+    thaw(second)
+    with pytest.raises(GrantRefused) as refused:
+        late.result(timeout=30)
+    assert refused.value.code == "grant_used"
+    kinds = [entry.kind for entry in first.store.entries()]
+    assert kinds.count("grant.redeemed") == 1
+    assert kinds.count("grant.refused") == 1
+    view = first.get_decision(record.id)
+    assert view is not None
+    assert view.state == "redeemed"
+
+
+def test_an_outcome_reported_to_both_is_recorded_once(two: Any) -> None:
+    first, second = two
+    record = first.decide(REQUEST)
+    late = frozen_while(second, lambda: second.record_outcome(record.id, success=False))
+    first.record_outcome(record.id, success=True)
+    thaw(second)
+    with pytest.raises(Conflict, match="already has an outcome"):
+        late.result(timeout=30)
+    kinds = [entry.kind for entry in first.store.entries()]
+    assert kinds.count("outcome") == 1
+    view = first.get_decision(record.id)
+    assert view is not None
+    assert view.row["outcome_success"] is True
