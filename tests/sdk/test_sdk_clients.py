@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import httpx2
 import pytest
 from _sdk import AGENT, RATIONALE, refund_args
 
@@ -177,6 +178,68 @@ class TestHttpClient:
     def test_the_api_key_is_not_in_the_repr(self, http_client: Client, api_key: str) -> None:
         """Printing a client never shows its key."""
         assert api_key not in repr(http_client)
+
+
+class TestUrls:
+    """Every request goes under the base URL, its path prefix included."""
+
+    @staticmethod
+    def recorder(charter: Charter, seen: list[str]) -> httpx2.MockTransport:
+        """A transport that notes each URL and answers as the server would."""
+        record = charter.decide(
+            {"agent": AGENT, "action": "crm.note", "args": {"customer_id": "c", "text": "t"},
+             "context": WHY}
+        )  # fmt: skip
+        view = charter.get_decision(record.id)
+        assert view is not None
+
+        def handle(request: httpx2.Request) -> httpx2.Response:
+            seen.append(str(request.url))
+            if request.method == "GET":
+                return httpx2.Response(200, json=view.to_json(with_token=True))
+            if request.url.path.endswith("/v1/decisions"):
+                return httpx2.Response(200, json=record.to_json())
+            return httpx2.Response(200, json={})
+
+        return httpx2.MockTransport(handle)
+
+    @pytest.mark.parametrize(
+        "base", ["https://ops.example/charter", "https://ops.example/charter/"]
+    )
+    def test_blocking_client(self, charter: Charter, base: str) -> None:
+        """Hot paths (merged once) and other paths (merged by httpx2) alike."""
+        seen: list[str] = []
+        with Client(base, "chk_k", transport=self.recorder(charter, seen)) as client:
+            result = client.decide(AGENT, "crm.note", {"customer_id": "c", "text": "t"})
+            assert result.grant is not None
+            client.redeem(result.grant, {"customer_id": "c", "text": "t"})
+            client.report_outcome(result.id, success=True)
+            client.get_decision("d/1 ü")
+        assert seen == [
+            "https://ops.example/charter/v1/decisions",
+            "https://ops.example/charter/v1/grants/redeem",
+            "https://ops.example/charter/v1/outcomes",
+            "https://ops.example/charter/v1/decisions/d%2F1%20%C3%BC",
+        ]
+
+    def test_async_client(self, charter: Charter) -> None:
+        """The async client builds the same URLs."""
+        seen: list[str] = []
+        transport = self.recorder(charter, seen)
+
+        async def scenario() -> None:
+            async with AsyncClient("http://127.0.0.1:8470", "k", transport=transport) as client:
+                result = await client.decide(AGENT, "crm.note", {"customer_id": "c", "text": "t"})
+                assert result.grant is not None
+                await client.redeem(result.grant, {"customer_id": "c", "text": "t"})
+                await client.report_outcome(result.id, success=False, error="timeout")
+
+        asyncio.run(scenario())
+        assert seen == [
+            "http://127.0.0.1:8470/v1/decisions",
+            "http://127.0.0.1:8470/v1/grants/redeem",
+            "http://127.0.0.1:8470/v1/outcomes",
+        ]
 
 
 class TestAsyncClient:

@@ -20,6 +20,7 @@ from charter.sdk._base import AsyncClientBase, SyncClientBase
 from charter.sdk._errors import CharterUnavailable, PendingLimitReached
 from charter.sdk._flow import Backoff, Fetch
 from charter.sdk._protocol import (
+    HOT_PATHS,
     Exchange,
     decide_exchange,
     outcome_exchange,
@@ -51,6 +52,20 @@ def _timeout(base: float, exchange: Exchange[Any]) -> httpx2.Timeout | Any:
     if exchange.hold <= 0:
         return httpx2.USE_CLIENT_DEFAULT
     return httpx2.Timeout(base, read=base + exchange.hold)
+
+
+def _hot_urls(base: httpx2.URL) -> dict[str, httpx2.URL]:
+    """The absolute URLs of the paths every governed action takes, under `base`.
+
+    Given a relative path, httpx2 parses it and merges it into the base URL on every
+    request, about 50 µs a call; these few fixed paths are merged once, the way httpx2
+    does it (the base's path, then the path without its leading slash). Any other path
+    (one that carries an id) still goes through httpx2's own merging and quoting.
+    """
+    return {
+        path: base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode("ascii"))
+        for path in HOT_PATHS
+    }
 
 
 def _unreachable(base_url: str, exc: httpx2.RequestError) -> CharterUnavailable:
@@ -91,6 +106,7 @@ class Client(SyncClientBase):
         self._http = httpx2.Client(
             base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
+        self._urls = _hot_urls(self._http.base_url)
 
     def __repr__(self) -> str:
         return f"Client({self.base_url!r}, fail_open={self.fail_open})"
@@ -99,7 +115,7 @@ class Client(SyncClientBase):
         try:
             response = self._http.request(
                 exchange.method,
-                exchange.path,
+                self._urls.get(exchange.path, exchange.path),
                 content=exchange.body,
                 headers=exchange.headers,
                 timeout=_timeout(self._timeout, exchange),
@@ -247,6 +263,7 @@ class AsyncClient(AsyncClientBase):
         self._http = httpx2.AsyncClient(
             base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
+        self._urls = _hot_urls(self._http.base_url)
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.base_url!r}, fail_open={self.fail_open})"
@@ -255,7 +272,7 @@ class AsyncClient(AsyncClientBase):
         try:
             response = await self._http.request(
                 exchange.method,
-                exchange.path,
+                self._urls.get(exchange.path, exchange.path),
                 content=exchange.body,
                 headers=exchange.headers,
                 timeout=_timeout(self._timeout, exchange),

@@ -72,6 +72,13 @@ class Exchange(Generic[T]):
     hold: float = 0.0
 
 
+#: The paths every governed action takes (fixed strings: a client may build their URLs once).
+DECISIONS_PATH = "/v1/decisions"
+REDEEM_PATH = "/v1/grants/redeem"
+OUTCOMES_PATH = "/v1/outcomes"
+HOT_PATHS = (DECISIONS_PATH, REDEEM_PATH, OUTCOMES_PATH)
+
+
 def _encode(value: Mapping[str, Any]) -> bytes:
     """Strict JSON: what cannot be sent faithfully is refused before anything is sent."""
     try:
@@ -144,7 +151,7 @@ def decide_exchange(
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
     return Exchange(
         "POST",
-        "/v1/decisions",
+        DECISIONS_PATH,
         body,
         lambda status, content: DecisionResult.from_json(_expect(status, content, 200, 201)),
         headers,
@@ -158,7 +165,7 @@ def redeem_exchange(grant: Grant, args: Mapping[str, Any]) -> Exchange[None]:
     def read(status: int, content: bytes) -> None:
         _expect(status, content, 200, 201)
 
-    return Exchange("POST", "/v1/grants/redeem", body, read)
+    return Exchange("POST", REDEEM_PATH, body, read)
 
 
 def outcome_exchange(
@@ -183,7 +190,7 @@ def outcome_exchange(
     def read(status: int, content: bytes) -> None:
         _expect(status, content, 200, 201, 204)
 
-    return Exchange("POST", "/v1/outcomes", body, read)
+    return Exchange("POST", OUTCOMES_PATH, body, read)
 
 
 def status_exchange(decision_id: str, wait: float = 0.0) -> Exchange[DecisionStatus | None]:
