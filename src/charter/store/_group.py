@@ -305,12 +305,12 @@ def append_units(store: LedgerStore, units: Sequence[_Pairs]) -> list[LedgerEntr
     except _REFUSED as error:
         if len(units) == 1:
             return [error] * len(pairs)
-        refused: list[LedgerEntry | Exception] = []
+        one_by_one: list[LedgerEntry | Exception] = []
         for unit in units:
             try:
-                refused.extend(_append_pairs(store, unit))
+                one_by_one.extend(_append_pairs(store, unit))
             except Exception as alone:  # this unit's own answer
-                refused.extend([alone] * len(unit))
-        return refused
+                one_by_one.extend([alone] * len(unit))
+        return one_by_one
     except Exception as error:  # the whole batch: nobody's entry was written
         return [error] * len(pairs)
