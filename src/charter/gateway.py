@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import random
@@ -323,7 +324,9 @@ class Charter:
                 "previous": self._deployed,
                 "files": sorted(bundle.content["files"]),
             }
-            self._submit(NewEvent(DEPLOY_KIND, format_time(self._clock()), payload)).result()
+            self._submit(
+                NewEvent(DEPLOY_KIND, format_time(self._clock()), payload), awaited=True
+            ).result()
             self._deployed = bundle.version
 
     def deploy(self, bundle: Bundle) -> None:
@@ -350,8 +353,15 @@ class Charter:
 
     # -- deciding ----------------------------------------------------------------------
 
-    def _submit(self, event: NewEvent, index: IndexChange | None = None) -> Future[LedgerEntry]:
-        return self._writer.submit(event, index)
+    def _submit(
+        self, event: NewEvent, index: IndexChange | None = None, *, awaited: bool = False
+    ) -> Future[LedgerEntry]:
+        """Queue an entry; `awaited`: this thread waits for it before queuing another."""
+        return self._writer.submit(event, index, awaited=awaited)
+
+    def _awaited(self, event: NewEvent, index: IndexChange | None = None) -> Future[LedgerEntry]:
+        """Queue an entry this thread waits for at once."""
+        return self._writer.submit(event, index, awaited=True)
 
     def _prepare(
         self,
@@ -361,6 +371,7 @@ class Charter:
         *,
         modifies: str | None = None,
         asynchronous: bool = False,
+        awaited: bool = True,
     ) -> _Pending:
         """Decide and queue the ledger entry; the caller holds the lock.
 
@@ -433,10 +444,12 @@ class Charter:
             future = (
                 self._writer.submit_async(event, change)
                 if asynchronous
-                else self._submit(event, change)
+                else self._submit(event, change, awaited=awaited)
             )
             return _Pending(request, decision_id, at, decision, grant, future)
-        return self._open(request, decision, decision_id, at, event, change, profile, asynchronous)
+        return self._open(
+            request, decision, decision_id, at, event, change, profile, asynchronous, awaited
+        )
 
     def _issue(self, decision_id: str, args_hash: str, now: dt.datetime) -> GrantTicket:
         """A grant for a decision: single use, bound to the hash of the exact arguments."""
@@ -454,6 +467,7 @@ class Charter:
         change: IndexChange,
         profile: AgentProfile | None,
         asynchronous: bool = False,
+        awaited: bool = True,
     ) -> _Pending:
         """Queue a decision that needs people with its approval opened, or refused.
 
@@ -476,7 +490,9 @@ class Charter:
                 "reason": refusal,
             }
             submit_many = (
-                self._writer.submit_many_async if asynchronous else self._writer.submit_many
+                self._writer.submit_many_async
+                if asynchronous
+                else functools.partial(self._writer.submit_many, awaited=awaited)
             )
             futures: Sequence[Future[LedgerEntry] | asyncio.Future[LedgerEntry]] = submit_many(
                 [
@@ -500,7 +516,11 @@ class Charter:
             at=at,
         )
         values = {**change.values, "approval_state": "pending"}
-        submit_many = self._writer.submit_many_async if asynchronous else self._writer.submit_many
+        submit_many = (
+            self._writer.submit_many_async
+            if asynchronous
+            else functools.partial(self._writer.submit_many, awaited=awaited)
+        )
         futures = submit_many(
             [
                 (event, dataclasses.replace(change, values=values)),
@@ -645,7 +665,11 @@ class Charter:
                 # Truncate to what the ledger keeps, so replay decides at the same instant.
                 moment = _as_recorded(moment)
                 pending = self._prepare(
-                    request, moment, request.idempotency_key, asynchronous=asynchronous
+                    request,
+                    moment,
+                    request.idempotency_key,
+                    asynchronous=asynchronous,
+                    awaited=len(parsed) == 1,  # a batch queues all, then waits
                 )
                 if request.idempotency_key is not None:
                     waiter: Future[DecisionRecord] = Future()
@@ -831,7 +855,7 @@ class Charter:
         try:
             entry = future.result()
         except SetOnceConflict:  # another process redeemed it first
-            self._submit(self._used_elsewhere(grant_id, decision_id, at)).result()
+            self._submit(self._used_elsewhere(grant_id, decision_id, at), awaited=True).result()
             raise GrantRefused(*_USED) from None
         finally:
             # Committed: the index now says it. Failed: nothing was redeemed after all.
@@ -911,7 +935,7 @@ class Charter:
                         "the arguments differ from the ones decided on; decide again",
                     )
             decision_id = row["id"] if row is not None else None
-            submit = self._writer.submit_async if asynchronous else self._submit
+            submit = self._writer.submit_async if asynchronous else self._awaited
             if refusal is not None:
                 payload = {"grant_id": grant_id, "decision_id": decision_id, "code": refusal[0]}
                 future: Any = submit(NewEvent(GRANT_REFUSED_KIND, at, payload))
@@ -1010,7 +1034,7 @@ class Charter:
                 "duration_ms": duration_ms,
                 "result_digest": result_digest,
             }
-            submit = self._writer.submit_async if asynchronous else self._submit
+            submit = self._writer.submit_async if asynchronous else self._awaited
             self._outcomes.add(decision_id)
             future: Any = submit(
                 NewEvent(OUTCOME_KIND, format_time(self._clock()), payload),
@@ -1532,7 +1556,9 @@ class Charter:
             "reason": reason,
             **details,
         }
-        self._submit(NewEvent(ACCESS_DENIED_KIND, format_time(self._clock()), payload)).result()
+        self._submit(
+            NewEvent(ACCESS_DENIED_KIND, format_time(self._clock()), payload), awaited=True
+        ).result()
 
     def ledger_page(self, after: int = 0, limit: int = 100) -> list[LedgerEntry]:
         """Up to `limit` entries after `after`, in order."""
@@ -1567,7 +1593,9 @@ class Charter:
             )
         with self._lock:
             payload: dict[str, Any] = {"agent": profile.to_json(), "by": by}
-            self._submit(NewEvent(AGENT_KIND, format_time(self._clock()), payload)).result()
+            self._submit(
+                NewEvent(AGENT_KIND, format_time(self._clock()), payload), awaited=True
+            ).result()
             self._registry[profile.id] = profile
         return profile
 
@@ -1592,7 +1620,9 @@ class Charter:
             raise RequestInvalid("level", f"autonomy level {level} is not defined ({known})")
         with self._lock:
             payload = {"agent": agent, "level": level, "reason": reason, "by": by}
-            self._submit(NewEvent(AUTONOMY_KIND, format_time(self._clock()), payload)).result()
+            self._submit(
+                NewEvent(AUTONOMY_KIND, format_time(self._clock()), payload), awaited=True
+            ).result()
             self._set_level(agent, level)
 
     def autonomy(self, agent: str) -> int | None:
@@ -1612,14 +1642,18 @@ class Charter:
             )
         with self._lock:
             payload = {"scope": scope, "target": target, "reason": reason, "by": by}
-            self._submit(NewEvent(HALT_KIND, format_time(self._clock()), payload)).result()
+            self._submit(
+                NewEvent(HALT_KIND, format_time(self._clock()), payload), awaited=True
+            ).result()
             self._halts[(scope, target)] = Halt(scope, target, reason)
 
     def resume(self, scope: str = "all", target: str | None = None, *, by: str) -> None:
         """Lift a halt; recorded in the ledger."""
         with self._lock:
             payload = {"scope": scope, "target": target, "by": by}
-            self._submit(NewEvent(RESUME_KIND, format_time(self._clock()), payload)).result()
+            self._submit(
+                NewEvent(RESUME_KIND, format_time(self._clock()), payload), awaited=True
+            ).result()
             self._halts.pop((scope, target), None)
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -57,8 +58,14 @@ def two(tmp_path: Path) -> Any:
 
 
 def frozen_while(second: Charter, call: Any) -> Future[Any]:
-    """Start `call` on `second` with its writer process frozen, so it cannot commit yet."""
+    """Start `call` on `second` so that its entry waits, uncommitted, in its frozen writer.
+
+    The database's write lock is held meanwhile, so the call cannot commit on its own
+    thread either (as an idle writer lets it) and hands its entry to the writer process.
+    """
     pid = second._writer.pid  # type: ignore[attr-defined]
+    other = sqlite3.connect(second.store.engine.url.database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
     os.kill(pid, signal.SIGSTOP)
     try:
         pending = in_thread(call)
@@ -67,6 +74,9 @@ def frozen_while(second: Charter, call: Any) -> Future[Any]:
     except BaseException:
         os.kill(pid, signal.SIGCONT)
         raise
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
     return pending
 
 

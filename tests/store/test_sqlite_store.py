@@ -341,6 +341,82 @@ class TestGroupCommitWriter:
             writer.submit(event(1))
 
 
+class Watched:
+    """The real store, noting which thread ran each append (and how many there were)."""
+
+    def __init__(self, store: SQLStore) -> None:
+        self.store = store
+        self.appends: list[str] = []
+
+    def append(self, *args: object, **kwargs: object) -> list[LedgerEntry]:
+        self.appends.append(threading.current_thread().name)
+        return self.store.append(*args, **kwargs)  # type: ignore[arg-type]
+
+    def try_append(self, *args: object, **kwargs: object) -> list[LedgerEntry] | None:
+        entries = self.store.try_append(*args, **kwargs)  # type: ignore[arg-type]
+        if entries is not None:
+            self.appends.append(threading.current_thread().name)
+        return entries
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+class TestAwaitedAppends:
+    """An append its caller waits for at once commits on the caller's thread when idle."""
+
+    def test_an_awaited_append_on_an_idle_writer_commits_on_the_callers_thread(
+        self, store: SQLStore
+    ) -> None:
+        watched = Watched(store)
+        with GroupCommitWriter(watched) as writer:  # type: ignore[arg-type]
+            first = writer.submit(event(1), awaited=True)
+            assert first.done()  # answered before `submit` returned
+            assert first.result().seq == 1
+            group = writer.submit_many([(event(2), None), (event(3), None)], awaited=True)
+            assert [f.result().seq for f in group] == [2, 3]
+        assert watched.appends == [threading.current_thread().name] * 2
+        assert verify_store(store).ok
+
+    def test_appends_queued_together_still_share_a_transaction(self, store: SQLStore) -> None:
+        """Queue-then-wait callers (not awaited) keep group commit: a few transactions."""
+        watched = Watched(store)
+        with GroupCommitWriter(watched) as writer:  # type: ignore[arg-type]
+            futures = [writer.submit(event(n)) for n in range(60)]
+            assert [f.result(timeout=10).seq for f in futures] == list(range(1, 61))
+        assert len(watched.appends) < 20
+        assert set(watched.appends) == {"charter-ledger-writer"}
+
+    def test_an_awaited_append_waits_its_turn_behind_queued_ones(self, store: SQLStore) -> None:
+        """While the thread holds an earlier event, a later awaited one queues behind it."""
+        appender = store._appender
+        assert appender is not None
+        with GroupCommitWriter(store) as writer:
+            with appender._lock:  # the thread takes the first event and blocks on it
+                earlier = writer.submit(event(1))
+                time.sleep(0.2)
+                later = writer.submit(event(2), awaited=True)
+                assert not later.done()
+            assert (earlier.result(timeout=10).seq, later.result(timeout=10).seq) == (1, 2)
+
+    def test_an_awaited_append_never_waits_for_another_writers_lock(
+        self, store: SQLStore, path: Path
+    ) -> None:
+        """With the database locked elsewhere, it queues at once, and commits after."""
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with GroupCommitWriter(store) as writer:
+                started = time.monotonic()
+                pending = writer.submit(event(1), awaited=True)
+                assert time.monotonic() - started < 1.0
+                assert not pending.done()
+                other.execute("ROLLBACK")
+                assert pending.result(timeout=30).seq == 1
+        finally:
+            other.close()
+
+
 class TestSchemaHead:
     """The fast path that skips Alembic knows the newest migration."""
 

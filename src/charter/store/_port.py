@@ -114,6 +114,20 @@ class LedgerStore(Protocol):
             EventError: an event is malformed; nothing was written.
         """
 
+    def try_append(
+        self,
+        events: Sequence[NewEvent | PreparedEvent],
+        indexes: Sequence[IndexChange | None] | None = None,
+    ) -> list[LedgerEntry] | None:
+        """`append`, unless it would first wait for another writer: then None.
+
+        Nothing is written when it answers None. A store that cannot tell without
+        waiting always answers None.
+
+        Raises:
+            EventError: an event is malformed; nothing was written.
+        """
+
     def head(self) -> ChainHead:
         """The last entry's seq and chain hash (`GENESIS` when empty)."""
 

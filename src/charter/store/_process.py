@@ -436,11 +436,18 @@ class ProcessCommitWriter:
                     child.waiting.pop(wire[0], None)
             raise StoreError(f"the ledger writer process cannot be reached: {error}") from None
 
-    def _send_now(self, item: _Outgoing) -> None:
-        """Send a blocking caller's event, after whatever event loops queued before it."""
+    def _send_now(self, item: _Outgoing, awaited: bool) -> None:
+        """Send a blocking caller's event, after whatever event loops queued before it.
+
+        One the caller waits for at once commits here instead when all is quiet.
+        """
         with self._lock:
             if self._closed:
                 raise StoreError("the ledger writer is closed")
+            here = self._commit_here(item) if awaited and not self._queue and self._idle() else None
+            if here is not None:
+                settle_waiters(here)
+                return
             queued, self._queue = self._queue, []
             try:
                 self._deliver([*queued, item])
@@ -511,9 +518,16 @@ class ProcessCommitWriter:
         return list(zip(item.waiters, entries, strict=True))
 
     def submit(
-        self, event: NewEvent | PreparedEvent, index: IndexChange | None = None
+        self,
+        event: NewEvent | PreparedEvent,
+        index: IndexChange | None = None,
+        *,
+        awaited: bool = False,
     ) -> Future[LedgerEntry]:
         """Queue an event; the future resolves to its entry once it is durably committed.
+
+        `awaited` says the caller waits for it at once: on an idle writer it then
+        commits on the caller's thread (see `LedgerWriter.submit`).
 
         Raises:
             EventError: the event's kind, time or payload type is malformed.
@@ -521,7 +535,7 @@ class ProcessCommitWriter:
         """
         future = Future[LedgerEntry]()
         future.set_running_or_notify_cancel()
-        self._send_now(self._outgoing([(event, index)], [future], group=False))
+        self._send_now(self._outgoing([(event, index)], [future], group=False), awaited)
         return future
 
     def submit_async(
@@ -542,7 +556,10 @@ class ProcessCommitWriter:
         return future
 
     def submit_many(
-        self, events: list[tuple[NewEvent | PreparedEvent, IndexChange | None]]
+        self,
+        events: list[tuple[NewEvent | PreparedEvent, IndexChange | None]],
+        *,
+        awaited: bool = False,
     ) -> list[Future[LedgerEntry]]:
         """Queue events that must commit together: always in the same transaction.
 
@@ -553,7 +570,7 @@ class ProcessCommitWriter:
         futures = [Future[LedgerEntry]() for _ in events]
         for future in futures:
             future.set_running_or_notify_cancel()
-        self._send_now(self._outgoing(events, futures, group=True))
+        self._send_now(self._outgoing(events, futures, group=True), awaited)
         return futures
 
     def submit_many_async(
