@@ -175,6 +175,11 @@ def _keyed(
     return dataclasses.replace(parsed, idempotency_key=key)
 
 
+def _outcome_taken(decision_id: str) -> Conflict:
+    """The refusal of a second outcome, whoever recorded the first."""
+    return Conflict(f"decision `{decision_id}` already has an outcome")
+
+
 def _refused_or(record: DecisionRecord) -> DecisionRecord:
     """The record, unless its approval was refused at the pending cap: then raise."""
     approval = record.approval
@@ -980,7 +985,7 @@ class Charter:
         try:
             entry = future.result()
         except SetOnceConflict:  # another process recorded one first
-            raise Conflict(f"decision `{decision_id}` already has an outcome") from None
+            raise _outcome_taken(decision_id) from None
         finally:  # committed (the index says it) or failed (nothing recorded): forget it
             self._outcomes.discard(decision_id)
         return {"seq": entry.seq, "at": entry.at, **payload}
@@ -1008,7 +1013,7 @@ class Charter:
         try:
             entry = await asyncio.shield(future)
         except SetOnceConflict:  # another process recorded one first
-            raise Conflict(f"decision `{decision_id}` already has an outcome") from None
+            raise _outcome_taken(decision_id) from None
         return {"seq": entry.seq, "at": entry.at, **payload}
 
     def _queue_outcome(
@@ -1026,7 +1031,7 @@ class Charter:
             if row is None:
                 raise NotFound(f"no decision `{decision_id}`")
             if row["outcome_seq"] is not None or decision_id in self._outcomes:
-                raise Conflict(f"decision `{decision_id}` already has an outcome")
+                raise _outcome_taken(decision_id)
             payload: dict[str, Any] = {
                 "decision_id": decision_id,
                 "success": bool(success),
