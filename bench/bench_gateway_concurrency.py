@@ -22,10 +22,10 @@ from pathlib import Path
 
 from charter.demo import Fleet
 from charter.examples import EXAMPLE_POLICY
-from charter.gateway import Charter
 from charter.ledger._replay import DECISION_KIND
 from charter.model import ActionRequest
 from charter.policy import Bundle, load_bundle
+from charter.service import Charter
 from charter.store import open_store
 
 POOL = 2_000  # distinct requests per thread, cycled

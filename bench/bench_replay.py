@@ -19,11 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from charter.audit import replay_ledger
 from charter.demo import Fleet, what_if_bundle
 from charter.examples import EXAMPLE_POLICY
-from charter.gateway import Charter
 from charter.policy import load_bundle
+from charter.service import Charter, replay_ledger
 from charter.store import verify_store
 
 START = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)  # a Monday morning, as in the demo

@@ -36,9 +36,8 @@ from pathlib import Path
 import httpx2
 
 import charter
-from charter.access import KeyRing
 from charter.examples import EXAMPLE_POLICY
-from charter.gateway import system_clock
+from charter.service import KeyRing, system_clock
 from charter.store import open_store
 
 TARGET_RPS = 5_000

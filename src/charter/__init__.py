@@ -25,7 +25,6 @@ from charter.errors import (
     ReplayError,
     RequestInvalid,
 )
-from charter.gateway import Charter, DecisionRecord
 from charter.ledger._replay import ReplayReport
 from charter.model import (
     ActionRequest,
@@ -50,6 +49,7 @@ from charter.sdk import (
     context,
     governed,
 )
+from charter.service import Charter, DecisionRecord
 
 __all__ = [
     "ActionDenied",

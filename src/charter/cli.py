@@ -20,11 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from charter.access import KeyRing
-from charter.audit import replay_ledger
 from charter.errors import CharterError, NotFound, PolicyInvalid, Problem, RequestInvalid
 from charter.examples import EXAMPLE_POLICY
-from charter.gateway import Charter, format_time, system_clock
 from charter.ledger import (
     ReplayReport,
     generate_signing_key,
@@ -42,6 +39,7 @@ from charter.policy import (
     load_scenarios,
     run_scenarios,
 )
+from charter.service import Charter, KeyRing, format_time, replay_ledger, system_clock
 from charter.store import checkpoint_store, open_store, verify_store
 
 __all__ = ["app", "main"]

@@ -22,12 +22,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from charter.access import Principal
 from charter.errors import CharterError
 from charter.examples import EXAMPLE_POLICY
-from charter.gateway import Charter, DecisionRecord
 from charter.ledger import generate_signing_key, load_private_key, private_key_pem, public_key_pem
 from charter.policy import Bundle, bundle_from_content, load_bundle
+from charter.service import Charter, DecisionRecord, Principal
 
 __all__ = ["REVIEWERS", "Fleet", "review", "run_demo", "what_if_bundle"]
 

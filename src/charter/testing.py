@@ -23,8 +23,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from charter.gateway import Charter
 from charter.policy import Bundle
+from charter.service import Charter
 
 __all__ = ["DEFAULT_START", "FakeClock", "make_charter", "sequential_ids"]
 

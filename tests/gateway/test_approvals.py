@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from charter import Charter, load_bundle
-from charter.access import Principal
 from charter.errors import (
     Conflict,
     Forbidden,
@@ -20,6 +19,7 @@ from charter.errors import (
     TooManyPending,
 )
 from charter.examples import EXAMPLE_POLICY
+from charter.service import Principal
 from charter.testing import FakeClock, sequential_ids
 
 BUNDLE = load_bundle(EXAMPLE_POLICY)

@@ -11,7 +11,7 @@ from _receiver import Receiver
 
 from charter import Charter
 from charter.examples import EXAMPLE_POLICY
-from charter.notify import WebhookNotifier, verify_signature
+from charter.service import WebhookNotifier, verify_signature
 
 SECRET = "whsec-test-only"
 

@@ -17,7 +17,8 @@ from _receiver import FakeTime, Receiver, Records, closed_port_url
 from hypothesis import given
 from hypothesis import strategies as st
 
-from charter.notify import (
+from charter.policy import load_bundle
+from charter.service._notify import (
     APPROVAL_ESCALATED,
     APPROVAL_OPENED,
     DELIVERED,
@@ -28,7 +29,6 @@ from charter.notify import (
     slack_message,
     verify_signature,
 )
-from charter.policy import load_bundle
 
 SECRET = "whsec-test-key"
 START = 1_750_000_000  # FakeTime's start: 2025-06-15T15:06:40Z

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from charter.errors import RequestInvalid
 from charter.examples import EXAMPLE_POLICY
-from charter.grants import grant_token
 from charter.model import ActionRequest, AgentState, Verdict, _copied, _json_copy
 from charter.policy import decide, load_bundle
+from charter.service import grant_token
 
 NOTE = ActionRequest(
     "support-bot",

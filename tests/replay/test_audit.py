@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from charter import Charter, load_bundle
-from charter.audit import replay_ledger
 from charter.demo import Fleet, what_if_bundle
 from charter.examples import EXAMPLE_POLICY
+from charter.service import replay_ledger
 
 BUNDLE = load_bundle(EXAMPLE_POLICY)
 

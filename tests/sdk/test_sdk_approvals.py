@@ -18,7 +18,6 @@ import pytest
 from _sdk import AGENT, RATIONALE, payloads, refund_args
 
 from charter import Charter
-from charter.access import Principal
 from charter.errors import CharterError, GrantRefused
 from charter.sdk import (
     ActionDenied,
@@ -31,6 +30,7 @@ from charter.sdk import (
     governed,
 )
 from charter.sdk._protocol import LONG_POLL_MAX, status_exchange
+from charter.service import Principal
 from charter.testing import FakeClock
 
 SyncClient = EmbeddedClient | Client

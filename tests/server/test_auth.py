@@ -9,8 +9,8 @@ from _api import Keys, bearer, refund
 from starlette.testclient import TestClient
 
 from charter import Charter
-from charter.access import PRINCIPAL_TTL
 from charter.server import ROUTE_ROLES, create_app
+from charter.service import PRINCIPAL_TTL
 from charter.store import open_store
 
 ROUTES = [

@@ -8,10 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from charter.gateway import DecisionRecord
-from charter.grants import GrantTicket
 from charter.model import ActionRequest, Decision, Factor, Reason, RouteRef, Verdict
 from charter.server._app import _answer_json, _decision_answer
+from charter.service import DecisionRecord, GrantTicket
 
 REQUEST = ActionRequest("support-bot", "crm.note", {"customer_id": "c-1", "text": "hi"})
 ROUTE = RouteRef("finance-review", ("finance", "ops"), 2, 14400, "route:finance-managers")

@@ -26,8 +26,7 @@ from charter.sdk._flow import Backoff, Fetch
 from charter.sdk._types import ApprovalInfo, DecisionResult, DecisionStatus, Grant
 
 if TYPE_CHECKING:
-    from charter.gateway import Charter, DecisionRecord
-    from charter.records import DecisionView
+    from charter.service import Charter, DecisionRecord, DecisionView
 
 __all__ = ["AsyncEmbeddedClient", "EmbeddedClient"]
 

@@ -34,7 +34,6 @@ from starlette.types import Receive, Scope, Send
 
 from charter.__about__ import __version__
 from charter.errors import CharterError
-from charter.gateway import Charter, DecisionRecord
 from charter.server._approvals import approval_routes, long_poll
 from charter.server._body import DEFAULT_MAX_BODY, read_body, receive_body
 from charter.server._errors import ApiError, error_response, from_charter_error
@@ -56,6 +55,7 @@ from charter.server._schemas import (
     VerifyAnswer,
 )
 from charter.server.ui import mount_ui
+from charter.service import Charter, DecisionRecord
 
 __all__ = ["create_app"]
 

@@ -17,14 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from charter.access import Principal
 from charter.errors import CharterError
-from charter.gateway import Charter
-from charter.records import ApprovalView
 from charter.server._auth import authorize
 from charter.server._body import DEFAULT_MAX_BODY, parse_json, read_body
 from charter.server._errors import ApiError, from_charter_error
 from charter.server._schemas import ErrorBody
+from charter.service import ApprovalView, Charter, Principal
 
 __all__ = ["RECHECK", "approval_routes", "long_poll"]
 

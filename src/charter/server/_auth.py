@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from charter.access import Principal
-from charter.gateway import Charter
 from charter.server._errors import ApiError
+from charter.service import Charter, Principal
 
 __all__ = ["ROUTE_ROLES", "authorize", "bearer_secret", "require_agent"]
 
-#: Which roles (`charter.access.ROLES`) may call each route, by operation id.
+#: Which roles (`charter.service.ROLES`) may call each route, by operation id.
 ROUTE_ROLES: Mapping[str, frozenset[str]] = {
     "create_decision": frozenset({"agent", "admin"}),
     "get_decision": frozenset({"agent", "reviewer", "admin", "auditor"}),

@@ -17,15 +17,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from charter.access import Principal
 from charter.errors import CharterError, GrantRefused
-from charter.gateway import Charter, DecisionRecord
 from charter.model import AgentProfile
 from charter.server._auth import authorize, require_agent
 from charter.server._body import parse_json
 from charter.server._errors import ApiError, from_charter_error
 from charter.server._metrics import Metrics
 from charter.server._schemas import AgentPut, OutcomeReport, RedeemRequest
+from charter.service import Charter, DecisionRecord, Principal
 
 __all__ = ["Handlers"]
 

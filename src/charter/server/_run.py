@@ -9,11 +9,10 @@ from typing import Literal
 
 import uvicorn
 
-from charter.gateway import Charter
-from charter.notify import WebhookNotifier
 from charter.policy import Bundle
 from charter.server._app import create_app
 from charter.server._body import DEFAULT_MAX_BODY
+from charter.service import Charter, WebhookNotifier
 
 __all__ = ["NO_KEYS_HELP", "SWITCH_INTERVAL", "serve"]
 

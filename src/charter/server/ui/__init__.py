@@ -10,8 +10,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from charter.gateway import Charter
 from charter.server.ui._app import CSP, create_ui
+from charter.service import Charter
 
 __all__ = ["CSP", "create_ui", "mount_ui"]
 

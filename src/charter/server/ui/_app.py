@@ -31,9 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charter.__about__ import __version__
-from charter.access import Principal
 from charter.errors import CharterError, Conflict, Forbidden, NotFound, RequestInvalid
-from charter.gateway import Charter, system_clock
 from charter.server._body import read_body
 from charter.server._errors import ApiError
 from charter.server.ui import _format
@@ -48,6 +46,7 @@ from charter.server.ui._text import (
     show_json,
     show_value,
 )
+from charter.service import Charter, Principal, system_clock
 
 __all__ = ["CSP", "create_ui"]
 

@@ -12,12 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from charter.access import Principal
 from charter.errors import CharterError
-from charter.gateway import Charter
 from charter.server._body import parse_json
 from charter.server._errors import ApiError
 from charter.server.ui._text import Finding, findings_in
+from charter.service import Charter, Principal
 
 __all__ = ["Card", "Checked", "can_act", "check_args", "contract_lines", "load_card"]
 

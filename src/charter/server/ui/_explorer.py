@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from charter.gateway import Charter
 from charter.ledger import GENESIS_HASH, LedgerEntry, chain_hash, entry_content, leaf_hash
-from charter.records import DecisionView
+from charter.service import Charter, DecisionView
 
 __all__ = ["VERDICTS", "EntryCheck", "Filters", "Row", "check_entry", "search"]
 

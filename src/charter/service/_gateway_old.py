@@ -30,11 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from charter import approvals as machine
-from charter.access import KeyRing, Principal
 from charter.approvals import Approval, ApprovalState, Reviewer, Step
-from charter.approving import SETTLED_STATES, ApprovalDesk, approval_row
-from charter.audit import load_recorded_bundle, recorded_entries
 from charter.canonical import content_hash
+from charter.controls import BudgetSpending
 from charter.errors import (
     Conflict,
     GrantRefused,
@@ -44,7 +42,6 @@ from charter.errors import (
     RequestInvalid,
     TooManyPending,
 )
-from charter.grants import GrantTicket, grant_token, token_matches
 from charter.ledger import LedgerEntry, NewEvent, SignedCheckpoint, VerifyReport
 from charter.ledger._replay import DECISION_KIND, ReplayReport, replay
 from charter.model import (
@@ -57,7 +54,10 @@ from charter.model import (
     json_value,
 )
 from charter.policy import Bundle, WebhookSpec, decide, load_bundle, redact_request
-from charter.records import (
+from charter.service._access import KeyRing, Principal
+from charter.service._audit import load_recorded_bundle, recorded_entries
+from charter.service._desk import SETTLED_STATES, ApprovalDesk, approval_row
+from charter.service._records import (
     ApprovalView,
     DecisionRecord,
     DecisionView,
@@ -66,6 +66,7 @@ from charter.records import (
     payload_hash,
     state_of,
 )
+from charter.service._tickets import GrantTicket, grant_token, token_matches
 from charter.store import (
     GroupCommitWriter,
     IndexChange,
@@ -77,7 +78,6 @@ from charter.store import (
     open_store,
     verify_store,
 )
-from charter.usage import BudgetSpending
 
 __all__ = [
     "APPROVAL_REFUSED_KIND",
@@ -98,7 +98,7 @@ __all__ = [
     "system_clock",
 ]
 
-_log = logging.getLogger("charter.gateway")
+_log = logging.getLogger("charter.service")
 
 DEPLOY_KIND = "policy.deployed"
 HALT_KIND = "halt"

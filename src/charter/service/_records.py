@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from charter.canonical import content_hash
-from charter.grants import GrantTicket
 from charter.model import ActionRequest, Decision, Verdict
+from charter.service._tickets import GrantTicket
 
 __all__ = [
     "ApprovalView",

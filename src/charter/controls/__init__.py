@@ -1,0 +1,8 @@
+"""Runtime controls: what the ledger's history says about halts, autonomy and budgets.
+
+Pure: no I/O; the service folds committed ledger entries into this state.
+"""
+
+from charter.controls._budgets import BudgetSpending
+
+__all__ = ["BudgetSpending"]

@@ -1,0 +1,53 @@
+"""The application service: `Charter` and the collaborators it delegates to.
+
+Everything here may do I/O (the store, the writer, webhooks); the decision itself and
+the approval state machine stay pure in `charter.policy` and `charter.approvals`.
+"""
+
+from charter.service._access import PRINCIPAL_TTL, ROLES, KeyRing, Principal
+from charter.service._audit import load_recorded_bundle, recorded_entries, replay_ledger
+from charter.service._desk import SETTLED_STATES, ApprovalDesk, approval_row
+from charter.service._gateway_old import Charter, format_time, system_clock
+from charter.service._notify import (
+    RetryPolicy,
+    Webhook,
+    WebhookNotifier,
+    approval_link,
+    json_message,
+    sign,
+    slack_message,
+    verify_signature,
+)
+from charter.service._records import ApprovalView, DecisionRecord, DecisionView, Redemption
+from charter.service._tickets import GrantTicket, grant_token, token_matches
+
+__all__ = [
+    "PRINCIPAL_TTL",
+    "ROLES",
+    "SETTLED_STATES",
+    "ApprovalDesk",
+    "ApprovalView",
+    "Charter",
+    "DecisionRecord",
+    "DecisionView",
+    "GrantTicket",
+    "KeyRing",
+    "Principal",
+    "Redemption",
+    "RetryPolicy",
+    "Webhook",
+    "WebhookNotifier",
+    "approval_link",
+    "approval_row",
+    "format_time",
+    "grant_token",
+    "json_message",
+    "load_recorded_bundle",
+    "recorded_entries",
+    "replay_ledger",
+    "sign",
+    "slack_message",
+    "system_clock",
+    "token_matches",
+    "verify_signature",
+]
