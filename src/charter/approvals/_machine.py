@@ -36,6 +36,7 @@ from typing import Any
 
 from charter.canonical import canonical_bytes, content_hash
 from charter.errors import Conflict, Forbidden, RequestInvalid
+from charter.ledger import events
 from charter.model import RouteRef
 
 __all__ = [
@@ -270,7 +271,7 @@ def open_approval(
         "deadline": deadline,
         "args_hash": approval.args_hash,
     }
-    return Step(approval, "approval.opened", payload)
+    return Step(approval, events.APPROVAL_OPENED, payload)
 
 
 def _check_reviewer(approval: Approval, reviewer: Reviewer) -> None:
@@ -303,7 +304,7 @@ def claim(approval: Approval, reviewer: Reviewer, at: str) -> Step:
     """A reviewer takes the approval on, so others see someone is on it."""
     _check_reviewer(approval, reviewer)
     after = replace(approval, claimed_by=reviewer.identity)
-    return Step(after, "approval.claimed", _base(approval, reviewer))
+    return Step(after, events.APPROVAL_CLAIMED, _base(approval, reviewer))
 
 
 def complete(approval: Approval) -> bool:
@@ -342,7 +343,7 @@ def vote(approval: Approval, reviewer: Reviewer, at: str, note: str = "") -> Ste
     }
     if not done and approval.owner is not None and {v.reviewer for v in votes} == {approval.owner}:
         payload["waiting_for"] = "a reviewer other than the agent's owner"
-    return Step(after, "approval.approved", payload)
+    return Step(after, events.APPROVAL_APPROVED, payload)
 
 
 def deny(approval: Approval, reviewer: Reviewer, at: str, reason: str) -> Step:
@@ -355,7 +356,7 @@ def deny(approval: Approval, reviewer: Reviewer, at: str, reason: str) -> Step:
         state=ApprovalState.DENIED,
         resolution={"code": "denied", "by": reviewer.identity, "at": at, "reason": reason},
     )
-    return Step(after, "approval.denied", {**_base(approval, reviewer), "reason": reason})
+    return Step(after, events.APPROVAL_DENIED, {**_base(approval, reviewer), "reason": reason})
 
 
 def diff_args(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -415,7 +416,7 @@ def modify(
         "complete": done,
         "note": note,
     }
-    return Step(after, "approval.modified", payload)
+    return Step(after, events.APPROVAL_MODIFIED, payload)
 
 
 def expire(approval: Approval, at: str, routes: Mapping[str, RouteRef]) -> Step:
@@ -453,7 +454,7 @@ def expire(approval: Approval, at: str, routes: Mapping[str, RouteRef]) -> Step:
             "new_deadline": deadline,
             "tier": after.tier,
         }
-        return Step(after, "approval.escalated", payload)
+        return Step(after, events.APPROVAL_ESCALATED, payload)
     reason = (
         f"nobody decided within the SLA of route `{approval.route.id}`"
         if target is None
@@ -464,7 +465,9 @@ def expire(approval: Approval, at: str, routes: Mapping[str, RouteRef]) -> Step:
         state=ApprovalState.EXPIRED,
         resolution={"code": "expired", "by": "charter", "at": at, "reason": reason},
     )
-    return Step(after, "approval.expired", {**base, "route": approval.route.id, "reason": reason})
+    return Step(
+        after, events.APPROVAL_EXPIRED, {**base, "route": approval.route.id, "reason": reason}
+    )
 
 
 def due(approvals: Sequence[Approval], at: str) -> list[Approval]:

@@ -4,5 +4,6 @@ Pure: no I/O; the service folds committed ledger entries into this state.
 """
 
 from charter.controls._budgets import BudgetSpending
+from charter.controls._state import ServiceState
 
-__all__ = ["BudgetSpending"]
+__all__ = ["BudgetSpending", "ServiceState"]

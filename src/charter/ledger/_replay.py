@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from charter.errors import CharterError
+from charter.ledger import events
 from charter.model import ActionRequest, AgentState
 from charter.policy import Bundle, decide
 
 __all__ = ["DECISION_KIND", "RecordedEntry", "ReplayReport", "replay"]
 
 #: The ledger entry kind that carries a decision.
-DECISION_KIND = "decision"
+DECISION_KIND = events.DECISION
 _KEEP = 20
 
 

@@ -6,8 +6,9 @@ the approval state machine stay pure in `charter.policy` and `charter.approvals`
 
 from charter.service._access import PRINCIPAL_TTL, ROLES, KeyRing, Principal
 from charter.service._audit import load_recorded_bundle, recorded_entries, replay_ledger
+from charter.service._charter import Charter
+from charter.service._clock import format_time, system_clock
 from charter.service._desk import SETTLED_STATES, ApprovalDesk, approval_row
-from charter.service._gateway_old import Charter, format_time, system_clock
 from charter.service._notify import (
     RetryPolicy,
     Webhook,

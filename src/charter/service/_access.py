@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from charter.errors import NotFound, RequestInvalid
-from charter.ledger import NewEvent
+from charter.ledger import events
 from charter.store import LedgerStore
 
 __all__ = [
-    "KEY_CREATED_KIND",
     "KEY_PREFIX",
-    "KEY_REVOKED_KIND",
     "PRINCIPAL_TTL",
     "ROLES",
     "KeyRing",
@@ -34,8 +32,6 @@ __all__ = [
     "new_key",
 ]
 
-KEY_CREATED_KIND = "key.created"
-KEY_REVOKED_KIND = "key.revoked"
 #: How long a looked-up key is trusted before the store is asked again: a key revoked by
 #: another process (the CLI, another replica) stops working within this many seconds.
 PRINCIPAL_TTL = 1.0
@@ -188,10 +184,7 @@ class KeyRing:
                 "groups": json.dumps(list(groups)) if groups else None,
             }
         )
-        payload: dict[str, Any] = {"key_id": key_id, "role": role, "agent": agent, "label": label}
-        if groups:
-            payload["groups"] = list(groups)
-        self._store.append([NewEvent(KEY_CREATED_KIND, at, payload)])
+        self._store.append([events.key_created(at, key_id, role, agent, label, groups)])
         return key_id, secret
 
     def _cached(
@@ -241,4 +234,4 @@ class KeyRing:
         if not self._store.revoke_key(key_id, at):
             raise NotFound(f"no active key `{key_id}`")
         self._cache.clear()
-        self._store.append([NewEvent(KEY_REVOKED_KIND, at, {"key_id": key_id, "by": by})])
+        self._store.append([events.key_revoked(at, key_id, by)])

@@ -46,6 +46,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx2
 
 from charter.__about__ import __version__
+from charter.ledger import events
 
 __all__ = [
     "APPROVAL_ESCALATED",
@@ -65,12 +66,12 @@ __all__ = [
 _log = logging.getLogger("charter.notify")
 
 #: Event kinds the gateway sends; any other text is passed through as the event's name.
-APPROVAL_OPENED = "approval.opened"
-APPROVAL_ESCALATED = "approval.escalated"
+APPROVAL_OPENED = events.APPROVAL_OPENED
+APPROVAL_ESCALATED = events.APPROVAL_ESCALATED
 
 #: Record kinds passed to the `record` callback.
-DELIVERED = "approval.notified"
-FAILED = "approval.notify_failed"
+DELIVERED = events.APPROVAL_NOTIFIED
+FAILED = events.APPROVAL_NOTIFY_FAILED
 
 SIGNATURE_HEADER = "X-Charter-Signature"
 DELIVERY_HEADER = "X-Charter-Delivery"

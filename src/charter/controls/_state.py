@@ -1,0 +1,144 @@
+"""The service's state as a fold over the ledger: halts, autonomy, agents, budgets.
+
+`ServiceState.apply` is the one reducer: the service applies each event it commits, and
+opening a ledger folds every entry through the same function, so what a restarted
+service holds is exactly what the running one held. Nothing here reads a clock or a
+store; the state is the function of the entries it was given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from charter.controls._budgets import BudgetSpending
+from charter.ledger import LedgerEntry, NewEvent, events
+from charter.model import AgentProfile, AgentState, Halt, Verdict
+
+__all__ = ["ServiceState"]
+
+
+def _profile(obj: Mapping[str, Any]) -> AgentProfile | None:
+    """The agent an `agent.updated` payload registers."""
+    return AgentState.from_json({"profile": obj}).profile
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """What later decisions depend on, as the ledger's history says it stands.
+
+    Halts, autonomy overrides, the run-time agent registry and the deployed version
+    change by replacement: `apply` returns a new state and leaves this one as it was.
+    Budget spending only ever grows by allowed decisions and is read by windows that
+    move forward, so it is one accumulator that a state shares with its successors
+    (copying it per decision would cost more than the decision).
+    """
+
+    halts: Mapping[tuple[str, str | None], Halt] = field(default_factory=dict)
+    autonomy: Mapping[str, int] = field(default_factory=dict)
+    registry: Mapping[str, AgentProfile] = field(default_factory=dict)
+    deployed: str | None = None
+    spending: BudgetSpending = field(default_factory=BudgetSpending)
+
+    @classmethod
+    def fold(cls, entries: Iterable[LedgerEntry], *, budget_cutoff: str = "") -> ServiceState:
+        """The state after `entries`, in order.
+
+        Decision entries before `budget_cutoff` (an RFC 3339 UTC time, the ledger's one
+        form, so text order is time order) can count against no budget of the live
+        bundle any more: they are skipped without being decoded, which keeps opening a
+        large ledger quick.
+        """
+        state = cls()
+        for entry in entries:
+            if entry.kind == events.DECISION and entry.at < budget_cutoff:
+                continue
+            if entry.kind in _FOLDED:
+                state = state.apply(entry.kind, entry.at, entry.payload_object())
+        return state
+
+    def apply_event(self, event: NewEvent) -> ServiceState:
+        """`apply` for an event as the service queues it."""
+        return self.apply(event.kind, event.at, event.payload)
+
+    def apply_entry(self, entry: LedgerEntry) -> ServiceState:
+        """`apply` for an entry read back from the ledger."""
+        if entry.kind not in _FOLDED:
+            return self
+        return self.apply(entry.kind, entry.at, entry.payload_object())
+
+    def apply(self, kind: str, at: str, payload: Mapping[str, Any]) -> ServiceState:
+        """The state after one event; kinds that carry no state leave it as it is."""
+        if kind == events.DECISION:
+            decision = payload["decision"]
+            budgets = payload.get("budgets")
+            if budgets and decision["verdict"] == Verdict.ALLOW.value:
+                self.spend(
+                    decision["agent"], dt.datetime.fromisoformat(at), decision["risk"], budgets
+                )
+            return self
+        if kind == events.HALT:
+            key = (payload["scope"], payload.get("target"))
+            halt = Halt(key[0], key[1], payload.get("reason", ""))
+            return replace(self, halts={**self.halts, key: halt})
+        if kind == events.RESUME:
+            key = (payload["scope"], payload.get("target"))
+            return replace(self, halts={k: v for k, v in self.halts.items() if k != key})
+        if kind == events.AUTONOMY_CHANGED:
+            agent, level = payload["agent"], payload["level"]
+            levels = {k: v for k, v in self.autonomy.items() if k != agent}
+            if level is not None:
+                levels[agent] = int(level)
+            return replace(self, autonomy=levels)
+        if kind == events.AGENT_UPDATED:
+            profile = _profile(payload["agent"])
+            if profile is None:
+                return self
+            return replace(self, registry={**self.registry, profile.id: profile})
+        if kind == events.POLICY_DEPLOYED:
+            return replace(self, deployed=payload["version"])
+        return self
+
+    def spend(self, agent: str, at: dt.datetime, risk: int, budgets: Iterable[str]) -> None:
+        """Count an allowed decision against its budgets.
+
+        The service calls this when it decides, before the entry commits, so the next
+        decision (perhaps in the same commit) sees it; the fold calls it for each
+        recorded decision. Both pass the recorded time.
+        """
+        self.spending.add(agent, at, int(risk), tuple(budgets))
+
+    def profile(self, agent: str, bundle_agents: Mapping[str, AgentProfile]) -> AgentProfile | None:
+        """The agent as decisions see it: the registry's entry, else the bundle's."""
+        return self.registry.get(agent) or bundle_agents.get(agent)
+
+    def agent_state(
+        self, agent: str, budgets: Iterable[tuple[str, int]], now: dt.datetime
+    ) -> AgentState:
+        """The state a decision for `agent` sees at `now`: what the ledger records beside it.
+
+        `budgets` are the (id, window seconds) pairs of the budgets the decision falls
+        under.
+        """
+        windows = list(budgets)
+        return AgentState(
+            profile=self.registry.get(agent),
+            autonomy=self.autonomy.get(agent),
+            budgets=self.spending.state(agent, windows, now) if windows else {},
+            halts=tuple(self.halts.values()),
+        )
+
+
+#: The kinds that change the state; every other kind passes through.
+_FOLDED = frozenset(
+    {
+        events.DECISION,
+        events.HALT,
+        events.RESUME,
+        events.AUTONOMY_CHANGED,
+        events.AGENT_UPDATED,
+        events.POLICY_DEPLOYED,
+    }
+)
