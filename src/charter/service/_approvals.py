@@ -65,21 +65,43 @@ class Approvals:
         return self._finish([(step, future)])[0]
 
     def claim(self, approval_id: str, reviewer: Principal) -> ApprovalView:
-        """Take an approval on; see `Charter.claim`."""
+        """Take an approval on, so other reviewers see someone is on it; recorded."""
         return self._step(approval_id, reviewer, machine.claim)
 
-    def approve(self, approval_id: str, reviewer: Principal, note: str) -> ApprovalView:
-        """Approve the current arguments; see `Charter.approve`."""
+    def approve(self, approval_id: str, reviewer: Principal, *, note: str = "") -> ApprovalView:
+        """Approve an approval's current arguments; the quorum completing issues the grant.
+
+        Raises:
+            NotFound: no such approval.
+            Forbidden: the key cannot review, or its groups are not the route's.
+            Conflict: the approval is settled, or this person has already approved it.
+        """
         return self._step(approval_id, reviewer, lambda a, r, at: machine.vote(a, r, at, note))
 
-    def deny(self, approval_id: str, reviewer: Principal, reason: str) -> ApprovalView:
-        """Refuse with a reason; see `Charter.deny`."""
+    def deny(self, approval_id: str, reviewer: Principal, *, reason: str) -> ApprovalView:
+        """Refuse an approval with a reason the agent receives.
+
+        Raises:
+            NotFound, Forbidden, Conflict: as for `approve`.
+            RequestInvalid: no reason.
+        """
         return self._step(approval_id, reviewer, lambda a, r, at: machine.deny(a, r, at, reason))
 
     def modify(
-        self, approval_id: str, reviewer: Principal, args: Mapping[str, Any], note: str
+        self, approval_id: str, reviewer: Principal, args: Mapping[str, Any], *, note: str = ""
     ) -> ApprovalView:
-        """Replace the arguments, decided again; see `Charter.modify`."""
+        """Replace the arguments with a reviewer's, decided again under the live policy.
+
+        The modified request is checked against the action's contract and decided again
+        first; a modification the policy would deny is refused and nothing changes.
+        Otherwise the re-decision is recorded, the approval now binds the new
+        arguments, and the reviewer's modification counts as their approval.
+
+        Raises:
+            NotFound, Forbidden, Conflict: as for `approve`.
+            RequestInvalid: the arguments are not a JSON object, break the contract, are
+                unchanged, or the policy denies the modified request (`modification_denied`).
+        """
         if not isinstance(args, Mapping):
             raise RequestInvalid("args", "the modified arguments must be a JSON object")
         new_args = json_value(dict(args), "args")
@@ -105,9 +127,13 @@ class Approvals:
         return self._finish([(step, future)])[0]
 
     def decide_batch(
-        self, approval_ids: Sequence[str], reviewer: Principal, *, approve: bool, reason: str
+        self, approval_ids: Sequence[str], reviewer: Principal, *, approve: bool, reason: str = ""
     ) -> list[ApprovalView]:
-        """Approve or deny several similar approvals, all or none; see `Charter`."""
+        """Approve or deny several similar approvals at once: all of them, or none.
+
+        Every approval must be pending, of one shape (same agent, action and argument
+        keys and types), and actionable by the reviewer; otherwise nothing is done.
+        """
         ids = list(dict.fromkeys(approval_ids))
         if not ids:
             raise RequestInvalid("ids", "name at least one approval")
@@ -126,8 +152,12 @@ class Approvals:
             applied = [(step, self._apply(step, at)) for step in steps]
         return self._finish(applied)
 
-    def fire_due(self, now: dt.datetime | None) -> list[ApprovalView]:
-        """Fire every deadline that has passed; see `Charter.fire_due`."""
+    def fire_due(self, now: dt.datetime | None = None) -> list[ApprovalView]:
+        """Fire every deadline that has passed: next tier, or expired (refused).
+
+        The server's timer thread calls this; after a restart the first call fires
+        everything that fell due while Charter was down, once each.
+        """
         s = self._s
         with s.lock:
             at = format_time(now or s.clock())
@@ -226,8 +256,8 @@ class Approvals:
 
     # -- timers and waiting ------------------------------------------------------------
 
-    def start_timers(self, interval: float) -> None:
-        """Run deadlines in a background thread until `stop_timers`."""
+    def start_timers(self, interval: float = 0.5) -> None:
+        """Run approval deadlines in a background thread until `stop_timers` or `close`."""
         if self._timer is not None:
             return
         self._timer_stop.clear()
@@ -235,7 +265,7 @@ class Approvals:
         def run() -> None:
             while not self._timer_stop.wait(interval):
                 try:
-                    self.fire_due(None)
+                    self.fire_due()
                 except Exception:  # a failing store must not kill the timers
                     _log.exception("firing approval deadlines failed; retrying")
 
@@ -250,10 +280,22 @@ class Approvals:
         self._timer.join()
         self._timer = None
 
+    def watch(self, decision_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (in a Charter thread) once the decision's approval settles.
+
+        Returns a function that cancels the watch. Check the decision's state after
+        registering: it may have settled before.
+        """
+        return self._s.desk.watch(decision_id, callback)
+
     def wait_decision(self, decision_id: str, timeout: float) -> DecisionView | None:
-        """The decision once settled, or as it stands after `timeout`; see `Charter`."""
+        """The decision once settled, or as it stands after `timeout` seconds.
+
+        Woken at once when this process settles it; read again every second too, for an
+        approval settled by another process on the same ledger. None: no such decision.
+        """
         settled = threading.Event()
-        cancel = self._s.desk.watch(decision_id, settled.set)
+        cancel = self.watch(decision_id, settled.set)
         deadline = time.monotonic() + timeout
         try:
             view = self._queries.get_decision(decision_id)

@@ -9,7 +9,7 @@ only opens it, wires them together and closes it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,11 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from charter.controls import ServiceState
-from charter.ledger import LedgerEntry, SignedCheckpoint, VerifyReport
+from charter.ledger import SignedCheckpoint, VerifyReport
 from charter.ledger._replay import ReplayReport, replay
-from charter.model import ActionRequest, AgentProfile, Halt
+from charter.model import ActionRequest, Halt
 from charter.policy import Bundle, WebhookSpec, load_bundle
-from charter.service._access import KeyRing, Principal
+from charter.service._access import KeyRing
 from charter.service._approvals import Approvals
 from charter.service._audit import load_recorded_bundle, recorded_entries
 from charter.service._clock import format_time, random_ids, system_clock
@@ -33,8 +33,8 @@ from charter.service._drive import run, run_async
 from charter.service._fleet import Fleet
 from charter.service._grants import Grants
 from charter.service._queries import Queries
-from charter.service._records import ApprovalView, DecisionRecord, DecisionView, Redemption
-from charter.service._session import Session, Settings, Shared
+from charter.service._records import DecisionRecord, Redemption
+from charter.service._session import Session, Settings, Shared, delegate
 from charter.store import (
     GroupCommitWriter,
     LedgerStore,
@@ -195,20 +195,10 @@ class Charter:
             TooManyPending: it needs approval and the agent has `max_pending` approvals
                 pending already; the decision and the refusal are recorded.
         """
-        return refused_or(self._deciding.decide_many([keyed(request, idempotency_key)], now)[0])
+        keyed_request = keyed(request, idempotency_key)
+        return refused_or(self._deciding.decide_many([keyed_request], now=now)[0])
 
-    def decide_many(
-        self,
-        requests: Sequence[ActionRequest | Mapping[str, Any]],
-        *,
-        now: dt.datetime | None = None,
-    ) -> list[DecisionRecord]:
-        """Decide several requests in order and record them in as few commits as possible.
-
-        Every request (and its idempotency key) is checked before any is decided, so one
-        bad request records nothing.
-        """
-        return self._deciding.decide_many(requests, now)
+    decide_many = delegate("_deciding", Deciding.decide_many)
 
     async def decide_async(
         self, request: ActionRequest | Mapping[str, Any], *, idempotency_key: str | None = None
@@ -221,7 +211,7 @@ class Charter:
         """
         return await self._deciding.decide_async(keyed(request, idempotency_key))
 
-    # -- grants and outcomes -----------------------------------------------------------
+    # -- grants and outcomes: one flow each, driven blocking or awaited ------------------
 
     def redeem(
         self, grant_id: str, token: str, args: Mapping[str, Any], *, now: dt.datetime | None = None
@@ -285,252 +275,62 @@ class Charter:
         )
         return await run_async(flow)
 
-    # -- approvals ---------------------------------------------------------------------
+    # -- approvals -----------------------------------------------------------------------
 
-    def get_approval(self, approval_id: str) -> ApprovalView | None:
-        """An approval with its decision, the agent's context and its runbook."""
-        return self._queries.get_approval(approval_id)
-
-    def approvals(
-        self,
-        *,
-        state: str | None = "pending",
-        group: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[ApprovalView]:
-        """Approvals by deadline, then highest risk first, filtered as asked."""
-        return self._queries.approvals(
-            state=state, group=group, agent=agent, action=action, limit=limit, offset=offset
-        )
-
-    def count_approvals(
-        self,
-        *,
-        state: str | None = "pending",
-        group: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-    ) -> int:
-        """How many approvals match the filters."""
-        return self.store.count_approvals(state=state, group=group, agent=agent, action=action)
-
-    def claim(self, approval_id: str, reviewer: Principal) -> ApprovalView:
-        """Take an approval on, so other reviewers see someone is on it; recorded."""
-        return self._approvals.claim(approval_id, reviewer)
-
-    def approve(self, approval_id: str, reviewer: Principal, *, note: str = "") -> ApprovalView:
-        """Approve an approval's current arguments; the quorum completing issues the grant.
-
-        Raises:
-            NotFound: no such approval.
-            Forbidden: the key cannot review, or its groups are not the route's.
-            Conflict: the approval is settled, or this person has already approved it.
-        """
-        return self._approvals.approve(approval_id, reviewer, note)
-
-    def deny(self, approval_id: str, reviewer: Principal, *, reason: str) -> ApprovalView:
-        """Refuse an approval with a reason the agent receives.
-
-        Raises:
-            NotFound, Forbidden, Conflict: as for `approve`.
-            RequestInvalid: no reason.
-        """
-        return self._approvals.deny(approval_id, reviewer, reason)
-
-    def modify(
-        self, approval_id: str, reviewer: Principal, args: Mapping[str, Any], *, note: str = ""
-    ) -> ApprovalView:
-        """Replace the arguments with a reviewer's, decided again under the live policy.
-
-        The modified request is checked against the action's contract and decided again
-        first; a modification the policy would deny is refused and nothing changes.
-        Otherwise the re-decision is recorded, the approval now binds the new
-        arguments, and the reviewer's modification counts as their approval.
-
-        Raises:
-            NotFound, Forbidden, Conflict: as for `approve`.
-            RequestInvalid: the arguments are not a JSON object, break the contract, are
-                unchanged, or the policy denies the modified request (`modification_denied`).
-        """
-        return self._approvals.modify(approval_id, reviewer, args, note)
-
-    def similar_approvals(self, approval_id: str) -> list[ApprovalView]:
-        """Pending approvals of the same agent, action and argument shape as this one."""
-        return self._queries.similar(approval_id)
-
-    def decide_batch(
-        self, approval_ids: Sequence[str], reviewer: Principal, *, approve: bool, reason: str = ""
-    ) -> list[ApprovalView]:
-        """Approve or deny several similar approvals at once: all of them, or none.
-
-        Every approval must be pending, of one shape (same agent, action and argument
-        keys and types), and actionable by the reviewer; otherwise nothing is done.
-        """
-        return self._approvals.decide_batch(approval_ids, reviewer, approve=approve, reason=reason)
-
-    def fire_due(self, now: dt.datetime | None = None) -> list[ApprovalView]:
-        """Fire every deadline that has passed: next tier, or expired (refused).
-
-        The server's timer thread calls this; after a restart the first call fires
-        everything that fell due while Charter was down, once each.
-        """
-        return self._approvals.fire_due(now)
-
-    def start_timers(self, interval: float = 0.5) -> None:
-        """Run approval deadlines in a background thread until `stop_timers` or `close`."""
-        self._approvals.start_timers(interval)
-
-    def stop_timers(self) -> None:
-        """Stop the timer thread, if running."""
-        self._approvals.stop_timers()
-
-    def watch(self, decision_id: str, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call `callback` (in a Charter thread) once the decision's approval settles.
-
-        Returns a function that cancels the watch. Check the decision's state after
-        registering: it may have settled before.
-        """
-        return self._session.desk.watch(decision_id, callback)
-
-    def wait_decision(self, decision_id: str, timeout: float) -> DecisionView | None:
-        """The decision once settled, or as it stands after `timeout` seconds.
-
-        Woken at once when this process settles it; read again every second too, for an
-        approval settled by another process on the same ledger. None: no such decision.
-        """
-        return self._approvals.wait_decision(decision_id, timeout)
-
-    def autonomy_preview(self, approval_id: str) -> list[dict[str, Any]]:
-        """What the live policy would decide for this request at each autonomy level."""
-        return self._queries.autonomy_preview(approval_id)
+    claim = delegate("_approvals", Approvals.claim)
+    approve = delegate("_approvals", Approvals.approve)
+    deny = delegate("_approvals", Approvals.deny)
+    modify = delegate("_approvals", Approvals.modify)
+    decide_batch = delegate("_approvals", Approvals.decide_batch)
+    fire_due = delegate("_approvals", Approvals.fire_due)
+    start_timers = delegate("_approvals", Approvals.start_timers)
+    stop_timers = delegate("_approvals", Approvals.stop_timers)
+    watch = delegate("_approvals", Approvals.watch)
+    wait_decision = delegate("_approvals", Approvals.wait_decision)
+    record_event = delegate("_fleet", Fleet.record_event)
 
     def webhooks(self, route: str) -> tuple[WebhookSpec, ...]:
         """The webhooks of a route in the live bundle (read per call: deploys apply)."""
         return self.bundle.webhooks(route)
 
-    def record_event(self, kind: str, payload: Mapping[str, Any]) -> None:
-        """Append an event to the ledger without waiting for it (webhook deliveries)."""
-        self._fleet.record_event(kind, payload)
+    # -- reading ---------------------------------------------------------------------------
 
-    # -- reading -----------------------------------------------------------------------
+    get_decision = delegate("_queries", Queries.get_decision)
+    recent_decisions = delegate("_queries", Queries.recent_decisions)
+    search_decisions = delegate("_queries", Queries.search_decisions)
+    get_approval = delegate("_queries", Queries.get_approval)
+    approvals = delegate("_queries", Queries.approvals)
+    count_approvals = delegate("_queries", Queries.count_approvals)
+    similar_approvals = delegate("_queries", Queries.similar_approvals)
+    autonomy_preview = delegate("_queries", Queries.autonomy_preview)
+    ledger_page = delegate("_queries", Queries.ledger_page)
 
-    def get_decision(self, decision_id: str) -> DecisionView | None:
-        """A recorded decision with its state now (allowed, redeemed, executed, ...)."""
-        return self._queries.get_decision(decision_id)
+    # -- keys --------------------------------------------------------------------------------
 
-    def recent_decisions(
-        self, agent: str, action: str, *, limit: int = 5, before_seq: int | None = None
-    ) -> list[DecisionView]:
-        """The agent's latest decisions on this action, newest first, with outcomes."""
-        return self._queries.decisions(
-            agent=agent, action=action, before_seq=before_seq, limit=limit
-        )
+    create_key = delegate("keys", KeyRing.create)
+    authenticate = delegate("keys", KeyRing.authenticate)
+    principal = delegate("keys", KeyRing.principal)
+    list_keys = delegate("keys", KeyRing.list)
+    has_keys = delegate("keys", KeyRing.any_active)
+    revoke_key = delegate("keys", KeyRing.revoke)
+    record_access_denied = delegate("_fleet", Fleet.record_access_denied)
 
-    def search_decisions(
-        self,
-        *,
-        agent: str | None = None,
-        action: str | None = None,
-        verdict: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        before_seq: int | None = None,
-        limit: int = 50,
-    ) -> list[DecisionView]:
-        """Decisions matching every filter given, newest first (`before_seq` pages)."""
-        return self._queries.decisions(
-            agent=agent,
-            action=action,
-            verdict=verdict,
-            since=since,
-            until=until,
-            before_seq=before_seq,
-            limit=limit,
-        )
+    # -- the fleet ---------------------------------------------------------------------------
 
-    def ledger_page(self, after: int = 0, limit: int = 100) -> list[LedgerEntry]:
-        """Up to `limit` entries after `after`, in order."""
-        return self._queries.ledger_page(after, limit)
-
-    # -- keys --------------------------------------------------------------------------
-
-    def create_key(
-        self, role: str, *, agent: str | None = None, label: str = "", groups: Sequence[str] = ()
-    ) -> tuple[str, str]:
-        """Create an API key; returns (key id, secret). See `KeyRing.create`."""
-        return self.keys.create(role, agent=agent, label=label, groups=groups)
-
-    def authenticate(self, secret: str) -> Principal | None:
-        """The principal a secret belongs to, or None. See `KeyRing.authenticate`."""
-        return self.keys.authenticate(secret)
-
-    def principal(self, key_id: str) -> Principal | None:
-        """The principal of an unrevoked key by its id. See `KeyRing.principal`."""
-        return self.keys.principal(key_id)
-
-    def list_keys(self) -> list[dict[str, Any]]:
-        """Every key, without its hash."""
-        return self.keys.list()
-
-    def has_keys(self) -> bool:
-        """Whether any unrevoked key exists (a server with none refuses every request)."""
-        return self.keys.any_active()
-
-    def revoke_key(self, key_id: str, *, by: str = "") -> None:
-        """Revoke a key now; recorded in the ledger. See `KeyRing.revoke`."""
-        self.keys.revoke(key_id, by=by)
-
-    def record_access_denied(self, principal: Principal, reason: str, **details: Any) -> None:
-        """Record that a principal tried something its key does not allow."""
-        self._fleet.record_access_denied(principal, reason, details)
-
-    # -- the fleet ---------------------------------------------------------------------
-
-    def get_agent(self, agent_id: str) -> AgentProfile | None:
-        """The agent as decisions see it: the registry's entry, else the bundle's."""
-        return self._fleet.get_agent(agent_id)
-
-    def agents(self) -> list[AgentProfile]:
-        """Every known agent, registry entries in place of the bundle's, by id."""
-        return self._fleet.agents()
-
-    def put_agent(self, profile: AgentProfile, *, by: str) -> AgentProfile:
-        """Register or update an agent; recorded, and used by every later decision.
-
-        Raises:
-            RequestInvalid: the role or autonomy level is not defined by the live bundle.
-        """
-        return self._fleet.put_agent(profile, by)
-
-    def set_autonomy(self, agent: str, level: int | None, *, reason: str, by: str) -> None:
-        """Override an agent's autonomy level (None restores the bundle's); recorded.
-
-        Raises:
-            RequestInvalid: the agent or level is not defined in the live bundle.
-        """
-        self._fleet.set_autonomy(agent, level, reason, by)
-
-    def autonomy(self, agent: str) -> int | None:
-        """The agent's autonomy level in force: an override, else the bundle's."""
-        return self._fleet.autonomy(agent)
-
-    def halt(self, scope: str = "all", target: str | None = None, *, reason: str, by: str) -> None:
-        """Stop every request that `scope`/`target` covers until `resume` is called."""
-        self._fleet.halt(scope, target, reason, by)
-
-    def resume(self, scope: str = "all", target: str | None = None, *, by: str) -> None:
-        """Lift a halt; recorded in the ledger."""
-        self._fleet.resume(scope, target, by)
+    get_agent = delegate("_fleet", Fleet.get_agent)
+    agents = delegate("_fleet", Fleet.agents)
+    put_agent = delegate("_fleet", Fleet.put_agent)
+    set_autonomy = delegate("_fleet", Fleet.set_autonomy)
+    autonomy = delegate("_fleet", Fleet.autonomy)
+    halt = delegate("_fleet", Fleet.halt)
+    resume = delegate("_fleet", Fleet.resume)
 
     @property
     def halts(self) -> tuple[Halt, ...]:
         """The halts in force."""
         return self._fleet.halts
 
-    # -- audit -------------------------------------------------------------------------
+    # -- audit -------------------------------------------------------------------------------
 
     def verify(
         self, public_key: Ed25519PublicKey | None = None, *, strict: bool = False

@@ -96,9 +96,16 @@ class Deciding:
     # -- the entry points --------------------------------------------------------------
 
     def decide_many(
-        self, requests: Sequence[ActionRequest | Mapping[str, Any]], now: dt.datetime | None
+        self,
+        requests: Sequence[ActionRequest | Mapping[str, Any]],
+        *,
+        now: dt.datetime | None = None,
     ) -> list[DecisionRecord]:
-        """Decide in order and record in as few commits as possible; see `Charter`."""
+        """Decide several requests in order and record them in as few commits as possible.
+
+        Every request (and its idempotency key) is checked before any is decided, so one
+        bad request records nothing.
+        """
         return run(self._begin(requests, now))
 
     async def decide_async(self, request: ActionRequest | Mapping[str, Any]) -> DecisionRecord:

@@ -54,8 +54,12 @@ class Fleet:
         merged = {**self._s.bundle.agents, **self._s.state.registry}
         return [merged[k] for k in sorted(merged)]
 
-    def put_agent(self, profile: AgentProfile, by: str) -> AgentProfile:
-        """Register or update an agent; see `Charter.put_agent`."""
+    def put_agent(self, profile: AgentProfile, *, by: str) -> AgentProfile:
+        """Register or update an agent; recorded, and used by every later decision.
+
+        Raises:
+            RequestInvalid: the role or autonomy level is not defined by the live bundle.
+        """
         bundle = self._s.bundle
         if not profile.id or len(profile.id) > 256:
             raise RequestInvalid("id", "an agent id is 1 to 256 characters")
@@ -71,8 +75,12 @@ class Fleet:
             self._s.record(events.agent_updated(self._s.stamp(), profile.to_json(), by))
         return profile
 
-    def set_autonomy(self, agent: str, level: int | None, reason: str, by: str) -> None:
-        """Override an agent's autonomy level; see `Charter.set_autonomy`."""
+    def set_autonomy(self, agent: str, level: int | None, *, reason: str, by: str) -> None:
+        """Override an agent's autonomy level (None restores the bundle's); recorded.
+
+        Raises:
+            RequestInvalid: the agent or level is not defined in the live bundle.
+        """
         if self.get_agent(agent) is None:
             raise RequestInvalid("agent", f"agent `{agent}` is not defined")
         if level is not None and level not in self._s.bundle.levels:
@@ -89,8 +97,8 @@ class Fleet:
         profile = self.get_agent(agent)
         return profile.autonomy if profile else None
 
-    def halt(self, scope: str, target: str | None, reason: str, by: str) -> None:
-        """Stop every request that `scope`/`target` covers; see `Charter.halt`."""
+    def halt(self, scope: str = "all", target: str | None = None, *, reason: str, by: str) -> None:
+        """Stop every request that `scope`/`target` covers until `resume` is called."""
         if scope not in ("all", "agent", "action") or (scope != "all") != (target is not None):
             raise RequestInvalid(
                 "scope", "a halt covers `all`, or an `agent` or `action` named by `target`"
@@ -98,7 +106,7 @@ class Fleet:
         with self._s.lock:
             self._s.record(events.halt(self._s.stamp(), scope, target, reason, by))
 
-    def resume(self, scope: str, target: str | None, by: str) -> None:
+    def resume(self, scope: str = "all", target: str | None = None, *, by: str) -> None:
         """Lift a halt; recorded in the ledger."""
         with self._s.lock:
             self._s.record(events.resume(self._s.stamp(), scope, target, by))
@@ -108,7 +116,7 @@ class Fleet:
         """The halts in force."""
         return tuple(self._s.state.halts.values())
 
-    def record_access_denied(self, principal: Principal, reason: str, details: Any) -> None:
+    def record_access_denied(self, /, principal: Principal, reason: str, **details: Any) -> None:
         """Record that a principal tried something its key does not allow."""
         event = events.access_denied(
             self._s.stamp(), principal.key_id, principal.role, principal.agent, reason, **details
@@ -116,7 +124,7 @@ class Fleet:
         self._s.writer.submit(event, None, awaited=True).result()
 
     def record_event(self, kind: str, payload: Mapping[str, Any]) -> None:
-        """Append an event without waiting for it (webhook deliveries)."""
+        """Append an event to the ledger without waiting for it (webhook deliveries)."""
         future = self._s.writer.submit(NewEvent(kind, self._s.stamp(), dict(payload)))
 
         def failed(done: Future[LedgerEntry]) -> None:

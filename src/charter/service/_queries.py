@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from charter.approvals import Approval
@@ -99,13 +99,43 @@ class Queries:
             return None
         return DecisionView(self.record_of(row, None, replayed=False), state_of(row), row)
 
-    def decisions(self, **filters: Any) -> list[DecisionView]:
-        """Decisions matching the store's `decision_rows` filters, newest first."""
-        rows = self._s.store.decision_rows(**filters)
+    def _views(self, rows: Sequence[Mapping[str, Any]]) -> list[DecisionView]:
         return [
             DecisionView(self.record_of(row, None, replayed=False), state_of(row), row)
             for row in rows
         ]
+
+    def recent_decisions(
+        self, agent: str, action: str, *, limit: int = 5, before_seq: int | None = None
+    ) -> list[DecisionView]:
+        """The agent's latest decisions on this action, newest first, with outcomes."""
+        rows = self._s.store.decision_rows(
+            agent=agent, action=action, before_seq=before_seq, limit=limit
+        )
+        return self._views(rows)
+
+    def search_decisions(
+        self,
+        *,
+        agent: str | None = None,
+        action: str | None = None,
+        verdict: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[DecisionView]:
+        """Decisions matching every filter given, newest first (`before_seq` pages)."""
+        rows = self._s.store.decision_rows(
+            agent=agent,
+            action=action,
+            verdict=verdict,
+            since=since,
+            until=until,
+            before_seq=before_seq,
+            limit=limit,
+        )
+        return self._views(rows)
 
     def ledger_page(self, after: int = 0, limit: int = 100) -> list[LedgerEntry]:
         """Up to `limit` entries after `after`, in order."""
@@ -144,21 +174,44 @@ class Queries:
         context = payload.get("request", {}).get("context", {})
         return ApprovalView(approval.to_json(), decision, context, profile, text)
 
+    def count_approvals(
+        self,
+        *,
+        state: str | None = "pending",
+        group: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+    ) -> int:
+        """How many approvals match the filters."""
+        return self._s.store.count_approvals(state=state, group=group, agent=agent, action=action)
+
     def get_approval(self, approval_id: str) -> ApprovalView | None:
         """An approval with its decision, the agent's context and its runbook."""
         approval = self._s.desk.get(approval_id)
         return None if approval is None else self.view(approval)
 
-    def approvals(self, **filters: Any) -> list[ApprovalView]:
-        """Approvals matching the store's `approval_rows` filters, in its order."""
+    def approvals(
+        self,
+        *,
+        state: str | None = "pending",
+        group: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[ApprovalView]:
+        """Approvals by deadline, then highest risk first, filtered as asked."""
+        rows = self._s.store.approval_rows(
+            state=state, group=group, agent=agent, action=action, limit=limit, offset=offset
+        )
         out = []
-        for row in self._s.store.approval_rows(**filters):
+        for row in rows:
             approval = self._s.desk.get(row["id"])  # the newest state, even mid-commit
             if approval is not None:
                 out.append(self.view(approval))
         return out
 
-    def similar(self, approval_id: str) -> list[ApprovalView]:
+    def similar_approvals(self, approval_id: str) -> list[ApprovalView]:
         """Pending approvals of the same agent, action and argument shape as this one."""
         approval = self.pending(approval_id)
         rows = self._s.store.approval_rows(state="pending", shape=approval.shape, limit=1000)

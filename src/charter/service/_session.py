@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from charter.controls import ServiceState
 from charter.ledger import LedgerEntry, NewEvent
@@ -26,9 +27,12 @@ from charter.service._desk import ApprovalDesk
 from charter.service._tickets import GrantTicket, grant_token
 from charter.store import IndexChange, LedgerStore, LedgerWriter
 
-__all__ = ["Session", "Settings", "Shared"]
+__all__ = ["Session", "Settings", "Shared", "delegate"]
 
 T = TypeVar("T")
+C = TypeVar("C")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 _log = logging.getLogger("charter.service")
 
@@ -174,3 +178,17 @@ class Shared(Generic[T]):
         if not self._writable:
             raise AttributeError(f"`{self._name}` is read-only")
         setattr(self._home(obj), self._name, value)
+
+
+def delegate(attr: str, method: Callable[Concatenate[C, P], R]) -> Callable[Concatenate[Any, P], R]:
+    """A `Charter` method that is `method` of the collaborator in attribute `attr`.
+
+    The facade's methods keep their collaborator's signature and docstring (for `help`
+    and for type checkers) without a body written twice.
+    """
+
+    @functools.wraps(method)
+    def call(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return method(getattr(self, attr), *args, **kwargs)
+
+    return call
