@@ -29,6 +29,8 @@ clients cannot drift apart, and the flows can be tested by feeding them answers 
     run anyway and count it. A report that cannot be recorded never fails a call whose
     action already ran (the caller might retry it): it is counted and logged instead.
 
+The clients write their own multi-step methods the same way: `decide_flow` decides and,
+when the pending cap refuses, reads the refused decision so the error carries it whole;
 `wait_flow` polls a decision until people have decided or the time is up. Each poll says
 how long the server may hold it (`Fetch.hold`); a server that long-polls answers when the
 state changes, and since the flow only sleeps for what is left of its backoff step after
@@ -37,13 +39,18 @@ the answer came back, a held poll is followed immediately by the next one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from charter.errors import CharterError
 from charter.model import Verdict
-from charter.sdk._errors import ActionDenied, ApprovalRequired, CharterUnavailable
+from charter.sdk._errors import (
+    ActionDenied,
+    ApprovalRequired,
+    CharterUnavailable,
+    PendingLimitReached,
+)
 from charter.sdk._types import DecisionResult, DecisionStatus, Grant
 
 __all__ = [
@@ -56,9 +63,11 @@ __all__ = [
     "OutcomeLost",
     "Redeem",
     "Report",
+    "Request",
     "Run",
     "Sleep",
     "Wait",
+    "decide_flow",
     "describe_error",
     "governed_flow",
     "resume_flow",
@@ -116,6 +125,7 @@ class Report:
     success: bool
     error: str | None = None
     duration_ms: float | None = None
+    result_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +161,8 @@ class Sleep:
 
 
 Op = Decide | Redeem | Run | Report | FailOpen | OutcomeLost | Fetch | Sleep | Wait
+#: What a client sends to Charter: each of its methods is one of these, or a flow of them.
+Request = Decide | Redeem | Report | Fetch
 #: A flow: yields operations, receives their results, returns its answer.
 Flow = Generator[Op, Any, T]
 
@@ -387,37 +399,87 @@ def wait_flow(
         step = min(step * backoff.factor, backoff.most)
 
 
+def decide_flow(request: Decide) -> Flow[DecisionResult]:
+    """Decide one request; a refusal at the pending cap comes back with its decision whole.
+
+    Charter records the refused decision but names only its id in the refusal; reading
+    it is best effort: when it cannot be read, the refusal is raised as it came.
+
+    Raises:
+        PendingLimitReached: the agent has as many approvals pending as it may.
+    """
+    try:
+        decided: DecisionResult = yield request
+    except PendingLimitReached as refused:
+        named = refused.decision_id
+        if refused.decision is not None or named is None:
+            raise
+        try:
+            status: DecisionStatus | None = yield Fetch(named, 0.0)
+        except CharterError:
+            raise refused from None
+        if status is None:
+            raise
+        raise PendingLimitReached(status.result, refused.refusal) from None
+    return decided
+
+
+class _Turns(Generic[T]):
+    """A flow taken one operation at a time, for the drivers.
+
+    Iterating gives the operations; after each, `send` its answer or `throw` its error.
+    Once the flow has returned, `result` holds what it returned. Leaving the `with`
+    block closes the flow, however the driver left it.
+    """
+
+    def __init__(self, flow: Flow[T]) -> None:
+        self._flow = flow
+        self._step: Callable[[], Op] = flow.__next__
+        self.result: T
+
+    def __enter__(self) -> _Turns[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._flow.close()
+
+    def __iter__(self) -> Iterator[Op]:
+        try:
+            while True:
+                yield self._step()
+        except StopIteration as done:
+            self.result = done.value
+
+    def send(self, answer: Any) -> None:
+        """What the last operation answered; the flow gets it at the next step."""
+        self._step = lambda: self._flow.send(answer)
+
+    def throw(self, error: Exception) -> None:
+        """What the last operation raised; the flow gets it at the next step."""
+        self._step = lambda: self._flow.throw(error)
+
+
 def run_sync(flow: Flow[T], perform: Callable[[Op], Any]) -> T:
     """Drive a flow with blocking calls: `perform` each operation, send back what it gives."""
-    try:
-        op = next(flow)
-        while True:
+    with _Turns(flow) as turns:
+        for op in turns:
             try:
                 answer = perform(op)
             except Exception as exc:
-                op = flow.throw(exc)
+                turns.throw(exc)
             else:
-                op = flow.send(answer)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    finally:
-        flow.close()
+                turns.send(answer)
+    return turns.result
 
 
 async def run_async(flow: Flow[T], perform: Callable[[Op], Awaitable[Any]]) -> T:
     """Drive a flow with awaits: the twin of `run_sync`."""
-    try:
-        op = next(flow)
-        while True:
+    with _Turns(flow) as turns:
+        for op in turns:
             try:
                 answer = await perform(op)
             except Exception as exc:
-                op = flow.throw(exc)
+                turns.throw(exc)
             else:
-                op = flow.send(answer)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    finally:
-        flow.close()
+                turns.send(answer)
+    return turns.result
