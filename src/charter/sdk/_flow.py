@@ -39,9 +39,9 @@ the answer came back, a held poll is followed immediately by the next one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from charter.errors import CharterError
 from charter.model import Verdict
@@ -424,62 +424,37 @@ def decide_flow(request: Decide) -> Flow[DecisionResult]:
     return decided
 
 
-class _Turns(Generic[T]):
-    """A flow taken one operation at a time, for the drivers.
-
-    Iterating gives the operations; after each, `send` its answer or `throw` its error.
-    Once the flow has returned, `result` holds what it returned. Leaving the `with`
-    block closes the flow, however the driver left it.
-    """
-
-    def __init__(self, flow: Flow[T]) -> None:
-        self._flow = flow
-        self._step: Callable[[], Op] = flow.__next__
-        self.result: T
-
-    def __enter__(self) -> _Turns[T]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._flow.close()
-
-    def __iter__(self) -> Iterator[Op]:
-        try:
-            while True:
-                yield self._step()
-        except StopIteration as done:
-            self.result = done.value
-
-    def send(self, answer: Any) -> None:
-        """What the last operation answered; the flow gets it at the next step."""
-        self._step = lambda: self._flow.send(answer)
-
-    def throw(self, error: Exception) -> None:
-        """What the last operation raised; the flow gets it at the next step."""
-        self._step = lambda: self._flow.throw(error)
-
-
 def run_sync(flow: Flow[T], perform: Callable[[Op], Any]) -> T:
     """Drive a flow with blocking calls: `perform` each operation, send back what it gives."""
-    with _Turns(flow) as turns:
-        for op in turns:
+    try:
+        op = next(flow)
+        while True:
             try:
                 answer = perform(op)
             except Exception as exc:
-                turns.throw(exc)
+                op = flow.throw(exc)
             else:
-                turns.send(answer)
-    return turns.result
+                op = flow.send(answer)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    finally:
+        flow.close()
 
 
 async def run_async(flow: Flow[T], perform: Callable[[Op], Awaitable[Any]]) -> T:
     """Drive a flow with awaits: the twin of `run_sync`."""
-    with _Turns(flow) as turns:
-        for op in turns:
+    try:
+        op = next(flow)
+        while True:
             try:
                 answer = await perform(op)
             except Exception as exc:
-                turns.throw(exc)
+                op = flow.throw(exc)
             else:
-                turns.send(answer)
-    return turns.result
+                op = flow.send(answer)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    finally:
+        flow.close()
