@@ -22,8 +22,8 @@ from charter.sdk._protocol import HOT_PATHS, Exchange, exchange_for
 __all__ = ["AsyncClient", "Client"]
 
 #: The connection pool, and the transport it may be given.
-H = TypeVar("H", httpx2.Client, httpx2.AsyncClient)
-X = TypeVar("X", httpx2.BaseTransport, httpx2.AsyncBaseTransport)
+Pool = TypeVar("Pool", httpx2.Client, httpx2.AsyncClient)
+Transport = TypeVar("Transport", httpx2.BaseTransport, httpx2.AsyncBaseTransport)
 
 #: Seconds to wait for Charter before treating it as unavailable: deciding is quick, and
 #: an agent blocked on a slow control plane is worse than one told "not now".
@@ -84,14 +84,14 @@ class _Unreachable:
             ) from exc
 
 
-class _HttpSettings(_ClientSettings, Generic[H, X]):
+class _HttpSettings(_ClientSettings, Generic[Pool, Transport]):
     """What both HTTP clients hold: the server's address, the key, a connection pool.
 
     The arguments are `Client`'s.
     """
 
     #: Makes the connection pool: `httpx2.Client` or `httpx2.AsyncClient`.
-    _pool: Callable[..., H]
+    _pool: Callable[..., Pool]
 
     def __init__(
         self,
@@ -100,14 +100,14 @@ class _HttpSettings(_ClientSettings, Generic[H, X]):
         *,
         timeout: float = DEFAULT_TIMEOUT,
         fail_open: bool = False,
-        transport: X | None = None,
+        transport: Transport | None = None,
         backoff: Backoff | None = None,
         approval_wait: float = 0.0,
     ) -> None:
         super().__init__(fail_open=fail_open, backoff=backoff, approval_wait=approval_wait)
         self.base_url = base_url
         self._timeout = timeout
-        self._http: H = self._pool(
+        self._http: Pool = self._pool(
             base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
         self._urls = _hot_urls(self._http.base_url)
