@@ -1,8 +1,10 @@
-"""What every client shares: the interface, fail-open accounting, and waiting.
+"""What every client shares: the interface, fail-open accounting, and its methods.
 
 `GovernanceClient` and `AsyncGovernanceClient` are the interface `@governed` needs; the
 HTTP clients and the embedded adapters all satisfy one of them, so code written against
-a remote Charter runs unchanged against one in the same process.
+a remote Charter runs unchanged against one in the same process. They do so by
+inheriting `SyncClientBase` or `AsyncClientBase`, which write each method once; a client
+only says how it sends one request.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from typing import Any, Protocol
 
 from charter.sdk._flow import (
     Backoff,
+    Decide,
     FailOpen,
     Fetch,
     Op,
     OutcomeLost,
+    Redeem,
+    Report,
+    Request,
     Sleep,
+    decide_flow,
     run_async,
     run_sync,
     wait_flow,
@@ -204,26 +211,99 @@ class _ClientSettings:
 
 
 class SyncClientBase(_ClientSettings, abc.ABC):
-    """Fail-open settings, counters and `wait` for the blocking clients.
+    """The blocking clients' methods, each written once over `_ask`.
 
-    The arguments are `_ClientSettings`'s.
+    A client only says how it asks Charter one `Request` (`_ask`); deciding, waiting
+    and the rest are the flows of `_flow`, driven here with blocking calls. The
+    arguments are `_ClientSettings`'s.
     """
 
     @abc.abstractmethod
-    def get_decision(self, decision_id: str) -> DecisionStatus | None:
-        """A decision and its state now; None when there is no such decision."""
+    def _ask(self, request: Request) -> Any:
+        """Send one request to Charter and give back its answer, or raise its error.
 
-    def _fetch(self, op: Fetch) -> DecisionStatus | None:
-        """One poll of `wait`; a client whose server long-polls passes `op.hold` on."""
-        return self.get_decision(op.decision_id)
+        A `Fetch` with a `hold` may be held until the approval settles, or that long.
+        """
 
-    def _perform_wait(self, op: Op) -> Any:
-        if isinstance(op, Fetch):
-            return self._fetch(op)
+    def _perform(self, op: Op) -> Any:
         if isinstance(op, Sleep):
             time.sleep(op.seconds)
             return None
-        raise TypeError(f"`wait` does not perform {op!r}")  # pragma: no cover
+        if isinstance(op, Decide | Redeem | Report | Fetch):
+            return self._ask(op)
+        raise TypeError(f"a client does not perform {op!r}")  # pragma: no cover
+
+    def decide(
+        self,
+        agent: str,
+        action: str,
+        args: Mapping[str, Any],
+        *,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> DecisionResult:
+        """Ask Charter whether `agent` may take `action` with `args`.
+
+        Args:
+            agent: the acting agent's id; an agent key may only name its own agent.
+            action: the dotted action name, such as `payments.refund`.
+            args: the action's arguments, as JSON values.
+            context: what the agent says about its situation (confidence, rationale, ...).
+            idempotency_key: the same key and request give back the first decision.
+
+        Returns:
+            The recorded decision, with a grant when it allows the action.
+
+        Raises:
+            CharterUnavailable: Charter could not be asked (the server, or the embedded
+                ledger, failed).
+            PendingLimitReached: it needs approval and the agent has as many pending as
+                it may (429); recorded, not to be retried.
+            RequestInvalid: the request is malformed; nothing was decided.
+            IdempotencyConflict: the key was used with a different request.
+            CharterError: any other refusal (authentication, permission), by its code.
+        """
+        request = Decide(agent, action, args, context or {}, idempotency_key)
+        return run_sync(decide_flow(request), self._perform)
+
+    def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
+        """Spend `grant` on exactly `args`, right before acting; it works once.
+
+        Raises:
+            GrantRefused: unknown, used, expired, or the arguments changed (`code` says).
+            CharterUnavailable: Charter could not be asked.
+        """
+        self._ask(Redeem(grant, args))
+
+    def report_outcome(
+        self,
+        decision_id: str,
+        *,
+        success: bool,
+        error: str | None = None,
+        duration_ms: float | None = None,
+        result_digest: str | None = None,
+    ) -> None:
+        """Record how the action went; once per decision.
+
+        Raises:
+            NotFound: no such decision.
+            Conflict: an outcome is already recorded for it.
+            CharterUnavailable: Charter could not be asked.
+        """
+        self._ask(Report(decision_id, success, error, duration_ms, result_digest))
+
+    def get_decision(self, decision_id: str) -> DecisionStatus | None:
+        """A decision and its state now, in the shape the HTTP API answers it.
+
+        Returns:
+            The decision's status, or None when there is no such decision.
+
+        Raises:
+            CharterUnavailable: Charter could not be asked.
+        """
+        status: DecisionStatus | None = self._ask(Fetch(decision_id, 0.0))
+        return status
 
     def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
         """Wait until people have decided on a decision, or `timeout` seconds have passed.
@@ -248,52 +328,62 @@ class SyncClientBase(_ClientSettings, abc.ABC):
             CharterUnavailable: Charter could not be asked.
         """
         flow = wait_flow(decision_id, timeout, clock=self._clock, backoff=self.backoff)
-        return run_sync(flow, self._perform_wait)
+        return run_sync(flow, self._perform)
 
 
 class AsyncClientBase(_ClientSettings, abc.ABC):
-    """Fail-open settings, counters and `wait` for the async clients.
+    """`SyncClientBase` for the async clients: the same flows, driven with awaits.
 
     The arguments are `_ClientSettings`'s.
     """
 
     @abc.abstractmethod
-    async def get_decision(self, decision_id: str) -> DecisionStatus | None:
-        """A decision and its state now; None when there is no such decision."""
+    async def _ask(self, request: Request) -> Any:
+        """Send one request to Charter; see `SyncClientBase._ask`."""
 
-    async def _fetch(self, op: Fetch) -> DecisionStatus | None:
-        """One poll of `wait`; a client whose server long-polls passes `op.hold` on."""
-        return await self.get_decision(op.decision_id)
-
-    async def _perform_wait(self, op: Op) -> Any:
-        if isinstance(op, Fetch):
-            return await self._fetch(op)
+    async def _perform(self, op: Op) -> Any:
         if isinstance(op, Sleep):
             await asyncio.sleep(op.seconds)
             return None
-        raise TypeError(f"`wait` does not perform {op!r}")  # pragma: no cover
+        if isinstance(op, Decide | Redeem | Report | Fetch):
+            return await self._ask(op)
+        raise TypeError(f"a client does not perform {op!r}")  # pragma: no cover
+
+    async def decide(
+        self,
+        agent: str,
+        action: str,
+        args: Mapping[str, Any],
+        *,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> DecisionResult:
+        """Ask Charter whether `agent` may take `action` with `args`; see `Client.decide`."""
+        request = Decide(agent, action, args, context or {}, idempotency_key)
+        return await run_async(decide_flow(request), self._perform)
+
+    async def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
+        """Spend `grant` on exactly `args`; see `Client.redeem`."""
+        await self._ask(Redeem(grant, args))
+
+    async def report_outcome(
+        self,
+        decision_id: str,
+        *,
+        success: bool,
+        error: str | None = None,
+        duration_ms: float | None = None,
+        result_digest: str | None = None,
+    ) -> None:
+        """Record how the action went; see `Client.report_outcome`."""
+        await self._ask(Report(decision_id, success, error, duration_ms, result_digest))
+
+    async def get_decision(self, decision_id: str) -> DecisionStatus | None:
+        """A decision and its state now; None when there is no such decision."""
+        status: DecisionStatus | None = await self._ask(Fetch(decision_id, 0.0))
+        return status
 
     async def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
-        """Wait until people have decided on a decision, or `timeout` seconds have passed.
-
-        No polling storm: over HTTP each request is a long poll (`?wait=`, at most 30 s
-        each) that the server answers as soon as the approval settles; the embedded
-        clients are woken by the gateway itself. `wait` only reads: to run the action
-        once approved, use the governed function's `resume`.
-
-        Args:
-            decision_id: the decision, such as `ApprovalRequired.decision_id`.
-            timeout: how long to wait in all, in seconds; 0 reads it once.
-
-        Returns:
-            The decision's status: settled (`approved` with its grant, token and the
-            approved `args`; `denied` or `expired` with the reviewer's `resolution`;
-            or any state a decision that needed nobody is in), or still waiting
-            (`status.waiting`) when the time ran out. Timing out is not an error.
-
-        Raises:
-            CharterError: no decision has this id (code `decision_unknown`).
-            CharterUnavailable: Charter could not be asked.
-        """
+        """Wait until people have decided, or `timeout` seconds have passed; see `Client.wait`."""
         flow = wait_flow(decision_id, timeout, clock=self._clock, backoff=self.backoff)
-        return await run_async(flow, self._perform_wait)
+        return await run_async(flow, self._perform)

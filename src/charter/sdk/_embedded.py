@@ -15,34 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from charter.errors import LedgerError, TooManyPending
-from charter.sdk._base import AsyncClientBase, SyncClientBase
+from charter.sdk._base import AsyncClientBase, SyncClientBase, _ClientSettings
 from charter.sdk._errors import CharterUnavailable, PendingLimitReached
-from charter.sdk._flow import Backoff, Fetch
+from charter.sdk._flow import Backoff, Decide, Fetch, Redeem, Report, Request
 from charter.sdk._types import ApprovalInfo, DecisionResult, DecisionStatus, Grant
 
 if TYPE_CHECKING:
     from charter.service import Charter, DecisionRecord, DecisionView
 
 __all__ = ["AsyncEmbeddedClient", "EmbeddedClient"]
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _ledger_guard(method: Callable[P, T]) -> Callable[P, T]:
-    @functools.wraps(method)
-    def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return method(*args, **kwargs)
-        except LedgerError as exc:
-            raise CharterUnavailable(f"the ledger cannot be written: {exc.message}") from exc
-
-    return guarded
 
 
 def _result_of(record: DecisionRecord) -> DecisionResult:
@@ -61,7 +45,60 @@ def _status_of(view: DecisionView | None) -> DecisionStatus | None:
     return DecisionStatus.from_json(view.to_json(with_token=True)) if view is not None else None
 
 
-class EmbeddedClient(SyncClientBase):
+def _answer(charter: Charter, request: Request) -> Any:
+    """Ask the embedded service what `request` asks, as the HTTP API would answer it.
+
+    A `Fetch` with a `hold` blocks until the gateway says the approval settled, or that
+    many seconds.
+    """
+    try:
+        if isinstance(request, Decide):
+            asked = {
+                "agent": request.agent,
+                "action": request.action,
+                "args": dict(request.args),
+                "context": dict(request.context),
+            }
+            return _result_of(charter.decide(asked, idempotency_key=request.idempotency_key))
+        if isinstance(request, Redeem):
+            return charter.redeem(request.grant.id, request.grant.token, request.args)
+        if isinstance(request, Report):
+            return charter.record_outcome(
+                request.decision_id,
+                success=request.success,
+                error=request.error,
+                duration_ms=request.duration_ms,
+                result_digest=request.result_digest,
+            )
+        if request.hold > 0:
+            return _status_of(charter.wait_decision(request.decision_id, request.hold))
+        return _status_of(charter.get_decision(request.decision_id))
+    except TooManyPending as exc:
+        # As the server answers it (429 naming the decision); `decide_flow` reads it.
+        raise PendingLimitReached(None, exc.message, decision_id=exc.decision_id) from None
+    except LedgerError as exc:
+        raise CharterUnavailable(f"the ledger cannot be written: {exc.message}") from exc
+
+
+class _EmbeddedSettings(_ClientSettings):
+    """What both embedded clients hold: the service. The arguments are `EmbeddedClient`'s."""
+
+    def __init__(
+        self,
+        charter: Charter,
+        *,
+        fail_open: bool = False,
+        backoff: Backoff | None = None,
+        approval_wait: float = 0.0,
+    ) -> None:
+        super().__init__(fail_open=fail_open, backoff=backoff, approval_wait=approval_wait)
+        self.charter = charter
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(fail_open={self.fail_open})"
+
+
+class EmbeddedClient(_EmbeddedSettings, SyncClientBase):
     """`Client`'s interface over a `charter.Charter` in this process.
 
     Args:
@@ -72,161 +109,28 @@ class EmbeddedClient(SyncClientBase):
         approval_wait: as for `Client`.
     """
 
-    def __init__(
-        self,
-        charter: Charter,
-        *,
-        fail_open: bool = False,
-        backoff: Backoff | None = None,
-        approval_wait: float = 0.0,
-    ) -> None:
-        super().__init__(fail_open=fail_open, backoff=backoff, approval_wait=approval_wait)
-        self.charter = charter
-
-    def __repr__(self) -> str:
-        return f"EmbeddedClient(fail_open={self.fail_open})"
-
-    @_ledger_guard
-    def decide(
-        self,
-        agent: str,
-        action: str,
-        args: Mapping[str, Any],
-        *,
-        context: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> DecisionResult:
-        """Decide and record one request; see `Client.decide`."""
-        request = {
-            "agent": agent,
-            "action": action,
-            "args": dict(args),
-            "context": dict(context or {}),
-        }
-        try:
-            return _result_of(self.charter.decide(request, idempotency_key=idempotency_key))
-        except TooManyPending as exc:
-            status = _status_of(self.charter.get_decision(exc.decision_id))
-            found = status.result if status is not None else None
-            raise PendingLimitReached(found, exc.message, decision_id=exc.decision_id) from None
-
-    @_ledger_guard
-    def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
-        """Spend `grant` on exactly `args`; see `Client.redeem`."""
-        self.charter.redeem(grant.id, grant.token, args)
-
-    @_ledger_guard
-    def report_outcome(
-        self,
-        decision_id: str,
-        *,
-        success: bool,
-        error: str | None = None,
-        duration_ms: float | None = None,
-        result_digest: str | None = None,
-    ) -> None:
-        """Record how the action went; see `Client.report_outcome`."""
-        self.charter.record_outcome(
-            decision_id,
-            success=success,
-            error=error,
-            duration_ms=duration_ms,
-            result_digest=result_digest,
-        )
-
-    @_ledger_guard
-    def get_decision(self, decision_id: str) -> DecisionStatus | None:
-        """A decision and its state now, in the shape the HTTP API answers it."""
-        return _status_of(self.charter.get_decision(decision_id))
-
-    @_ledger_guard
-    def _fetch(self, op: Fetch) -> DecisionStatus | None:
-        """Block until the gateway says the approval settled, or `op.hold` seconds."""
-        if op.hold <= 0:
-            return self.get_decision(op.decision_id)
-        return _status_of(self.charter.wait_decision(op.decision_id, op.hold))
+    def _ask(self, request: Request) -> Any:
+        return _answer(self.charter, request)
 
 
-class AsyncEmbeddedClient(AsyncClientBase):
+class AsyncEmbeddedClient(_EmbeddedSettings, AsyncClientBase):
     """`AsyncClient`'s interface over a `charter.Charter`, each call in a worker thread.
 
-    Args:
-        charter: the open embedded service; the client does not close it.
-        fail_open: as for `AsyncClient`; only a failing ledger makes it matter here.
-        backoff: unused (waiting awaits the gateway's own signal); kept so that every
-            client takes the same arguments.
-        approval_wait: as for `AsyncClient`.
+    It takes `EmbeddedClient`'s arguments. Waiting awaits the gateway's own signal and
+    holds no thread.
     """
 
-    def __init__(
-        self,
-        charter: Charter,
-        *,
-        fail_open: bool = False,
-        backoff: Backoff | None = None,
-        approval_wait: float = 0.0,
-    ) -> None:
-        super().__init__(fail_open=fail_open, backoff=backoff, approval_wait=approval_wait)
-        self._sync = EmbeddedClient(charter)
-        self.charter = charter
+    async def _ask(self, request: Request) -> Any:
+        if isinstance(request, Fetch) and request.hold > 0:
+            return await self._watch(request)
+        return await asyncio.to_thread(_answer, self.charter, request)
 
-    def __repr__(self) -> str:
-        return f"AsyncEmbeddedClient(fail_open={self.fail_open})"
-
-    async def decide(
-        self,
-        agent: str,
-        action: str,
-        args: Mapping[str, Any],
-        *,
-        context: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> DecisionResult:
-        """Decide and record one request; see `Client.decide`."""
-        return await asyncio.to_thread(
-            self._sync.decide,
-            agent,
-            action,
-            args,
-            context=context,
-            idempotency_key=idempotency_key,
-        )
-
-    async def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
-        """Spend `grant` on exactly `args`; see `Client.redeem`."""
-        await asyncio.to_thread(self._sync.redeem, grant, args)
-
-    async def report_outcome(
-        self,
-        decision_id: str,
-        *,
-        success: bool,
-        error: str | None = None,
-        duration_ms: float | None = None,
-        result_digest: str | None = None,
-    ) -> None:
-        """Record how the action went; see `Client.report_outcome`."""
-        await asyncio.to_thread(
-            self._sync.report_outcome,
-            decision_id,
-            success=success,
-            error=error,
-            duration_ms=duration_ms,
-            result_digest=result_digest,
-        )
-
-    async def get_decision(self, decision_id: str) -> DecisionStatus | None:
-        """A decision and its state now, in the shape the HTTP API answers it."""
-        return await asyncio.to_thread(self._sync.get_decision, decision_id)
-
-    async def _fetch(self, op: Fetch) -> DecisionStatus | None:
+    async def _watch(self, op: Fetch) -> DecisionStatus | None:
         """Await the approval settling, or `op.hold` seconds, without holding a thread.
 
         The gateway calls back in its own thread; the callback only wakes this event
         loop. The decision is read again after registering: it may have settled before.
         """
-        if op.hold <= 0:
-            return await self.get_decision(op.decision_id)
         loop = asyncio.get_running_loop()
         settled = asyncio.Event()
 

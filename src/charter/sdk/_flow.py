@@ -29,6 +29,8 @@ clients cannot drift apart, and the flows can be tested by feeding them answers 
     run anyway and count it. A report that cannot be recorded never fails a call whose
     action already ran (the caller might retry it): it is counted and logged instead.
 
+The clients write their own multi-step methods the same way: `decide_flow` decides and,
+when the pending cap refuses, reads the refused decision so the error carries it whole;
 `wait_flow` polls a decision until people have decided or the time is up. Each poll says
 how long the server may hold it (`Fetch.hold`); a server that long-polls answers when the
 state changes, and since the flow only sleeps for what is left of its backoff step after
@@ -43,7 +45,12 @@ from typing import Any, TypeVar
 
 from charter.errors import CharterError
 from charter.model import Verdict
-from charter.sdk._errors import ActionDenied, ApprovalRequired, CharterUnavailable
+from charter.sdk._errors import (
+    ActionDenied,
+    ApprovalRequired,
+    CharterUnavailable,
+    PendingLimitReached,
+)
 from charter.sdk._types import DecisionResult, DecisionStatus, Grant
 
 __all__ = [
@@ -56,9 +63,11 @@ __all__ = [
     "OutcomeLost",
     "Redeem",
     "Report",
+    "Request",
     "Run",
     "Sleep",
     "Wait",
+    "decide_flow",
     "describe_error",
     "governed_flow",
     "resume_flow",
@@ -116,6 +125,7 @@ class Report:
     success: bool
     error: str | None = None
     duration_ms: float | None = None
+    result_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +161,8 @@ class Sleep:
 
 
 Op = Decide | Redeem | Run | Report | FailOpen | OutcomeLost | Fetch | Sleep | Wait
+#: What a client sends to Charter: each of its methods is one of these, or a flow of them.
+Request = Decide | Redeem | Report | Fetch
 #: A flow: yields operations, receives their results, returns its answer.
 Flow = Generator[Op, Any, T]
 
@@ -385,6 +397,31 @@ def wait_flow(
         if pause > 0:
             yield Sleep(pause)
         step = min(step * backoff.factor, backoff.most)
+
+
+def decide_flow(request: Decide) -> Flow[DecisionResult]:
+    """Decide one request; a refusal at the pending cap comes back with its decision whole.
+
+    Charter records the refused decision but names only its id in the refusal; reading
+    it is best effort: when it cannot be read, the refusal is raised as it came.
+
+    Raises:
+        PendingLimitReached: the agent has as many approvals pending as it may.
+    """
+    try:
+        decided: DecisionResult = yield request
+    except PendingLimitReached as refused:
+        named = refused.decision_id
+        if refused.decision is not None or named is None:
+            raise
+        try:
+            status: DecisionStatus | None = yield Fetch(named, 0.0)
+        except CharterError:
+            raise refused from None
+        if status is None:
+            raise
+        raise PendingLimitReached(status.result, refused.refusal) from None
+    return decided
 
 
 def run_sync(flow: Flow[T], perform: Callable[[Op], Any]) -> T:

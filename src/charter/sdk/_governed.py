@@ -158,74 +158,56 @@ def _rebind(
     return call.args, call.kwargs
 
 
+def _ask(client: GovernanceClient | AsyncGovernanceClient, op: Op) -> Any:
+    """Call the client method an operation names.
+
+    A blocking client gives back its answer; an async one, the awaitable of it.
+    """
+    if isinstance(op, Wait):
+        return client.wait(op.decision_id, op.timeout)
+    if isinstance(op, Decide):
+        return client.decide(
+            op.agent, op.action, op.args, context=op.context, idempotency_key=op.idempotency_key
+        )
+    if isinstance(op, Redeem):
+        return client.redeem(op.grant, op.args)
+    if isinstance(op, Report):
+        return client.report_outcome(
+            op.decision_id, success=op.success, error=op.error, duration_ms=op.duration_ms
+        )
+    raise TypeError(f"`@governed` does not perform {op!r}")  # pragma: no cover
+
+
 def _blocking(client: GovernanceClient, run: Runner) -> Callable[[Op], Any]:
     """Perform a governed flow's operations with a blocking client."""
 
     def perform(op: Op) -> Any:
         if isinstance(op, Run):
             return run(op.args)
-        if isinstance(op, Wait):
-            return client.wait(op.decision_id, op.timeout)
-        if isinstance(op, Decide):
-            return client.decide(
-                op.agent,
-                op.action,
-                op.args,
-                context=op.context,
-                idempotency_key=op.idempotency_key,
-            )
-        if isinstance(op, Redeem):
-            return client.redeem(op.grant, op.args)
-        if isinstance(op, Report):
-            return client.report_outcome(
-                op.decision_id, success=op.success, error=op.error, duration_ms=op.duration_ms
-            )
         if isinstance(op, FailOpen | OutcomeLost):
             return note(client.stats, op)
-        raise TypeError(f"`@governed` does not perform {op!r}")  # pragma: no cover
+        return _ask(client, op)
 
     return perform
 
 
-def _awaiting(
-    client: AsyncGovernanceClient, run: Callable[[Mapping[str, Any] | None], Awaitable[Any]]
-) -> Callable[[Op], Awaitable[Any]]:
+def _awaiting(client: AsyncGovernanceClient, run: Runner) -> Callable[[Op], Awaitable[Any]]:
     """Perform a governed flow's operations with an async client."""
 
     async def perform(op: Op) -> Any:
-        if isinstance(op, Run):
-            return await run(op.args)
-        if isinstance(op, Wait):
-            return await client.wait(op.decision_id, op.timeout)
-        if isinstance(op, Decide):
-            return await client.decide(
-                op.agent,
-                op.action,
-                op.args,
-                context=op.context,
-                idempotency_key=op.idempotency_key,
-            )
-        if isinstance(op, Redeem):
-            return await client.redeem(op.grant, op.args)
-        if isinstance(op, Report):
-            return await client.report_outcome(
-                op.decision_id, success=op.success, error=op.error, duration_ms=op.duration_ms
-            )
         if isinstance(op, FailOpen | OutcomeLost):
             return note(client.stats, op)
-        raise TypeError(f"`@governed` does not perform {op!r}")  # pragma: no cover
+        return await (run(op.args) if isinstance(op, Run) else _ask(client, op))
 
     return perform
 
 
-def _threaded(
-    client: GovernanceClient, run: Callable[[Mapping[str, Any] | None], Awaitable[Any]]
-) -> Callable[[Op], Awaitable[Any]]:
+def _threaded(client: GovernanceClient, run: Runner) -> Callable[[Op], Awaitable[Any]]:
     """Perform with a blocking client from a coroutine: its calls go to a worker thread.
 
     Waiting for people then holds that thread for the wait; an async client does not.
     """
-    blocking = _blocking(client, lambda _args: None)
+    blocking = _blocking(client, run)
 
     async def perform(op: Op) -> Any:
         if isinstance(op, Run):
@@ -346,40 +328,10 @@ def governed(
                 check=lambda approved: _rebind(signature, skip, approved, kept),
             )
 
-        if is_coroutine:
-            coroutine = cast(Callable[..., Awaitable[Any]], fn)
-
-            def drive(flow: Flow[Any], run: Callable[[Mapping[str, Any] | None], Any]) -> Any:
-                if is_async_client:
-                    return run_async(flow, _awaiting(cast(AsyncGovernanceClient, client), run))
-                return run_async(flow, _threaded(cast(GovernanceClient, client), run))
-
-            def runner(
-                args: tuple[Any, ...], kwargs: dict[str, Any], kept: Mapping[str, Any]
-            ) -> Callable[[Mapping[str, Any] | None], Awaitable[Any]]:
-                def run(approved: Mapping[str, Any] | None) -> Awaitable[Any]:
-                    if approved is None:
-                        return coroutine(*args, **kwargs)
-                    again, named = _rebind(signature, skip, approved, kept)
-                    return coroutine(*again, **named)
-
-                return run
-
-            @functools.wraps(fn)
-            async def governed_coroutine(*args: Any, **kwargs: Any) -> Any:
-                bound = bind(args, kwargs)
-                return await drive(start(bound), runner(args, kwargs, bound.arguments))
-
-            async def resume_coroutine(
-                decision_id: str, /, *, wait: float | None = None, **excluded: Any
-            ) -> Any:
-                flow = resumed(decision_id, wait, excluded)
-                return await drive(flow, runner((), {}, excluded))
-
-            governed_coroutine.resume = resume_coroutine  # type: ignore[attr-defined]
-            return cast(Governed[P, R], governed_coroutine)
-
-        def calls(args: tuple[Any, ...], kwargs: dict[str, Any], kept: Mapping[str, Any]) -> Runner:
+        def runner(
+            args: tuple[Any, ...], kwargs: dict[str, Any], kept: Mapping[str, Any]
+        ) -> Runner:
+            # For a coroutine function, what it returns is the coroutine to await.
             def run(approved: Mapping[str, Any] | None) -> Any:
                 if approved is None:
                     return fn(*args, **kwargs)
@@ -388,21 +340,48 @@ def governed(
 
             return run
 
+        def perform(run: Runner) -> Callable[[Op], Any]:
+            if not is_coroutine:
+                return _blocking(cast(GovernanceClient, client), run)
+            if is_async_client:
+                return _awaiting(cast(AsyncGovernanceClient, client), run)
+            return _threaded(cast(GovernanceClient, client), run)
+
+        drive = run_async if is_coroutine else run_sync
+
+        def call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            """The governed call: `run_sync`'s answer, or the awaitable of `run_async`'s."""
+            bound = bind(args, kwargs)
+            return drive(start(bound), perform(runner(args, kwargs, bound.arguments)))
+
+        def resume(decision_id: str, asked: float | None, excluded: dict[str, Any]) -> Any:
+            """`resume`, answered as `call` is."""
+            flow = resumed(decision_id, asked, excluded)
+            return drive(flow, perform(runner((), {}, excluded)))
+
+        if is_coroutine:
+
+            @functools.wraps(fn)
+            async def governed_coroutine(*args: Any, **kwargs: Any) -> Any:
+                return await call(args, kwargs)
+
+            async def resume_coroutine(
+                decision_id: str, /, *, wait: float | None = None, **excluded: Any
+            ) -> Any:
+                return await resume(decision_id, wait, excluded)
+
+            governed_coroutine.resume = resume_coroutine  # type: ignore[attr-defined]
+            return cast(Governed[P, R], governed_coroutine)
+
         @functools.wraps(fn)
         def governed_function(*args: P.args, **kwargs: P.kwargs) -> R:
-            bound = bind(args, kwargs)
-            perform = _blocking(
-                cast(GovernanceClient, client), calls(args, kwargs, bound.arguments)
-            )
-            result: R = run_sync(start(bound), perform)
+            result: R = call(args, kwargs)
             return result
 
         def resume_function(
             decision_id: str, /, *, wait: float | None = None, **excluded: Any
         ) -> R:
-            flow = resumed(decision_id, wait, excluded)
-            perform = _blocking(cast(GovernanceClient, client), calls((), {}, excluded))
-            result: R = run_sync(flow, perform)
+            result: R = resume(decision_id, wait, excluded)
             return result
 
         governed_function.resume = resume_function  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ from charter.errors import (
     RequestInvalid,
 )
 from charter.sdk._errors import CharterUnavailable, PendingLimitReached
+from charter.sdk._flow import Decide, Redeem, Report, Request
 from charter.sdk._types import DecisionResult, DecisionStatus, Grant
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "Exchange",
     "decide_exchange",
     "error_from_answer",
+    "exchange_for",
     "outcome_exchange",
     "redeem_exchange",
     "status_exchange",
@@ -210,3 +212,22 @@ def status_exchange(decision_id: str, wait: float = 0.0) -> Exchange[DecisionSta
     if hold > 0:
         path += f"?wait={hold:g}"
     return Exchange("GET", path, None, read, hold=hold)
+
+
+def exchange_for(request: Request) -> Exchange[Any]:
+    """The exchange that asks the API what a client's `request` asks."""
+    if isinstance(request, Decide):
+        return decide_exchange(
+            request.agent, request.action, request.args, request.context, request.idempotency_key
+        )
+    if isinstance(request, Redeem):
+        return redeem_exchange(request.grant, request.args)
+    if isinstance(request, Report):
+        return outcome_exchange(
+            request.decision_id,
+            success=request.success,
+            error=request.error,
+            duration_ms=request.duration_ms,
+            result_digest=request.result_digest,
+        )
+    return status_exchange(request.decision_id, request.hold)
