@@ -24,6 +24,7 @@ from charter.errors import CharterError, NotFound, PolicyInvalid, Problem, Reque
 from charter.examples import EXAMPLE_POLICY
 from charter.ledger import (
     ReplayReport,
+    events,
     generate_signing_key,
     load_private_key,
     load_public_key,
@@ -410,10 +411,10 @@ def ledger_show(
         table.add_column(col)
     for e in entries:
         p = e.payload_object()
-        if e.kind == "decision":
+        if e.kind == events.DECISION:
             d = p["decision"]
             summary = f"{d['agent']} {d['action']} → {d['verdict']} (risk {d['risk']})"
-        elif e.kind == "policy.deployed":
+        elif e.kind == events.POLICY_DEPLOYED:
             summary = f"policy {p['version'][:19]}…"
         else:
             summary = json.dumps(p, ensure_ascii=False)[:80]
