@@ -19,12 +19,15 @@ PUBLIC = [
     "Charter",
     "CharterError",
     "CharterUnavailable",
+    "CheckpointError",
     "Client",
     "Conflict",
     "Decision",
     "DecisionRecord",
     "EmbeddedClient",
+    "EventError",
     "Factor",
+    "Forbidden",
     "GrantRefused",
     "Halt",
     "IdempotencyConflict",
@@ -33,11 +36,13 @@ PUBLIC = [
     "NotFound",
     "PolicyInvalid",
     "Problem",
+    "ProofError",
     "Reason",
     "ReplayError",
     "ReplayReport",
     "RequestInvalid",
     "RouteRef",
+    "TooManyPending",
     "Verdict",
     "__version__",
     "bundle_from_content",
@@ -95,3 +100,20 @@ class TestExportedMembers:
         """`charter.__version__` is a non-empty version string."""
         assert isinstance(charter.__version__, str)
         assert charter.__version__[0].isdigit()
+
+
+def test_every_exported_error_is_in_the_one_hierarchy() -> None:
+    """Each exception `charter` exports derives from `CharterError`.
+
+    The verification errors stay `ValueError`s as well, for code written against 0.1.
+    """
+    errors = [
+        obj
+        for name in charter.__all__
+        if isinstance(obj := getattr(charter, name), type) and issubclass(obj, BaseException)
+    ]
+    assert {e.__name__ for e in errors} >= {"TooManyPending", "Forbidden", "EventError"}
+    assert all(issubclass(e, charter.CharterError) for e in errors)
+    for error in (charter.EventError, charter.CheckpointError, charter.ProofError):
+        assert issubclass(error, charter.LedgerError)
+        assert issubclass(error, ValueError)

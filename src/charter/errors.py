@@ -9,11 +9,19 @@ CharterError                    base of everything Charter raises on purpose
 ├── RequestInvalid              an action request is malformed (names the field)
 ├── IdempotencyConflict         an idempotency key came back with a different request
 ├── GrantRefused                a grant cannot be redeemed (unknown, used, expired, other args)
-├── NotFound                    no such decision (or key)
+├── NotFound                    no such decision, approval or key
 ├── Conflict                    the request contradicts what is recorded (a second outcome)
+├── Forbidden                   the key may not do this (its role or reviewer groups)
+├── TooManyPending              the agent has as many approvals pending as it may
 ├── LedgerError                 the ledger cannot be read or written as asked
-│   └── LedgerIntegrityError    the stored ledger does not verify
+│   ├── LedgerIntegrityError    the stored ledger does not verify
+│   ├── EventError              an event cannot enter the ledger (kind, time or payload)
+│   ├── CheckpointError         a checkpoint or key is malformed, or its signature fails
+│   ├── ProofError              a Merkle proof does not prove what it claims
+│   └── StoreError              the store cannot do what was asked (`charter.store`)
 └── ReplayError                 a recorded entry cannot be replayed (bundle missing, bad record)
+
+The three verification errors are `ValueError`s too, as they were before they joined the tree.
 ```
 """
 
@@ -24,7 +32,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "CharterError",
+    "CheckpointError",
     "Conflict",
+    "EventError",
     "Forbidden",
     "GrantRefused",
     "IdempotencyConflict",
@@ -33,6 +43,7 @@ __all__ = [
     "NotFound",
     "PolicyInvalid",
     "Problem",
+    "ProofError",
     "ReplayError",
     "RequestInvalid",
     "TooManyPending",
@@ -171,6 +182,24 @@ class LedgerIntegrityError(LedgerError):
     def __init__(self, seq: int, message: str) -> None:
         self.seq = seq
         super().__init__(f"entry {seq}: {message}")
+
+
+class EventError(LedgerError, ValueError):
+    """An event cannot enter the ledger: bad kind, timestamp or payload."""
+
+    code = "event_invalid"
+
+
+class CheckpointError(LedgerError, ValueError):
+    """A checkpoint's signature does not verify, or a key or checkpoint is malformed."""
+
+    code = "checkpoint_invalid"
+
+
+class ProofError(LedgerError, ValueError):
+    """A Merkle proof does not prove what it claims, or its inputs are malformed."""
+
+    code = "proof_invalid"
 
 
 class ReplayError(CharterError):

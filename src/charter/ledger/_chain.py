@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from charter.canonical import JSONValue, canonical_bytes
+from charter.errors import EventError
 from charter.ledger._hashing import GENESIS_HASH, _chain, _leaf, entry_content
 
 __all__ = [
@@ -31,10 +32,6 @@ __all__ = [
 
 _KIND = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
 _RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z\Z")
-
-
-class EventError(ValueError):
-    """An event cannot enter the ledger: bad kind, timestamp or payload."""
 
 
 @dataclass(frozen=True, slots=True)

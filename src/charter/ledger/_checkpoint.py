@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from charter.canonical import canonical_bytes
+from charter.errors import CheckpointError
 
 __all__ = [
     "Checkpoint",
@@ -41,10 +42,6 @@ __all__ = [
 ]
 
 _CONTEXT = b"charter-checkpoint-v1\n"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint's signature does not verify, or a key or checkpoint is malformed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from charter.errors import ProofError
 from charter.ledger._hashing import EMPTY_TREE_ROOT, _node
 
 __all__ = [
@@ -27,10 +28,6 @@ __all__ = [
     "verify_consistency",
     "verify_inclusion",
 ]
-
-
-class ProofError(ValueError):
-    """A Merkle proof does not prove what it claims, or its inputs are malformed."""
 
 
 def _split(size: int) -> int:
