@@ -51,8 +51,9 @@ from charter.ledger import (
     prepare_event,
 )
 from charter.store._group import append_units, settle_waiters
+from charter.store._opening import open_store
 from charter.store._port import IndexChange, LedgerStore, StoreError
-from charter.store._sqlite import SQLStore, open_store
+from charter.store._sqlite import SQLStore
 
 __all__ = ["ProcessCommitWriter"]
 
