@@ -2,7 +2,8 @@
 
 Exit codes are part of the contract: 0 success; 1 the thing checked is not right (a
 policy problem, a failing scenario, a ledger that does not verify, a replay that does not
-reproduce); 2 the command was used wrongly (a malformed request, a missing file).
+reproduce); 2 the command was used wrongly (a malformed request, a missing file, a file
+that is not a Charter ledger this version reads).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from charter.policy import (
     run_scenarios,
 )
 from charter.service import Charter, KeyRing, format_time, replay_ledger, system_clock
-from charter.store import checkpoint_store, open_store, verify_store
+from charter.store import LedgerStore, StoreOpenError, checkpoint_store, open_store, verify_store
 
 __all__ = ["app", "main"]
 
@@ -299,6 +300,19 @@ def _open_existing(db: Path) -> Any:
         raise typer.Exit(2) from None
 
 
+def _open_reading(db: Path) -> LedgerStore:
+    """Open a ledger for a command that only reads it: nothing in the file changes.
+
+    A file that is missing, not SQLite, not a Charter ledger, or at a schema this
+    version does not read is refused on one line naming it (exit 2).
+    """
+    try:
+        return open_store(db, read_only=True)
+    except StoreOpenError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        raise typer.Exit(2) from None
+
+
 @ledger_app.command("verify")
 def ledger_verify(
     db: DbOption,
@@ -311,7 +325,7 @@ def ledger_verify(
     ] = False,
 ) -> None:
     """Verify the hash chain; exit 1 naming the first entry that breaks."""
-    store = _open_existing(db)
+    store = _open_reading(db)
     key = _read_key(public_key, load_public_key) if public_key else None
     started = time.perf_counter()
     report = verify_store(store, key, check_canonical=strict)
@@ -383,7 +397,7 @@ def ledger_show(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Show the last entries of a ledger."""
-    store = _open_existing(db)
+    store = _open_reading(db)
     head = store.head().seq
     entries = list(
         store.entries(
@@ -483,10 +497,13 @@ def replay_command(
 ) -> None:
     """Re-decide recorded requests: verify the record, or preview another policy's effect."""
     against = _load(policy) if policy is not None else None
-    _open_existing(db).close()
+    _open_reading(db).close()
     started = time.perf_counter()
     try:
         report = replay_ledger(db, against, workers=workers)
+    except StoreOpenError as exc:  # replaced or changed since it was checked
+        err.print(f"error: {exc.message}", markup=False)
+        raise typer.Exit(2) from None
     except CharterError as exc:
         err.print(f"error: {exc.message}")
         raise typer.Exit(1) from None

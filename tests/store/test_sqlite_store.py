@@ -30,7 +30,7 @@ from charter.store import (
     SchemaVersionError,
     SQLStore,
     StoreError,
-    _sqlite,
+    _opening,
     checkpoint_store,
     open_store,
     verify_store,
@@ -423,5 +423,5 @@ class TestSchemaHead:
     def test_head_revision_matches_the_shipped_migrations(self) -> None:
         """`HEAD_REVISION` is Alembic's head, so an up-to-date ledger never loads Alembic."""
         config = Config()
-        config.set_main_option("script_location", str(_sqlite._MIGRATIONS))
-        assert ScriptDirectory.from_config(config).get_current_head() == _sqlite.HEAD_REVISION
+        config.set_main_option("script_location", str(_opening._MIGRATIONS))
+        assert ScriptDirectory.from_config(config).get_current_head() == _opening.HEAD_REVISION

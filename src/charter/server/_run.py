@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +31,39 @@ NO_KEYS_HELP = (
 )
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised once uvicorn has drained, so the gateway closes on the way out."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _closing_on_sigterm() -> Iterator[None]:
+    """Let SIGTERM unwind through the block (closing what it opened), then take effect.
+
+    uvicorn drains on SIGTERM and then raises it again under the handler it found: the
+    default one would end the process there, before the gateway stopped its ledger
+    writer. With this handler the signal unwinds the block instead, and once the block
+    has closed everything it is raised once more under the previous handler, so the
+    process ends the way a service manager expects.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only; uvicorn does not take them here either
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    terminated = False
+    try:
+        yield
+    except _Terminated:
+        terminated = True
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    if terminated:
+        signal.raise_signal(signal.SIGTERM)
+
+
 def serve(
     policy: str | Path | Bundle,
     db: str | Path = "charter.db",
@@ -47,7 +83,9 @@ def serve(
     One worker because the embedded SQLite ledger has one writer: the group-commit writer
     in this process. Grow past one machine with PostgreSQL replicas, not SQLite workers.
     A store with no keys is served anyway, refusing every request, and `say` explains how
-    to create the first key; Charter never runs open.
+    to create the first key; Charter never runs open. On SIGTERM (or Ctrl-C) uvicorn
+    drains, then the gateway closes (the ledger writer commits what it holds and stops)
+    before the process ends.
 
     Args:
         policy: the policy bundle folder, or a loaded bundle.
@@ -71,13 +109,16 @@ def serve(
     # more decisions/s at 32 connections (bench/bench_server.py). This is the server
     # process's own setting; embedding Charter leaves the interpreter's alone.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    with Charter(
-        policy,
-        db,
-        max_pending=max_pending,
-        idempotency_ttl=idempotency_ttl,
-        writer=ledger_writer,
-    ) as charter:
+    with (
+        _closing_on_sigterm(),
+        Charter(
+            policy,
+            db,
+            max_pending=max_pending,
+            idempotency_ttl=idempotency_ttl,
+            writer=ledger_writer,
+        ) as charter,
+    ):
         if not charter.has_keys():
             say(NO_KEYS_HELP.format(db=db))
         app = create_app(charter, max_body=max_body)

@@ -45,7 +45,7 @@ def _replay_stretch(
     db: str, first: int, last: int, against: Mapping[str, Any] | None
 ) -> ReplayReport:
     """Worker: replay one stretch of the ledger in `db` (a separate process's own store)."""
-    store = open_store(db)
+    store = open_store(db, read_only=True)
     try:
         bundle = bundle_from_content(against) if against is not None else None
         return replay(
@@ -66,9 +66,11 @@ def replay_ledger(
         workers: processes to use; by default one per core for a large ledger, else one.
 
     Raises:
+        StoreOpenError: `db` is not a Charter ledger this version reads (it is only read,
+            never created or migrated).
         ReplayError: a worker process failed (the report would be incomplete).
     """
-    store = open_store(db)
+    store = open_store(db, read_only=True)
     try:
         size = store.head().seq
     finally:

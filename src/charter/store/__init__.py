@@ -1,11 +1,14 @@
 """Storage: the `LedgerStore` port, its SQL adapter, group commit and verification.
 
-`open_store("charter.db")` gives a migrated SQLite store; `GroupCommitWriter` lets many
+`open_store("charter.db")` gives a migrated SQLite store, and `open_store("charter.db",
+read_only=True)` one that only reads an existing ledger and changes nothing in it (it
+refuses anything else with `StoreOpenError`); `GroupCommitWriter` lets many
 threads append through one batching writer (`ProcessCommitWriter` runs it in a child
 process); `verify_store` checks the whole ledger.
 """
 
 from charter.store._group import GroupCommitWriter, LedgerWriter
+from charter.store._opening import open_store
 from charter.store._port import (
     BundleConflictError,
     IndexChange,
@@ -13,11 +16,12 @@ from charter.store._port import (
     SchemaVersionError,
     SetOnceConflict,
     StoreError,
+    StoreOpenError,
     checkpoint_store,
     verify_store,
 )
 from charter.store._process import ProcessCommitWriter
-from charter.store._sqlite import SQLStore, open_store
+from charter.store._sqlite import SQLStore
 
 __all__ = [
     "BundleConflictError",
@@ -30,6 +34,7 @@ __all__ = [
     "SchemaVersionError",
     "SetOnceConflict",
     "StoreError",
+    "StoreOpenError",
     "checkpoint_store",
     "open_store",
     "verify_store",

@@ -40,6 +40,7 @@ __all__ = [
     "SchemaVersionError",
     "SetOnceConflict",
     "StoreError",
+    "StoreOpenError",
     "checkpoint_store",
     "verify_store",
 ]
@@ -64,6 +65,26 @@ class SchemaVersionError(StoreError):
     """The database was created or migrated by a newer Charter than this one."""
 
     code = "schema_too_new"
+
+
+class StoreOpenError(StoreError):
+    """A file cannot be opened as a Charter ledger for reading; nothing in it was changed.
+
+    `path` is the file as given, `problem` says what is wrong with it: it does not
+    exist, is not a SQLite database, is not a Charter ledger, or has a schema this
+    version of Charter does not read (newer, or older and not yet upgraded).
+    """
+
+    code = "store_unopenable"
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"`{path}` {problem}")
+        self.path = path
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type[StoreOpenError], tuple[str, str]]:
+        # A replay worker's refusal must reach the parent process whole.
+        return type(self), (self.path, self.problem)
 
 
 class BundleConflictError(StoreError):

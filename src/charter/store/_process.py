@@ -15,7 +15,9 @@ transaction, and answers each batch with one frame of entries or errors. A reply
 leaves the child after its transaction committed durably, so an awaited entry is on disk.
 
 Closing the request pipe is the stop signal: the child commits everything it has read,
-answers, and exits, which is also what happens when the parent dies, however it dies.
+answers, and exits. It does the same when the parent dies, however it dies (SIGKILL too):
+the system closes the pipe, and, should a process the parent forked still hold it open,
+the child hears of its parent's death itself (`charter.store._writer_child`).
 If the child dies, every caller still waiting gets a `StoreError` (its event may or may
 not have committed, as with any failed commit), and the next event starts a new child.
 """
@@ -31,7 +33,6 @@ import logging
 import os
 import pickle
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -48,11 +49,10 @@ from charter.ledger import (
     NewEvent,
     PreparedEvent,
     check_event,
-    prepare_event,
 )
-from charter.store._group import append_units, settle_waiters
+from charter.store._group import settle_waiters
 from charter.store._port import IndexChange, LedgerStore, StoreError
-from charter.store._sqlite import SQLStore, open_store
+from charter.store._sqlite import SQLStore
 
 __all__ = ["ProcessCommitWriter"]
 
@@ -161,6 +161,7 @@ class _Child:
                     str(requests_read),
                     str(replies_write),
                     str(max_batch),
+                    str(os.getpid()),  # the child exits when this process is gone
                 ],
                 pass_fds=(requests_read, replies_write),
                 stdin=subprocess.DEVNULL,
@@ -618,89 +619,3 @@ class ProcessCommitWriter:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-# -- the child ------------------------------------------------------------------------------
-
-
-def _prepared(wire: _Wire) -> tuple[int, PreparedEvent, IndexChange | None]:
-    token, kind, at, payload, ready, index = wire
-    if ready:
-        event = PreparedEvent(kind, at, payload)
-    else:
-        event = prepare_event(NewEvent(kind, at, payload))
-    return token, event, IndexChange(*index) if index is not None else None
-
-
-def _answer(replies: int, answers: list[tuple[int, Any]]) -> None:
-    try:
-        frame = pickle.dumps(answers, pickle.HIGHEST_PROTOCOL)
-    except Exception:  # an error that does not pickle still reaches its caller, in words
-        words = [
-            (token, StoreError(f"{type(a).__name__}: {a}") if isinstance(a, BaseException) else a)
-            for token, a in answers
-        ]
-        frame = pickle.dumps(words, pickle.HIGHEST_PROTOCOL)
-    _write_frame(replies, frame)
-
-
-def _commit(store: LedgerStore, replies: int, batch: list[_Wire | list[_Wire]]) -> None:
-    answers: list[tuple[int, Any]] = []
-    units: list[list[tuple[int, PreparedEvent, IndexChange | None]]] = []
-    for item in batch:
-        group = item if isinstance(item, list) else [item]
-        try:
-            units.append([_prepared(wire) for wire in group])
-        except EventError as error:  # only this event (or its whole group) fails
-            answers.extend((wire[0], error) for wire in group)
-    if units:
-        results = append_units(
-            store, [[(event, index) for _, event, index in unit] for unit in units]
-        )
-        tokens = [token for unit in units for token, _, _ in unit]
-        answers.extend(
-            (
-                token,
-                result
-                if isinstance(result, Exception)
-                else (
-                    result.seq,
-                    result.kind,
-                    result.at,
-                    result.payload,
-                    result.leaf_hash,
-                    result.chain_hash,
-                ),
-            )
-            for token, result in zip(tokens, results, strict=True)
-        )
-    _answer(replies, answers)
-
-
-def child_main(url: str, requests: int, replies: int, max_batch: int) -> None:
-    """The writer process: open the store, then commit what arrives until the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    try:
-        store = open_store(url)
-    except Exception as error:  # the parent reports why the writer did not start
-        _write_frame(replies, pickle.dumps(("failed", f"{type(error).__name__}: {error}")))
-        return
-    inbox = _Frames(requests)
-    _write_frame(replies, pickle.dumps(("ready", os.getpid())))
-    try:
-        while True:
-            # One thread reads and commits: whatever queued while the last batch was
-            # flushing is the next batch. (A second thread only to drain the pipe would
-            # pass the child's GIL back and forth on every frame.)
-            inbox.fill()
-            batch = inbox.take(max_batch)
-            if batch:
-                _commit(store, replies, batch)
-            elif inbox.ended:
-                break
-            else:
-                select.select([inbox.fd], [], [])
-    finally:
-        store.close()
-        os.close(replies)
-        os.close(requests)

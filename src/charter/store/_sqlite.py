@@ -1,10 +1,9 @@
 """The SQL adapter of the storage port, on SQLAlchemy 2 Core; SQLite is the default.
 
-This is the only module (with the migrations) that touches SQLAlchemy. On SQLite it
-turns on WAL with `synchronous=FULL`, so a committed append survives power loss, and
-takes the write lock at the start of every writing transaction (`BEGIN IMMEDIATE`), so
-two writers never compute a seq from the same head. Opening runs the packaged Alembic
-migrations, and refuses a database whose schema is newer than this code.
+This module, `_opening` and the migrations are the ones that touch SQLAlchemy. On SQLite
+the store runs in WAL with `synchronous=FULL`, so a committed append survives power loss,
+and takes the write lock at the start of every writing transaction (`BEGIN IMMEDIATE`), so
+two writers never compute a seq from the same head. `charter.store._opening` opens it.
 """
 
 from __future__ import annotations
@@ -14,22 +13,16 @@ import json
 import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     Engine,
     and_,
-    create_engine,
-    event,
     func,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -51,7 +44,6 @@ from charter.ledger import (
 from charter.store._port import (
     BundleConflictError,
     IndexChange,
-    SchemaVersionError,
     SetOnceConflict,
     StoreError,
 )
@@ -65,11 +57,8 @@ from charter.store._tables import (
     meta,
 )
 
-__all__ = ["SQLStore", "open_store"]
+__all__ = ["SQLStore"]
 
-_MIGRATIONS = Path(__file__).parent / "migrations"
-#: The newest migration this code ships; a test pins it to Alembic's own head.
-HEAD_REVISION = "0004"
 _PAGE = 1000  # rows per read transaction when streaming entries
 _WRITE = "charter_write"  # execution option: this connection is about to write
 _BUSY_TIMEOUT_MS = 30_000
@@ -189,32 +178,6 @@ def _decision_row(engine: Engine, where: str, params: list[Any]) -> dict[str, An
     finally:
         raw.close()
     return _decision_from(found)
-
-
-def _sqlite_setup(engine: Engine) -> None:
-    """Take transactions over from pysqlite and set the durability pragmas."""
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        for pragma in (*_PRAGMAS, f"busy_timeout={_BUSY_TIMEOUT_MS}"):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get(_WRITE, False)
-        statement = "BEGIN IMMEDIATE" if write else "BEGIN"
-        # Straight to the driver: SQLAlchemy's execution machinery costs several times the
-        # statement itself, on every transaction. Its exception classes are kept.
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(statement)
-        except sqlite3.Error as error:
-            raise OperationalError.instance(statement, None, error, sqlite3.Error) from error
-        finally:
-            cursor.close()
 
 
 _PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON")
@@ -489,13 +452,15 @@ class SQLStore:
     the length of one transaction. Build it with `open_store`.
     """
 
-    def __init__(self, engine: Engine, log_id: str) -> None:
+    def __init__(self, engine: Engine, log_id: str, *, read_only: bool = False) -> None:
         self._engine = engine
         self._log_id = log_id
+        self._read_only = read_only
         database = engine.url.database
         # A SQLite file gets kept connections for its hot paths; memory and PostgreSQL
-        # stay on the pool.
-        path = database if engine.dialect.name == "sqlite" and database != ":memory:" else None
+        # stay on the pool, and so does a reader, whose pool opens the file read-only.
+        sqlite_file = engine.dialect.name == "sqlite" and database != ":memory:"
+        path = database if sqlite_file and not read_only else None
         self._appender = _SQLiteAppender(path) if path else None
         self._lookups = _SQLiteLookups(path) if path else None
 
@@ -509,7 +474,19 @@ class SQLStore:
         """The SQLAlchemy engine, for tools and tests that need raw access."""
         return self._engine
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened for reading only (every write then refuses)."""
+        return self._read_only
+
+    def _refuse_writes(self) -> None:
+        if self._read_only:
+            raise StoreError(
+                f"the ledger `{self._engine.url.database}` was opened read-only: it takes no writes"
+            )
+
     def _writing(self) -> Connection:
+        self._refuse_writes()
         return self._engine.connect().execution_options(**{_WRITE: True})
 
     def append(
@@ -518,6 +495,7 @@ class SQLStore:
         indexes: Sequence[IndexChange | None] | None = None,
     ) -> list[LedgerEntry]:
         """Append events atomically after the current head and return their entries."""
+        self._refuse_writes()
         prepared = [prepare_event(item) for item in events]
         if not prepared:
             return []
@@ -561,6 +539,7 @@ class SQLStore:
 
         Only a SQLite file can tell without waiting; other databases always answer None.
         """
+        self._refuse_writes()
         prepared = [prepare_event(item) for item in events]
         if indexes is not None and len(indexes) != len(prepared):
             raise StoreError("`indexes` must pair one change (or None) with each event")
@@ -890,82 +869,3 @@ def _upsert_approval(connection: Connection, row: Mapping[str, Any], seq: int) -
     statement = maker(approvals).values(**values)
     changed = {k: statement.excluded[k] for k in values if k not in ("id", "opened_seq")}
     connection.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changed))
-
-
-def _url(target: str | os.PathLike[str]) -> str:
-    text = os.fspath(target)
-    return text if "://" in text else f"sqlite:///{text}"
-
-
-def _current_revision(connection: Connection) -> str | None:
-    if not inspect(connection).has_table("alembic_version"):
-        return None
-    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-
-
-def _migrate(connection: Connection) -> None:
-    """Bring the schema to this code's head revision, or refuse a newer one.
-
-    Alembic (slow to import) is loaded only when the schema is not already at the head
-    this code ships, which keeps every command of an up-to-date ledger quick to start.
-    """
-    if _current_revision(connection) == HEAD_REVISION:
-        return
-    from alembic import command  # noqa: PLC0415 - see the docstring
-    from alembic.config import Config  # noqa: PLC0415
-    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
-    from alembic.script import ScriptDirectory  # noqa: PLC0415
-
-    config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
-    script = ScriptDirectory.from_config(config)
-    current = MigrationContext.configure(connection).get_current_revision()
-    head = script.get_current_head()
-    if current == head:
-        return
-    known = {revision.revision for revision in script.walk_revisions()}
-    if current is not None and current not in known:
-        raise SchemaVersionError(
-            f"the database schema is at revision `{current}`, newer than this Charter"
-            f" (`{head}`): upgrade Charter to open it"
-        )
-    config.attributes["connection"] = connection
-    command.upgrade(config, "head")
-
-
-def _log_id(connection: Connection, log_id: str | None) -> str:
-    stored = connection.execute(select(meta.c.value).where(meta.c.key == "log_id")).scalar()
-    if stored is not None:
-        if log_id is not None and log_id != stored:
-            raise StoreError(f"the store holds ledger `{stored}`, not `{log_id}`")
-        return str(stored)
-    chosen = log_id if log_id is not None else str(uuid.uuid4())
-    connection.execute(insert(meta).values(key="log_id", value=chosen))
-    return chosen
-
-
-def open_store(target: str | os.PathLike[str], *, log_id: str | None = None) -> SQLStore:
-    """Open (creating and migrating if needed) a store at a path or database URL.
-
-    Args:
-        target: a file path, or a SQLAlchemy URL such as `sqlite:///charter.db`.
-        log_id: the ledger's identity for a new store (a random UUID when None); when
-            given for an existing store it must match.
-
-    Raises:
-        SchemaVersionError: the database was migrated by a newer Charter.
-        StoreError: `log_id` does not match the stored one.
-    """
-    engine = create_engine(_url(target))
-    if engine.dialect.name == "sqlite":
-        _sqlite_setup(engine)
-    try:
-        with engine.connect().execution_options(**{_WRITE: True}) as connection:
-            with connection.begin():
-                _migrate(connection)
-            with connection.begin():
-                chosen = _log_id(connection, log_id)
-    except BaseException:
-        engine.dispose()
-        raise
-    return SQLStore(engine, chosen)

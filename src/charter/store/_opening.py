@@ -1,0 +1,255 @@
+"""Opening a SQLite store: for writing (created and migrated), or for reading only.
+
+`open_store(path)` creates the file if need be, brings its schema to this code's head
+revision with the packaged Alembic migrations, and refuses a schema newer than this code.
+`open_store(path, read_only=True)` is for commands that only read: it opens the file with
+SQLite's `mode=ro`, so nothing it does can change a byte of it, never creates it and never
+migrates it, and refuses anything but a Charter ledger at this code's schema with one
+`StoreOpenError` that names the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import QueuePool
+
+from charter.store._port import SchemaVersionError, StoreError, StoreOpenError
+from charter.store._sqlite import _BUSY_TIMEOUT_MS, _PRAGMAS, _WRITE, SQLStore
+from charter.store._tables import meta
+
+__all__ = ["HEAD_REVISION", "open_store"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+#: The newest migration this code ships; a test pins it to Alembic's own head.
+HEAD_REVISION = "0004"
+#: Tables every Charter ledger has, whatever its revision.
+_LEDGER_TABLES = frozenset({"alembic_version", "ledger_entries", "meta"})
+
+
+def _sqlite_setup(engine: Engine, *, read_only: bool = False) -> None:
+    """Take transactions over from pysqlite and set the connection pragmas.
+
+    A writing store sets WAL and `synchronous=FULL`; a reading one sets nothing that
+    could write (not even the journal mode) and turns on `query_only` as well.
+    """
+    pragmas = ("query_only=ON",) if read_only else _PRAGMAS
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        for pragma in (*pragmas, f"busy_timeout={_BUSY_TIMEOUT_MS}"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(_WRITE, False)
+        statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+        # Straight to the driver: SQLAlchemy's execution machinery costs several times the
+        # statement itself, on every transaction. Its exception classes are kept.
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(statement)
+        except sqlite3.Error as error:
+            raise OperationalError.instance(statement, None, error, sqlite3.Error) from error
+        finally:
+            cursor.close()
+
+
+def _url(target: str | os.PathLike[str]) -> str:
+    text = os.fspath(target)
+    return text if "://" in text else f"sqlite:///{text}"
+
+
+def _current_revision(connection: Connection) -> str | None:
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _migrations() -> tuple[Any, Any]:
+    """The Alembic configuration of the packaged migrations, and their script directory.
+
+    Alembic is slow to import, so it is loaded only when a schema is not already at the
+    head this code ships, which keeps every command of an up-to-date ledger quick to start.
+    """
+    from alembic.config import Config  # noqa: PLC0415 - see the docstring
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config, ScriptDirectory.from_config(config)
+
+
+def _migrate(connection: Connection) -> None:
+    """Bring the schema to this code's head revision, or refuse a newer one."""
+    if _current_revision(connection) == HEAD_REVISION:
+        return
+    from alembic import command  # noqa: PLC0415 - see `_migrations`
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+
+    config, script = _migrations()
+    current = MigrationContext.configure(connection).get_current_revision()
+    head = script.get_current_head()
+    if current == head:
+        return
+    known = {revision.revision for revision in script.walk_revisions()}
+    if current is not None and current not in known:
+        raise SchemaVersionError(
+            f"the database schema is at revision `{current}`, newer than this Charter"
+            f" (`{head}`): upgrade Charter to open it"
+        )
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _log_id(connection: Connection, log_id: str | None) -> str:
+    stored = connection.execute(select(meta.c.value).where(meta.c.key == "log_id")).scalar()
+    if stored is not None:
+        if log_id is not None and log_id != stored:
+            raise StoreError(f"the store holds ledger `{stored}`, not `{log_id}`")
+        return str(stored)
+    chosen = log_id if log_id is not None else str(uuid.uuid4())
+    connection.execute(insert(meta).values(key="log_id", value=chosen))
+    return chosen
+
+
+def open_store(
+    target: str | os.PathLike[str], *, log_id: str | None = None, read_only: bool = False
+) -> SQLStore:
+    """Open a store at a path or database URL: for writing, or only for reading.
+
+    For writing (the default) a missing file is created and an older schema migrated.
+    With `read_only` the file must already be a Charter ledger at this code's schema:
+    it is opened with SQLite's `mode=ro`, so reading it changes nothing, and every
+    method that writes raises `StoreError`.
+
+    Args:
+        target: a file path, or a SQLAlchemy URL such as `sqlite:///charter.db` (a
+            read-only store needs a SQLite file).
+        log_id: the ledger's identity for a new store (a random UUID when None); when
+            given for an existing store it must match.
+        read_only: open an existing ledger for reading only.
+
+    Raises:
+        StoreOpenError: `read_only`, and the file is missing, is not SQLite, is not a
+            Charter ledger, or has a schema this Charter does not read.
+        SchemaVersionError: the database was migrated by a newer Charter.
+        StoreError: `log_id` does not match the stored one.
+    """
+    if read_only:
+        return _open_reader(target, log_id)
+    engine = create_engine(_url(target))
+    if engine.dialect.name == "sqlite":
+        _sqlite_setup(engine)
+    try:
+        with engine.connect().execution_options(**{_WRITE: True}) as connection:
+            with connection.begin():
+                _migrate(connection)
+            with connection.begin():
+                chosen = _log_id(connection, log_id)
+    except BaseException:
+        engine.dispose()
+        raise
+    return SQLStore(engine, chosen)
+
+
+def _reader_path(target: str | os.PathLike[str]) -> Path:
+    """The file a read-only store opens: a path, or the file of a `sqlite:///` URL."""
+    given = os.fspath(target)
+    if "://" not in given:
+        return Path(given)
+    url = make_url(given)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        raise StoreOpenError(given, "is not a SQLite file: only a file can be opened read-only")
+    return Path(url.database)
+
+
+def _read_only_connection(path: Path) -> sqlite3.Connection:
+    """A driver connection that cannot write to `path`, nor create it."""
+    # Characters meaningful in a URI (`?`, `#`, `%`) must not cut the path short.
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+
+def _ledger_problem(path: Path) -> tuple[str | None, str | None]:
+    """(what is wrong with `path` as a ledger this code reads, or None; its log id)."""
+    if not path.exists():
+        return "does not exist", None
+    if not path.is_file():
+        return "is not a file", None
+    try:
+        connection = _read_only_connection(path)
+    except sqlite3.Error as error:
+        return f"cannot be opened: {error}", None
+    try:
+        tables = {
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if not tables:
+            return "is an empty database, not a Charter ledger", None
+        if not tables >= _LEDGER_TABLES:
+            return "is a SQLite database but not a Charter ledger (it has no ledger tables)", None
+        revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        problem = _revision_problem(None if revision is None else str(revision[0]))
+        if problem is not None:
+            return problem, None
+        found = connection.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
+        if found is None:
+            return "is not a Charter ledger (it has no ledger id)", None
+        return None, str(found[0])
+    except sqlite3.DatabaseError as error:
+        if "not a database" in str(error):
+            return "is not a SQLite database", None
+        return f"cannot be read: {error}", None
+    finally:
+        connection.close()
+
+
+def _revision_problem(revision: str | None) -> str | None:
+    """Why a reader cannot read a schema at `revision`, or None when it is this code's."""
+    if revision == HEAD_REVISION:
+        return None
+    known = {script.revision for script in _migrations()[1].walk_revisions()}
+    if revision is None:
+        return "is not a Charter ledger (its schema has no revision)"
+    if revision in known:
+        return (
+            f"has an older schema (revision `{revision}`) than this Charter reads"
+            f" (`{HEAD_REVISION}`): open it once with a command that writes to it, such as"
+            " `charter serve`, to upgrade it"
+        )
+    return (
+        f"has a newer schema (revision `{revision}`) than this Charter knows"
+        f" (`{HEAD_REVISION}`): upgrade Charter to read it"
+    )
+
+
+def _open_reader(target: str | os.PathLike[str], log_id: str | None) -> SQLStore:
+    """`open_store(target, read_only=True)`."""
+    path = _reader_path(target)
+    problem, stored = _ledger_problem(path)
+    if problem is not None or stored is None:
+        raise StoreOpenError(os.fspath(target), problem or "is not a Charter ledger")
+    if log_id is not None and log_id != stored:
+        raise StoreError(f"the store holds ledger `{stored}`, not `{log_id}`")
+    # The URL names the file (for messages and the pool's choice); every connection
+    # comes from the read-only opener.
+    engine = create_engine(
+        make_url("sqlite://").set(database=str(path)),
+        creator=lambda: _read_only_connection(path),
+        poolclass=QueuePool,
+    )
+    _sqlite_setup(engine, read_only=True)
+    return SQLStore(engine, stored, read_only=True)

@@ -1,0 +1,133 @@
+"""The reading commands (`ledger verify`, `ledger show`, `replay`) never change a file.
+
+Pointed at something that is not a Charter ledger they refuse it on one line naming the
+file, exit 2 (the command was used wrongly), and leave it byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from charter.cli import app
+from charter.examples import EXAMPLE_POLICY
+from charter.testing import FakeClock, make_charter
+
+READING = (("ledger", "verify"), ("ledger", "show"), ("replay",))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def empty_file(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def unrelated_database(path: Path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        connection.execute("INSERT INTO notes (body) VALUES ('keep me')")
+    connection.close()
+
+
+def text_file(path: Path) -> None:
+    path.write_text("seq,kind\n1,decision\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("command", READING, ids=" ".join)
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (empty_file, "is an empty database, not a Charter ledger"),
+        (
+            unrelated_database,
+            "is a SQLite database but not a Charter ledger (it has no ledger tables)",
+        ),
+        (text_file, "is not a SQLite database"),
+    ],
+    ids=["empty file", "unrelated SQLite", "text file"],
+)
+def test_a_file_that_is_no_ledger_is_refused_and_left_alone(
+    tmp_path: Path, command: tuple[str, ...], make: Callable[[Path], None], says: str
+) -> None:
+    """Exit 2, one line on stderr naming the file and what it is; the file is unchanged."""
+    target = tmp_path / "thing.db"
+    make(target)
+    before = digest(target)
+    result = CliRunner().invoke(app, [*command, "--db", str(target)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: `{target}` {says}"]
+    assert result.stdout == ""
+    assert digest(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thing.db"]
+
+
+@pytest.mark.parametrize("command", READING, ids=" ".join)
+def test_a_missing_ledger_is_refused_and_not_created(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A path with no file: exit 2, one line, and still no file there."""
+    missing = tmp_path / "none.db"
+    result = CliRunner().invoke(app, [*command, "--db", str(missing)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: `{missing}` does not exist"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    db = tmp_path / "ledger.db"
+    with make_charter(EXAMPLE_POLICY, db, clock=FakeClock(tick=5)) as charter:
+        charter.decide(
+            {
+                "agent": "support-bot",
+                "action": "payments.refund",
+                "args": {"order_id": "ord-1", "amount": 40, "currency": "USD"},
+                "context": {"confidence": 0.9, "rationale": "late"},
+            }
+        )
+    return db
+
+
+@pytest.mark.parametrize("command", READING, ids=" ".join)
+def test_a_ledger_is_read_without_a_byte_changing(ledger: Path, command: tuple[str, ...]) -> None:
+    """A real ledger reads as before, and the file is exactly what it was."""
+    before = digest(ledger)
+    result = CliRunner().invoke(app, [*command, "--db", str(ledger)])
+    assert result.exit_code == 0, result.output
+    assert digest(ledger) == before
+
+
+@pytest.mark.parametrize("command", READING, ids=" ".join)
+def test_an_older_schema_is_refused_not_migrated(ledger: Path, command: tuple[str, ...]) -> None:
+    """A ledger at an older revision is named as such; reading it does not upgrade it."""
+    with sqlite3.connect(ledger) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0003'")
+    connection.close()
+    before = digest(ledger)
+    result = CliRunner().invoke(app, [*command, "--db", str(ledger)])
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: `{ledger}` has an older schema (revision `0003`)")
+    assert digest(ledger) == before
+
+
+@pytest.mark.parametrize("command", READING, ids=" ".join)
+def test_a_newer_schema_is_refused(ledger: Path, command: tuple[str, ...]) -> None:
+    """A ledger written by a newer Charter is refused, naming its revision, untouched."""
+    with sqlite3.connect(ledger) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    connection.close()
+    before = digest(ledger)
+    result = CliRunner().invoke(app, [*command, "--db", str(ledger)])
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: `{ledger}` has a newer schema (revision `9999`)")
+    assert "upgrade Charter" in line
+    assert digest(ledger) == before
