@@ -42,6 +42,7 @@ __all__ = [
     "CanonicalError",
     "JSONValue",
     "canonical_bytes",
+    "canonical_text",
     "content_hash",
     "is_canonical",
 ]
@@ -118,6 +119,39 @@ def canonical_bytes(obj: JSONValue) -> bytes:
             `±(2**53 - 1)`, a non-string key, a lone surrogate, a reference cycle or a
             type JSON does not have.
     """
+    text = _fast_text(obj)
+    if text is not None:
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: the slow path names where
+    return _slow_canonical_bytes(obj)
+
+
+def canonical_text(obj: JSONValue) -> str:
+    """`canonical_bytes` as text: what the ledger stores, without a round trip through bytes.
+
+    Raises:
+        CanonicalError: as `canonical_bytes`.
+    """
+    text = _fast_text(obj)
+    if text is not None:
+        if text.isascii():
+            return text
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: the slow path names where
+        else:
+            return text
+    return _slow_canonical_bytes(obj).decode("utf-8")
+
+
+def _fast_text(obj: object) -> str | None:
+    """The canonical text by a learned layout or the C encoder, or None to take the slow path.
+
+    The text may still hold a lone surrogate, which the caller's UTF-8 check refuses.
+    """
     layout = None
     if type(obj) is dict:
         try:
@@ -125,28 +159,22 @@ def canonical_bytes(obj: JSONValue) -> bytes:
         except TypeError:
             pass  # a key that is not a string: the slow path names it
         else:
-            text = _layout_text(obj, layout)
-            if text is not None:
+            encode = _layouts.get(layout)
+            if encode is not None:
                 try:
-                    return text.encode("utf-8")
-                except UnicodeEncodeError:
-                    pass  # a lone surrogate: the slow path names where
+                    return encode(obj)
+                except (_Miss, TypeError, ValueError, RecursionError):
+                    pass  # a value the layout did not foresee: the general paths decide
     if _is_plain(obj):
         try:
             text = _encode(obj)
         except (ValueError, RecursionError):
-            pass  # the slow path explains the problem with its path
-        else:
-            if text.isascii() or _UTF16_ORDER_RISK.search(text) is None:
-                try:
-                    encoded = text.encode("utf-8")
-                except UnicodeEncodeError:
-                    pass  # a lone surrogate: the slow path names where
-                else:
-                    if layout is not None:
-                        _learn_layout(obj, layout)  # type: ignore[arg-type]
-                    return encoded
-    return _slow_canonical_bytes(obj)
+            return None  # the slow path explains the problem with its path
+        if text.isascii() or _UTF16_ORDER_RISK.search(text) is None:
+            if layout is not None:
+                _learn_layout(obj, layout)  # type: ignore[arg-type]
+            return text
+    return None
 
 
 def content_hash(obj: JSONValue) -> str:
@@ -585,17 +613,6 @@ def _compile_layout(sample: dict[str, object]) -> Callable[[dict[str, object]], 
     exec(code, namespace)  # noqa: S102 - the source names only the constants above
     encode: Callable[[dict[str, object]], str] = namespace["encode"]  # type: ignore[assignment]
     return encode
-
-
-def _layout_text(obj: dict[str, object], layout: str) -> str | None:
-    """The canonical text of `obj` by its compiled layout, or None when there is none."""
-    encode = _layouts.get(layout)
-    if encode is None:
-        return None
-    try:
-        return encode(obj)
-    except (_Miss, TypeError, ValueError, RecursionError):
-        return None
 
 
 def _learn_layout(obj: dict[str, object], layout: str) -> None:

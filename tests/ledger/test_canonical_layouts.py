@@ -22,6 +22,7 @@ from charter.canonical import (
     CanonicalError,
     _forget_learned,
     canonical_bytes,
+    canonical_text,
     is_canonical,
 )
 
@@ -63,6 +64,14 @@ def _outcome(value: Any) -> tuple[str, object]:
     """What `canonical_bytes` answers: its bytes, or the path of its refusal."""
     try:
         return "bytes", canonical_bytes(value)
+    except CanonicalError as error:
+        return "refused", error.path
+
+
+def _text_outcome(value: Any) -> tuple[str, object]:
+    """What `canonical_text` answers, in the terms of `_outcome`."""
+    try:
+        return "bytes", canonical_text(value).encode()
     except CanonicalError as error:
         return "refused", error.path
 
@@ -112,6 +121,7 @@ class TestLearnedLayouts:
                 assert kind == "refused"
             else:
                 assert (kind, got) == ("bytes", expected)
+            assert _text_outcome(value) == (kind, got)
 
     @pytest.mark.parametrize(
         ("value", "path"),
@@ -134,10 +144,12 @@ class TestLearnedLayouts:
         canonical_bytes(dict(learned))
         if path is None:
             assert canonical_bytes(value) == rfc8785.dumps(value)
+            assert canonical_text(value) == rfc8785.dumps(value).decode()
             return
-        with pytest.raises(CanonicalError) as caught:
-            canonical_bytes(value)
-        assert caught.value.path == path
+        for encode in (canonical_bytes, canonical_text):
+            with pytest.raises(CanonicalError) as caught:
+                encode(value)
+            assert caught.value.path == path
 
     def test_keys_sort_by_utf16_code_units_after_learning(self) -> None:
         """A learned layout writes keys in UTF-16 order, whatever order it was given them in."""
