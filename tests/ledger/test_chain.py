@@ -19,9 +19,11 @@ from charter.ledger import (
     NewEvent,
     ProblemCode,
     SignedCheckpoint,
+    chain_hash,
     entry_content,
     generate_signing_key,
     key_id,
+    leaf_hash,
     link_entries,
     load_private_key,
     load_public_key,
@@ -55,6 +57,38 @@ class TestEntries:
         assert [entry.seq for entry in first + second] == [1, 2, 3]
         assert verify_chain(first + second).ok
         assert second[0].payload_object() == {"n": 2}
+
+    @settings(max_examples=200)
+    @given(
+        st.integers(min_value=0, max_value=2**40),
+        st.lists(
+            st.tuples(
+                st.sampled_from(["decision", "outcome", "approval.opened"]),
+                st.sampled_from([AT, "2025-01-31T09:30:00.123456Z", "2030-12-31T23:59:59Z"]),
+                st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=3),
+            ),
+            max_size=6,
+        ),
+    )
+    def test_linked_hashes_are_those_of_the_content(
+        self, start: int, events: list[tuple[str, str, dict[str, Any]]]
+    ) -> None:
+        """Each linked entry's leaf hashes its content and its chain hash links the one before."""
+        prepared = [prepare_event(NewEvent(kind, at, payload)) for kind, at, payload in events]
+        head = replace(GENESIS, seq=start, chain_hash="ab" * 32)
+        previous = head.chain_hash
+        for entry in link_entries(head, prepared):
+            content = entry_content(entry.seq, entry.kind, entry.at, entry.payload.encode())
+            assert entry.leaf_hash == leaf_hash(content)
+            assert entry.chain_hash == chain_hash(previous, entry.leaf_hash)
+            previous = entry.chain_hash
+
+    def test_a_kind_is_checked_every_time(self) -> None:
+        """A well-formed kind seen before does not let a malformed one or a non-string through."""
+        prepare_event(NewEvent("decision", AT, {}))
+        for kind in ("Decision", "decision ", 7, None):
+            with pytest.raises(EventError, match="kind"):
+                prepare_event(NewEvent(kind, AT, {}))  # type: ignore[arg-type]
 
     @pytest.mark.parametrize(
         ("event", "match"),
