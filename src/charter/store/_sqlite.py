@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import (
@@ -44,7 +45,9 @@ from charter.ledger import (
 from charter.store._port import (
     BundleConflictError,
     IndexChange,
+    LedgerTransaction,
     SetOnceConflict,
+    StagedTransaction,
     StoreError,
 )
 from charter.store._tables import (
@@ -488,6 +491,14 @@ class SQLStore:
     def _writing(self) -> Connection:
         self._refuse_writes()
         return self._engine.connect().execution_options(**{_WRITE: True})
+
+    def transaction(self) -> AbstractContextManager[LedgerTransaction]:
+        """A transaction to stage appends in; they commit together when the block ends.
+
+        An exception in the block aborts it: nothing staged is written.
+        """
+        self._refuse_writes()
+        return StagedTransaction.around(self.append)
 
     def append(
         self,
