@@ -32,7 +32,7 @@ from charter.store._port import (
     verify_store,
 )
 from charter.store._process import ProcessCommitWriter
-from charter.store._sqlite import SQLStore
+from charter.store._sqlite import SQLiteStore
 
 __all__ = [
     "ApprovalRows",
@@ -47,7 +47,7 @@ __all__ = [
     "LedgerTransaction",
     "LedgerWriter",
     "ProcessCommitWriter",
-    "SQLStore",
+    "SQLiteStore",
     "SchemaVersionError",
     "Secrets",
     "SetOnceConflict",
