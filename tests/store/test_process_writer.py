@@ -28,7 +28,7 @@ from charter.ledger import EventError, LedgerEntry, NewEvent, verify_chain
 from charter.store import (
     IndexChange,
     ProcessCommitWriter,
-    SQLStore,
+    SQLiteStore,
     StoreError,
     open_store,
     verify_store,
@@ -47,7 +47,7 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(path: Path) -> SQLStore:
+def store(path: Path) -> SQLiteStore:
     with open_store(path) as opened:
         yield opened  # type: ignore[misc]
 
@@ -72,7 +72,7 @@ def gone_within(pid: int, seconds: float) -> bool:
 
 
 class TestContract:
-    def test_threads_get_contiguous_verified_entries(self, store: SQLStore) -> None:
+    def test_threads_get_contiguous_verified_entries(self, store: SQLiteStore) -> None:
         """Events from 8 threads commit with contiguous seqs and the same bytes as stored."""
         results: list[LedgerEntry] = []
         lock = threading.Lock()
@@ -94,7 +94,7 @@ class TestContract:
         by_seq = {entry.seq: entry for entry in results}
         assert all(by_seq[e.seq] == e for e in store.entries())
 
-    def test_one_event_loop_many_appends(self, store: SQLStore) -> None:
+    def test_one_event_loop_many_appends(self, store: SQLiteStore) -> None:
         """Awaited appends from one loop all resolve, in submission order."""
 
         async def main(writer: ProcessCommitWriter) -> list[LedgerEntry]:
@@ -107,7 +107,7 @@ class TestContract:
         assert [e.payload_object()["n"] for e in entries] == list(range(2_000))
         assert verify_store(store).ok
 
-    def test_blocking_callers_after_the_loop_has_gone(self, store: SQLStore) -> None:
+    def test_blocking_callers_after_the_loop_has_gone(self, store: SQLiteStore) -> None:
         """Once a loop read the answers and then closed, blocking callers still get theirs."""
 
         async def main(writer: ProcessCommitWriter) -> None:
@@ -119,7 +119,7 @@ class TestContract:
             assert writer.submit(event(2)).result(timeout=10).seq == 2
             assert time.monotonic() - started < 5
 
-    def test_bad_time_fails_at_submit(self, store: SQLStore) -> None:
+    def test_bad_time_fails_at_submit(self, store: SQLiteStore) -> None:
         """A malformed kind or time raises in `submit`, as with the thread writer."""
         with ProcessCommitWriter(store) as writer:
             good = writer.submit(event(1))
@@ -127,7 +127,7 @@ class TestContract:
                 writer.submit(NewEvent("decision", "yesterday", {}))
             assert good.result(timeout=10).seq == 1
 
-    def test_unencodable_payload_fails_only_its_caller(self, store: SQLStore) -> None:
+    def test_unencodable_payload_fails_only_its_caller(self, store: SQLiteStore) -> None:
         """NaN is refused by the child for its own event; the rest of the batch commits."""
         with ProcessCommitWriter(store) as writer:
             before = writer.submit(event(1))
@@ -138,12 +138,12 @@ class TestContract:
             assert [before.result().seq, after.result().seq] == [1, 2]
         assert store.count() == 2
 
-    def test_unpicklable_payload_fails_at_submit(self, store: SQLStore) -> None:
+    def test_unpicklable_payload_fails_at_submit(self, store: SQLiteStore) -> None:
         """A payload holding something that is not data at all never leaves the caller."""
         with ProcessCommitWriter(store) as writer, pytest.raises(EventError):
             writer.submit(NewEvent("decision", AT, {"x": threading.Lock()}))
 
-    def test_group_commits_together_or_not_at_all(self, store: SQLStore, path: Path) -> None:
+    def test_group_commits_together_or_not_at_all(self, store: SQLiteStore, path: Path) -> None:
         """A group with one event the database refuses commits none of its events."""
         sqlite3.connect(path, isolation_level=None).execute(
             "CREATE TRIGGER refuse_boom BEFORE INSERT ON ledger_entries"
@@ -157,7 +157,7 @@ class TestContract:
             assert writer.submit(event(3)).result(timeout=10).seq == 1
         assert [e.kind for e in store.entries()] == ["decision"]
 
-    def test_index_changes_commit_with_their_entries(self, store: SQLStore) -> None:
+    def test_index_changes_commit_with_their_entries(self, store: SQLiteStore) -> None:
         """A decisions-index insert travels with its event and is in the index after."""
         change = IndexChange(
             "d-1", {"agent": "a", "action": "crm.note", "verdict": "allow"}, insert=True
@@ -168,7 +168,7 @@ class TestContract:
         assert row is not None
         assert row["seq"] == entry.seq
 
-    def test_closed_writer_refuses_events(self, store: SQLStore) -> None:
+    def test_closed_writer_refuses_events(self, store: SQLiteStore) -> None:
         """Submitting after `close` raises `StoreError`; closing twice is fine."""
         writer = ProcessCommitWriter(store)
         writer.close()
@@ -176,7 +176,7 @@ class TestContract:
         with pytest.raises(StoreError, match="closed"):
             writer.submit(event(1))
 
-    def test_close_commits_everything_submitted(self, store: SQLStore) -> None:
+    def test_close_commits_everything_submitted(self, store: SQLiteStore) -> None:
         """`close` returns once every submitted event is committed and answered."""
         writer = ProcessCommitWriter(store)
         futures = [writer.submit(event(n)) for n in range(500)]
@@ -213,7 +213,7 @@ class TestIdleCommitsInline:
     """A lone event on an idle writer commits on the loop's thread; anything else queues."""
 
     def test_a_lone_loop_append_commits_without_the_child(
-        self, store: SQLStore, frozen: Any
+        self, store: SQLiteStore, frozen: Any
     ) -> None:
         """With the child frozen, a lone awaited append still commits, index and all."""
         values = {"agent": "a", "action": "crm.note", "verdict": "allow"}
@@ -233,7 +233,7 @@ class TestIdleCommitsInline:
         assert verify_store(store).ok
 
     def test_appends_of_one_turn_go_to_the_child_together(
-        self, store: SQLStore, frozen: Any
+        self, store: SQLiteStore, frozen: Any
     ) -> None:
         """Several appends in one turn of the loop are the child's batch, in their order."""
 
@@ -250,7 +250,7 @@ class TestIdleCommitsInline:
         assert [(e.seq, e.payload_object()["n"]) for e in entries] == [(1, 0), (2, 1), (3, 2)]
 
     def test_a_busy_child_keeps_the_next_append_behind_its_own(
-        self, store: SQLStore, frozen: Any
+        self, store: SQLiteStore, frozen: Any
     ) -> None:
         """While the child holds an append, a lone loop append waits its turn behind it."""
 
@@ -268,7 +268,7 @@ class TestIdleCommitsInline:
             first, second = asyncio.run(main(writer))
         assert (first.seq, second.seq) == (1, 2)
 
-    def test_queued_loop_appends_go_before_a_later_blocking_one(self, store: SQLStore) -> None:
+    def test_queued_loop_appends_go_before_a_later_blocking_one(self, store: SQLiteStore) -> None:
         """The ledger's order is the order of submission, across the loop and threads."""
 
         async def main(writer: ProcessCommitWriter) -> tuple[LedgerEntry, LedgerEntry]:
@@ -281,7 +281,7 @@ class TestIdleCommitsInline:
         assert (queued.seq, blocking.seq) == (1, 2)
 
     def test_the_loop_never_waits_for_another_writers_lock(
-        self, store: SQLStore, path: Path
+        self, store: SQLiteStore, path: Path
     ) -> None:
         """Another connection's write lock sends the event to the child, not the loop.
 
@@ -307,7 +307,7 @@ class TestIdleCommitsInline:
         assert entry.seq == 1
         assert verify_store(store).ok
 
-    def test_an_append_nobody_awaited_still_commits(self, store: SQLStore) -> None:
+    def test_an_append_nobody_awaited_still_commits(self, store: SQLiteStore) -> None:
         """Submitted is written, even when its caller's loop ends without awaiting it."""
 
         async def main(writer: ProcessCommitWriter) -> None:
@@ -319,7 +319,7 @@ class TestIdleCommitsInline:
         assert store.count() == 2
         assert verify_store(store).ok
 
-    def test_an_unencodable_lone_payload_fails_only_its_caller(self, store: SQLStore) -> None:
+    def test_an_unencodable_lone_payload_fails_only_its_caller(self, store: SQLiteStore) -> None:
         """NaN refused inline reaches its own caller; the next append commits."""
 
         async def main(writer: ProcessCommitWriter) -> LedgerEntry:
@@ -333,7 +333,7 @@ class TestIdleCommitsInline:
 
 
 class TestFailures:
-    def test_a_killed_writer_fails_its_waiters_and_is_replaced(self, store: SQLStore) -> None:
+    def test_a_killed_writer_fails_its_waiters_and_is_replaced(self, store: SQLiteStore) -> None:
         """Waiters hear the writer died; the next event starts a new one; nothing forks."""
         with ProcessCommitWriter(store) as writer:
             assert writer.submit(event(1)).result(timeout=10).seq == 1
@@ -350,7 +350,7 @@ class TestFailures:
         assert entry.seq == 2
         assert verify_store(store).ok
 
-    def test_a_writer_that_died_unwatched_is_replaced(self, store: SQLStore) -> None:
+    def test_a_writer_that_died_unwatched_is_replaced(self, store: SQLiteStore) -> None:
         """A child killed after its loop closed (nobody reading) is replaced on next use."""
 
         async def main(writer: ProcessCommitWriter) -> None:
@@ -367,7 +367,7 @@ class TestFailures:
         assert entry.seq == 4
         assert verify_store(store).ok
 
-    def test_waiters_hear_when_the_writer_dies_under_them(self, store: SQLStore) -> None:
+    def test_waiters_hear_when_the_writer_dies_under_them(self, store: SQLiteStore) -> None:
         """Appends in flight when the child is killed fail with `StoreError`, not hang."""
         with ProcessCommitWriter(store) as writer:
             writer.submit(event(0)).result(timeout=10)

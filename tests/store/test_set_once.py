@@ -18,7 +18,7 @@ from charter.store import (
     IndexChange,
     ProcessCommitWriter,
     SetOnceConflict,
-    SQLStore,
+    SQLiteStore,
     open_store,
     verify_store,
 )
@@ -26,7 +26,7 @@ from charter.store import (
 AT = "2025-01-31T09:30:00Z"
 
 
-def decided(store: SQLStore, decision_id: str) -> None:
+def decided(store: SQLiteStore, decision_id: str) -> None:
     values = {
         "agent": "a",
         "action": "crm.note",
@@ -54,14 +54,14 @@ def outcome(decision_id: str) -> tuple[NewEvent, IndexChange]:
 
 
 @pytest.fixture(params=["file", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> SQLStore:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> SQLiteStore:
     where = tmp_path / "charter.db" if request.param == "file" else "sqlite://"
     with open_store(where) as opened:
         yield opened  # type: ignore[misc]
 
 
 class TestTheDatabaseRefuses:
-    def test_a_second_redemption(self, store: SQLStore) -> None:
+    def test_a_second_redemption(self, store: SQLiteStore) -> None:
         """Setting `redeemed_seq` twice raises `SetOnceConflict` and writes nothing."""
         decided(store, "d-1")
         event, change = redeemed("d-1")
@@ -74,7 +74,7 @@ class TestTheDatabaseRefuses:
         assert row["redeemed_seq"] == 2
         assert verify_store(store).ok
 
-    def test_a_second_outcome(self, store: SQLStore) -> None:
+    def test_a_second_outcome(self, store: SQLiteStore) -> None:
         """Setting `outcome_seq` twice raises `SetOnceConflict` and writes nothing."""
         decided(store, "d-1")
         event, change = outcome("d-1")
@@ -83,7 +83,7 @@ class TestTheDatabaseRefuses:
             store.append([event], [change])
         assert store.count() == 2
 
-    def test_the_first_of_each_is_fine(self, store: SQLStore) -> None:
+    def test_the_first_of_each_is_fine(self, store: SQLiteStore) -> None:
         """A redemption and then an outcome on the same decision both commit."""
         decided(store, "d-1")
         for event, change in (redeemed("d-1"), outcome("d-1")):

@@ -28,7 +28,7 @@ from charter.store import (
     GroupCommitWriter,
     IndexChange,
     SchemaVersionError,
-    SQLStore,
+    SQLiteStore,
     StoreError,
     _opening,
     checkpoint_store,
@@ -49,7 +49,7 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(path: Path) -> SQLStore:
+def store(path: Path) -> SQLiteStore:
     with open_store(path) as opened:
         yield opened  # type: ignore[misc]
 
@@ -59,7 +59,7 @@ def raw(path: Path) -> sqlite3.Connection:
 
 
 class TestOpen:
-    def test_migrations_create_the_schema(self, store: SQLStore, path: Path) -> None:
+    def test_migrations_create_the_schema(self, store: SQLiteStore, path: Path) -> None:
         """Opening a new file creates the tables, triggers and WAL journal."""
         connection = raw(path)
         names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
@@ -91,7 +91,14 @@ class TestOpen:
         with pytest.raises(SchemaVersionError, match="`9999`"):
             open_store(path)
 
-    def test_pragmas_are_set_on_every_connection(self, store: SQLStore) -> None:
+    def test_another_database_is_refused_by_name(self) -> None:
+        """A URL of another database than SQLite is named (its password hidden) and refused."""
+        with pytest.raises(StoreError, match="is not a SQLite database") as refused:
+            open_store("postgresql://charter:secret@db/ledger")
+        assert "postgresql://charter:***@db/ledger" in refused.value.message
+        assert "secret" not in refused.value.message
+
+    def test_pragmas_are_set_on_every_connection(self, store: SQLiteStore) -> None:
         """Connections run with synchronous=FULL, foreign keys and a busy timeout."""
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
@@ -100,7 +107,7 @@ class TestOpen:
 
 
 class TestAppend:
-    def test_assigns_contiguous_seqs_and_chains(self, store: SQLStore) -> None:
+    def test_assigns_contiguous_seqs_and_chains(self, store: SQLiteStore) -> None:
         """Batches continue the seq from the head and chain onto it."""
         first = store.append([event(1), event(2)])
         second = store.append([event(3)])
@@ -108,12 +115,12 @@ class TestAppend:
         assert second[0].chain_hash == chain_hash(first[-1].chain_hash, second[0].leaf_hash)
         assert store.head().chain_hash == second[0].chain_hash
 
-    def test_empty_batch_writes_nothing(self, store: SQLStore) -> None:
+    def test_empty_batch_writes_nothing(self, store: SQLiteStore) -> None:
         """Appending no events is a no-op."""
         assert store.append([]) == []
         assert store.head() == GENESIS
 
-    def test_bad_event_leaves_nothing(self, store: SQLStore) -> None:
+    def test_bad_event_leaves_nothing(self, store: SQLiteStore) -> None:
         """A batch with one unencodable payload writes none of its events."""
         store.append([event(1)])
         bad = NewEvent("decision", AT, {"x": float("inf")})
@@ -121,7 +128,7 @@ class TestAppend:
             store.append([event(2), bad])
         assert store.count() == 1
 
-    def test_failing_insert_rolls_back_the_batch(self, store: SQLStore, path: Path) -> None:
+    def test_failing_insert_rolls_back_the_batch(self, store: SQLiteStore, path: Path) -> None:
         """If the database refuses one row mid-batch, the rows before it are rolled back."""
         store.append([event(1)])
         raw(path).execute(
@@ -133,7 +140,7 @@ class TestAppend:
         assert store.count() == 1
         assert verify_store(store).ok
 
-    def test_rows_cannot_be_updated_or_deleted(self, store: SQLStore, path: Path) -> None:
+    def test_rows_cannot_be_updated_or_deleted(self, store: SQLiteStore, path: Path) -> None:
         """Triggers abort UPDATE and DELETE on ledger rows."""
         store.append([event(1)])
         connection = raw(path)
@@ -144,7 +151,7 @@ class TestAppend:
 
 
 class TestTryAppend:
-    def test_appends_when_nobody_holds_the_lock(self, store: SQLStore) -> None:
+    def test_appends_when_nobody_holds_the_lock(self, store: SQLiteStore) -> None:
         """With the database free, `try_append` is `append`."""
         store.append([event(1)])
         entries = store.try_append([event(2)])
@@ -153,7 +160,7 @@ class TestTryAppend:
         assert verify_store(store).ok
 
     def test_answers_none_at_once_when_another_writer_holds_it(
-        self, store: SQLStore, path: Path
+        self, store: SQLiteStore, path: Path
     ) -> None:
         """Another connection's write lock: None right away and nothing written.
 
@@ -181,7 +188,9 @@ class TestTryAppend:
 
 
 class TestDecisionRow:
-    def test_lookups_see_commits_from_every_connection(self, store: SQLStore, path: Path) -> None:
+    def test_lookups_see_commits_from_every_connection(
+        self, store: SQLiteStore, path: Path
+    ) -> None:
         """The kept connections read what this store, and anyone else, committed last."""
         values = {"agent": "a", "action": "crm.note", "verdict": "allow", "grant_id": "g-1"}
         store.append([event(1)], [IndexChange("d-1", values, insert=True)])
@@ -193,7 +202,7 @@ class TestDecisionRow:
         assert again is not None
         assert again["redeemed_seq"] == 7
 
-    def test_lookups_answer_while_an_append_holds_its_connection(self, store: SQLStore) -> None:
+    def test_lookups_answer_while_an_append_holds_its_connection(self, store: SQLiteStore) -> None:
         """A lookup never waits on an append in progress: it reads on its own connection."""
         values = {"agent": "a", "action": "crm.note", "verdict": "allow"}
         store.append([event(1)], [IndexChange("d-1", values, insert=True)])
@@ -206,7 +215,7 @@ class TestDecisionRow:
 
 
 class TestEntries:
-    def test_streams_in_pages(self, store: SQLStore) -> None:
+    def test_streams_in_pages(self, store: SQLiteStore) -> None:
         """More entries than one page stream in seq order, with `after` and `limit`."""
         for start in range(0, 2500, 500):
             store.append([event(n) for n in range(start, start + 500)])
@@ -214,14 +223,14 @@ class TestEntries:
         assert [e.seq for e in store.entries(after=998, limit=1003)] == list(range(999, 2002))
         assert list(store.entries(after=2500)) == []
 
-    def test_filters_by_kind(self, store: SQLStore) -> None:
+    def test_filters_by_kind(self, store: SQLiteStore) -> None:
         """`kinds` keeps only entries of those kinds."""
         store.append([event(1), event(2, "outcome"), event(3, "halt"), event(4)])
         assert [e.seq for e in store.entries(kinds={"outcome", "halt"})] == [2, 3]
 
 
 class TestBundles:
-    def test_stored_once(self, store: SQLStore, path: Path) -> None:
+    def test_stored_once(self, store: SQLiteStore, path: Path) -> None:
         """Putting the same bundle twice stores one row; other content is a conflict."""
         store.put_bundle("sha256:b", b"two")
         store.put_bundle("sha256:a", b"one")
@@ -234,7 +243,7 @@ class TestBundles:
 
 
 class TestCheckpoints:
-    def test_checkpoint_then_truncate_is_detected(self, store: SQLStore, path: Path) -> None:
+    def test_checkpoint_then_truncate_is_detected(self, store: SQLiteStore, path: Path) -> None:
         """A signed checkpoint makes a deleted tail show up as `truncated`."""
         key = generate_signing_key()
         store.append([event(n) for n in range(10)])
@@ -250,7 +259,7 @@ class TestCheckpoints:
         assert report.problem is not None
         assert (report.problem.code, report.problem.seq) == (ProblemCode.TRUNCATED, 9)
 
-    def test_one_checkpoint_per_size(self, store: SQLStore) -> None:
+    def test_one_checkpoint_per_size(self, store: SQLiteStore) -> None:
         """A second checkpoint of the same size is refused."""
         key = generate_signing_key()
         checkpoint_store(store, key, at=AT)
@@ -276,7 +285,7 @@ class TestTamperViaSQL:
         ],
     )
     def test_raw_sql_tampering_is_detected(
-        self, store: SQLStore, path: Path, sql: str, code: str, seq: int
+        self, store: SQLiteStore, path: Path, sql: str, code: str, seq: int
     ) -> None:
         """With the triggers dropped, any raw edit is found by `verify_store`."""
         store.append([event(n) for n in range(10)])
@@ -290,7 +299,7 @@ class TestTamperViaSQL:
 
 
 class TestGroupCommitWriter:
-    def test_many_threads_get_contiguous_verified_entries(self, store: SQLStore) -> None:
+    def test_many_threads_get_contiguous_verified_entries(self, store: SQLiteStore) -> None:
         """Events from 16 threads commit with contiguous seqs and a chain that verifies."""
         results: list[LedgerEntry] = []
         lock = threading.Lock()
@@ -312,7 +321,7 @@ class TestGroupCommitWriter:
         by_seq = {entry.seq: entry for entry in results}
         assert all(by_seq[e.seq] == e for e in store.entries())
 
-    def test_bad_event_fails_only_its_caller(self, store: SQLStore) -> None:
+    def test_bad_event_fails_only_its_caller(self, store: SQLiteStore) -> None:
         """A malformed event raises in `submit` and does not reach the batch."""
         with GroupCommitWriter(store) as writer:
             good = writer.submit(event(1))
@@ -320,7 +329,7 @@ class TestGroupCommitWriter:
                 writer.submit(NewEvent("decision", "yesterday", {}))
             assert good.result().seq == 1
 
-    def test_failed_commit_reaches_every_waiter(self, store: SQLStore, path: Path) -> None:
+    def test_failed_commit_reaches_every_waiter(self, store: SQLiteStore, path: Path) -> None:
         """When a batch's commit fails, each of its futures carries the error."""
         raw(path).execute(
             "CREATE TRIGGER refuse_boom BEFORE INSERT ON ledger_entries"
@@ -332,7 +341,7 @@ class TestGroupCommitWriter:
         with pytest.raises(IntegrityError):
             futures[0].result()
 
-    def test_closed_writer_refuses_events(self, store: SQLStore) -> None:
+    def test_closed_writer_refuses_events(self, store: SQLiteStore) -> None:
         """Submitting after `close` raises `StoreError`; closing twice is fine."""
         writer = GroupCommitWriter(store)
         writer.close()
@@ -344,7 +353,7 @@ class TestGroupCommitWriter:
 class Watched:
     """The real store, noting which thread ran each append (and how many there were)."""
 
-    def __init__(self, store: SQLStore) -> None:
+    def __init__(self, store: SQLiteStore) -> None:
         self.store = store
         self.appends: list[str] = []
 
@@ -366,7 +375,7 @@ class TestAwaitedAppends:
     """An append its caller waits for at once commits on the caller's thread when idle."""
 
     def test_an_awaited_append_on_an_idle_writer_commits_on_the_callers_thread(
-        self, store: SQLStore
+        self, store: SQLiteStore
     ) -> None:
         watched = Watched(store)
         with GroupCommitWriter(watched) as writer:  # type: ignore[arg-type]
@@ -378,7 +387,7 @@ class TestAwaitedAppends:
         assert watched.appends == [threading.current_thread().name] * 2
         assert verify_store(store).ok
 
-    def test_appends_queued_together_still_share_a_transaction(self, store: SQLStore) -> None:
+    def test_appends_queued_together_still_share_a_transaction(self, store: SQLiteStore) -> None:
         """Queue-then-wait callers (not awaited) keep group commit: a few transactions."""
         watched = Watched(store)
         with GroupCommitWriter(watched) as writer:  # type: ignore[arg-type]
@@ -387,7 +396,7 @@ class TestAwaitedAppends:
         assert len(watched.appends) < 20
         assert set(watched.appends) == {"charter-ledger-writer"}
 
-    def test_an_awaited_append_waits_its_turn_behind_queued_ones(self, store: SQLStore) -> None:
+    def test_an_awaited_append_waits_its_turn_behind_queued_ones(self, store: SQLiteStore) -> None:
         """While the thread holds an earlier event, a later awaited one queues behind it."""
         appender = store._appender
         assert appender is not None
@@ -400,7 +409,7 @@ class TestAwaitedAppends:
             assert (earlier.result(timeout=10).seq, later.result(timeout=10).seq) == (1, 2)
 
     def test_an_awaited_append_never_waits_for_another_writers_lock(
-        self, store: SQLStore, path: Path
+        self, store: SQLiteStore, path: Path
     ) -> None:
         """With the database locked elsewhere, it queues at once, and commits after."""
         other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -1,4 +1,7 @@
-"""Storage: the `LedgerStore` port, its SQL adapter, group commit and verification.
+"""Storage: the storage ports, their SQLite adapter, group commit and verification.
+
+`LedgerStore` is the composite of small ports (`LedgerReader`, `LedgerLog` with its
+explicit `transaction()`, `DecisionIndex`, `ApprovalRows`, `KeyRows`, `Secrets`).
 
 `open_store("charter.db")` gives a migrated SQLite store, and `open_store("charter.db",
 read_only=True)` one that only reads an existing ledger and changes nothing in it (it
@@ -10,29 +13,45 @@ process); `verify_store` checks the whole ledger.
 from charter.store._group import GroupCommitWriter, LedgerWriter
 from charter.store._opening import open_store
 from charter.store._port import (
+    ApprovalRows,
     BundleConflictError,
+    DecisionIndex,
     IndexChange,
+    KeyRows,
+    LedgerLog,
+    LedgerReader,
     LedgerStore,
+    LedgerTransaction,
     SchemaVersionError,
+    Secrets,
     SetOnceConflict,
+    StagedTransaction,
     StoreError,
     StoreOpenError,
     checkpoint_store,
     verify_store,
 )
 from charter.store._process import ProcessCommitWriter
-from charter.store._sqlite import SQLStore
+from charter.store._sqlite import SQLiteStore
 
 __all__ = [
+    "ApprovalRows",
     "BundleConflictError",
+    "DecisionIndex",
     "GroupCommitWriter",
     "IndexChange",
+    "KeyRows",
+    "LedgerLog",
+    "LedgerReader",
     "LedgerStore",
+    "LedgerTransaction",
     "LedgerWriter",
     "ProcessCommitWriter",
-    "SQLStore",
+    "SQLiteStore",
     "SchemaVersionError",
+    "Secrets",
     "SetOnceConflict",
+    "StagedTransaction",
     "StoreError",
     "StoreOpenError",
     "checkpoint_store",

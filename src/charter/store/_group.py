@@ -24,7 +24,7 @@ from typing import Protocol, TypeAlias
 from sqlalchemy.exc import IntegrityError
 
 from charter.ledger import LedgerEntry, NewEvent, PreparedEvent, prepare_event
-from charter.store._port import IndexChange, LedgerStore, SetOnceConflict, StoreError
+from charter.store._port import IndexChange, LedgerLog, SetOnceConflict, StoreError
 
 __all__ = ["GroupCommitWriter", "LedgerWriter", "append_units", "settle_waiters"]
 
@@ -135,7 +135,7 @@ class GroupCommitWriter:
     Use it as a context manager, or call `close` to commit what is queued and stop.
     """
 
-    def __init__(self, store: LedgerStore, *, max_batch: int = 512) -> None:
+    def __init__(self, store: LedgerLog, *, max_batch: int = 512) -> None:
         if max_batch < 1:
             raise ValueError(f"the batch size `{max_batch}` must be at least 1")
         self._store = store
@@ -349,7 +349,7 @@ class GroupCommitWriter:
 _Pairs: TypeAlias = "Sequence[tuple[NewEvent | PreparedEvent, IndexChange | None]]"
 
 
-def _append_pairs(store: LedgerStore, pairs: _Pairs) -> list[LedgerEntry]:
+def _append_pairs(store: LedgerLog, pairs: _Pairs) -> list[LedgerEntry]:
     indexes = [index for _, index in pairs]
     entries = store.append(
         [event for event, _ in pairs], indexes if any(i is not None for i in indexes) else None
@@ -359,7 +359,7 @@ def _append_pairs(store: LedgerStore, pairs: _Pairs) -> list[LedgerEntry]:
     return entries
 
 
-def append_units(store: LedgerStore, units: Sequence[_Pairs]) -> list[LedgerEntry | Exception]:
+def append_units(store: LedgerLog, units: Sequence[_Pairs]) -> list[LedgerEntry | Exception]:
     """Append units (an event, or a group that commits together) in one transaction.
 
     One result per event, in order: its entry, or why it was not written. When the

@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool
 
 from charter.store._port import SchemaVersionError, StoreError, StoreOpenError
-from charter.store._sqlite import _BUSY_TIMEOUT_MS, _PRAGMAS, _WRITE, SQLStore
+from charter.store._sqlite import _BUSY_TIMEOUT_MS, _PRAGMAS, _WRITE, SQLiteStore
 from charter.store._tables import meta
 
 __all__ = ["HEAD_REVISION", "open_store"]
@@ -126,7 +126,7 @@ def _log_id(connection: Connection, log_id: str | None) -> str:
 
 def open_store(
     target: str | os.PathLike[str], *, log_id: str | None = None, read_only: bool = False
-) -> SQLStore:
+) -> SQLiteStore:
     """Open a store at a path or database URL: for writing, or only for reading.
 
     For writing (the default) a missing file is created and an older schema migrated.
@@ -135,8 +135,8 @@ def open_store(
     method that writes raises `StoreError`.
 
     Args:
-        target: a file path, or a SQLAlchemy URL such as `sqlite:///charter.db` (a
-            read-only store needs a SQLite file).
+        target: a file path, or a SQLite URL such as `sqlite:///charter.db` (a
+            read-only store needs a file; `sqlite://` is a store in memory).
         log_id: the ledger's identity for a new store (a random UUID when None); when
             given for an existing store it must match.
         read_only: open an existing ledger for reading only.
@@ -145,13 +145,19 @@ def open_store(
         StoreOpenError: `read_only`, and the file is missing, is not SQLite, is not a
             Charter ledger, or has a schema this Charter does not read.
         SchemaVersionError: the database was migrated by a newer Charter.
-        StoreError: `log_id` does not match the stored one.
+        StoreError: `log_id` does not match the stored one, or `target` is a URL of
+            another database than SQLite.
     """
     if read_only:
         return _open_reader(target, log_id)
-    engine = create_engine(_url(target))
-    if engine.dialect.name == "sqlite":
-        _sqlite_setup(engine)
+    url = make_url(_url(target))
+    if url.get_backend_name() != "sqlite":
+        raise StoreError(
+            f"`{url.render_as_string(hide_password=True)}` is not a SQLite database:"
+            " Charter's ledger is stored in SQLite"
+        )
+    engine = create_engine(url)
+    _sqlite_setup(engine)
     try:
         with engine.connect().execution_options(**{_WRITE: True}) as connection:
             with connection.begin():
@@ -161,7 +167,7 @@ def open_store(
     except BaseException:
         engine.dispose()
         raise
-    return SQLStore(engine, chosen)
+    return SQLiteStore(engine, chosen)
 
 
 def _reader_path(target: str | os.PathLike[str]) -> Path:
@@ -236,7 +242,7 @@ def _revision_problem(revision: str | None) -> str | None:
     )
 
 
-def _open_reader(target: str | os.PathLike[str], log_id: str | None) -> SQLStore:
+def _open_reader(target: str | os.PathLike[str], log_id: str | None) -> SQLiteStore:
     """`open_store(target, read_only=True)`."""
     path = _reader_path(target)
     problem, stored = _ledger_problem(path)
@@ -252,4 +258,4 @@ def _open_reader(target: str | os.PathLike[str], log_id: str | None) -> SQLStore
         poolclass=QueuePool,
     )
     _sqlite_setup(engine, read_only=True)
-    return SQLStore(engine, stored, read_only=True)
+    return SQLiteStore(engine, stored, read_only=True)

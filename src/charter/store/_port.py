@@ -1,15 +1,23 @@
 """The storage port: what Charter needs from a database, and nothing more.
 
-Adapters (SQLite now, PostgreSQL later) implement `LedgerStore`; everything above them
-(the gateway, the CLI, verification) talks to this protocol only. Each method is its own
-transaction: `append` writes a whole batch or nothing, and readers never see half of one.
-The ledger's bytes and hashes are computed by `charter.ledger`, so every adapter stores
-exactly the same thing.
+Adapters (SQLite now) implement `LedgerStore`; everything above them (the gateway, the
+CLI, verification) talks to these protocols only. `LedgerStore` is the composite of small
+ports, one per concern, so a caller can ask for only what it uses: `LedgerReader` (read
+the ledger, its bundles and checkpoints), `LedgerLog` (append to it), `DecisionIndex`,
+`ApprovalRows`, `KeyRows` and `Secrets`.
+
+Transactions are explicit where several writes must commit together: a ledger entry and
+the index changes it carries (`IndexChange`: its decisions row, its approval) commit in
+one transaction, staged with `LedgerLog.transaction()` or given at once to `append`. Every
+other method is its own transaction, and readers never see half of one. The ledger's
+bytes and hashes are computed by `charter.ledger`, so every adapter stores exactly the
+same thing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,11 +42,19 @@ from charter.ledger import (
 )
 
 __all__ = [
+    "ApprovalRows",
     "BundleConflictError",
+    "DecisionIndex",
     "IndexChange",
+    "KeyRows",
+    "LedgerLog",
+    "LedgerReader",
     "LedgerStore",
+    "LedgerTransaction",
     "SchemaVersionError",
+    "Secrets",
     "SetOnceConflict",
+    "StagedTransaction",
     "StoreError",
     "StoreOpenError",
     "checkpoint_store",
@@ -111,12 +127,76 @@ class IndexChange:
     approval: Mapping[str, Any] | None = None
 
 
-class LedgerStore(Protocol):
-    """Durable storage for the ledger, policy bundles and checkpoints."""
+class LedgerReader(Protocol):
+    """Reading the ledger, its bundles and its checkpoints: what verification and replay need.
+
+    A store opened read-only (`open_store(path, read_only=True)`) is one.
+    """
 
     @property
     def log_id(self) -> str:
         """The ledger's identity, fixed when the store was created; checkpoints carry it."""
+
+    def head(self) -> ChainHead:
+        """The last entry's seq and chain hash (`GENESIS` when empty)."""
+
+    def entries(
+        self, after: int = 0, limit: int | None = None, kinds: Collection[str] | None = None
+    ) -> Iterator[LedgerEntry]:
+        """Stream entries with seq above `after`, in seq order, in bounded memory.
+
+        Args:
+            after: the seq to start after (0 for the beginning).
+            limit: the most entries to yield; all when None.
+            kinds: only entries of these kinds; all when None.
+        """
+
+    def entry(self, seq: int) -> LedgerEntry | None:
+        """The entry at `seq`, or None."""
+
+    def count(self) -> int:
+        """The number of entries: the head's seq."""
+
+    def get_bundle(self, version: str) -> bytes | None:
+        """Return a stored bundle's content, or None."""
+
+    def bundle_versions(self) -> list[str]:
+        """Every stored bundle version, sorted."""
+
+    def latest_checkpoint(self) -> SignedCheckpoint | None:
+        """The checkpoint with the largest tree size, or None."""
+
+
+class LedgerTransaction(Protocol):
+    """Writes staged to commit together: the explicit transaction of a `LedgerLog`.
+
+    Each staged event is appended after the ledger's head as it is at commit time, with
+    its change to the index tables (the decisions row, the approval), all in one database
+    transaction: every entry and every index change, or none of them.
+    """
+
+    def append(self, event: NewEvent | PreparedEvent, index: IndexChange | None = None) -> None:
+        """Stage an event, and the index change that commits (or fails) with it."""
+
+    @property
+    def entries(self) -> list[LedgerEntry]:
+        """The committed entries, in staging order; empty until the transaction commits."""
+
+
+class LedgerLog(LedgerReader, Protocol):
+    """The ledger's writes: appends (with their index changes), bundles and checkpoints.
+
+    The ledger's transaction is explicit: `transaction()` stages writes that commit
+    together, and `append` is that transaction given all at once. Bundles and
+    checkpoints are each their own transaction.
+    """
+
+    def transaction(self) -> AbstractContextManager[LedgerTransaction]:
+        """A transaction to stage appends in; it commits when the block ends normally.
+
+        An exception in the block aborts it, and nothing staged is written. Committing
+        raises what `append` raises, and then nothing staged was written either.
+        """
 
     def append(
         self,
@@ -149,23 +229,6 @@ class LedgerStore(Protocol):
             EventError: an event is malformed; nothing was written.
         """
 
-    def head(self) -> ChainHead:
-        """The last entry's seq and chain hash (`GENESIS` when empty)."""
-
-    def entries(
-        self, after: int = 0, limit: int | None = None, kinds: Collection[str] | None = None
-    ) -> Iterator[LedgerEntry]:
-        """Stream entries with seq above `after`, in seq order, in bounded memory.
-
-        Args:
-            after: the seq to start after (0 for the beginning).
-            limit: the most entries to yield; all when None.
-            kinds: only entries of these kinds; all when None.
-        """
-
-    def count(self) -> int:
-        """The number of entries: the head's seq."""
-
     def put_bundle(self, version: str, content: bytes) -> None:
         """Store a bundle's content under its version, once; repeating it is a no-op.
 
@@ -173,20 +236,12 @@ class LedgerStore(Protocol):
             BundleConflictError: the version is stored with other content.
         """
 
-    def get_bundle(self, version: str) -> bytes | None:
-        """Return a stored bundle's content, or None."""
-
-    def bundle_versions(self) -> list[str]:
-        """Every stored bundle version, sorted."""
-
     def add_checkpoint(self, signed: SignedCheckpoint) -> None:
         """Record a signed checkpoint."""
 
-    def latest_checkpoint(self) -> SignedCheckpoint | None:
-        """The checkpoint with the largest tree size, or None."""
 
-    def entry(self, seq: int) -> LedgerEntry | None:
-        """The entry at `seq`, or None."""
+class DecisionIndex(Protocol):
+    """The decisions index: one row per decision, written with its ledger entries."""
 
     def decision_row(
         self,
@@ -210,6 +265,10 @@ class LedgerStore(Protocol):
         limit: int = 50,
     ) -> list[dict[str, Any]]:
         """Decisions-index rows matching every filter given, newest first."""
+
+
+class ApprovalRows(Protocol):
+    """Approvals as they stand now, written with the ledger entry of each step."""
 
     def approval_row(
         self, *, approval_id: str | None = None, decision_id: str | None = None
@@ -243,8 +302,9 @@ class LedgerStore(Protocol):
     ) -> int:
         """How many approvals match the filters."""
 
-    def secret(self, name: str) -> bytes:
-        """A random 32-byte secret kept in the store, created on first use."""
+
+class KeyRows(Protocol):
+    """API keys: only a hash of each secret; each write is its own transaction."""
 
     def add_key(self, row: Mapping[str, Any]) -> None:
         """Store an API key row.
@@ -262,12 +322,68 @@ class LedgerStore(Protocol):
     def revoke_key(self, key_id: str, at: str) -> bool:
         """Mark a key revoked; False when no such unrevoked key exists."""
 
+
+class Secrets(Protocol):
+    """Secrets the service keeps beside its ledger (to sign grants, say)."""
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the store, created on first use."""
+
+
+class LedgerStore(LedgerLog, DecisionIndex, ApprovalRows, KeyRows, Secrets, Protocol):
+    """Durable storage for everything the service keeps: every port above, and `close`.
+
+    A caller that needs less should ask for less (`LedgerReader` to verify or replay,
+    `LedgerLog` to append, `DecisionIndex` to look decisions up, and so on).
+    """
+
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
 
 
+class StagedTransaction:
+    """A `LedgerTransaction` that commits through an adapter's `append` when it ends.
+
+    An adapter whose `append` is already one database transaction gets its explicit
+    transaction from this: `with StagedTransaction.around(store.append) as txn: ...`.
+    """
+
+    def __init__(self) -> None:
+        self._events: list[NewEvent | PreparedEvent] = []
+        self._indexes: list[IndexChange | None] = []
+        self._entries: list[LedgerEntry] = []
+
+    def append(self, event: NewEvent | PreparedEvent, index: IndexChange | None = None) -> None:
+        """Stage an event, and the index change that commits (or fails) with it."""
+        if self._entries:
+            raise StoreError("the transaction has committed: it takes no more appends")
+        self._events.append(event)
+        self._indexes.append(index)
+
+    @property
+    def entries(self) -> list[LedgerEntry]:
+        """The committed entries, in staging order; empty until the transaction commits."""
+        return list(self._entries)
+
+    @classmethod
+    @contextmanager
+    def around(
+        cls,
+        append: Callable[
+            [Sequence[NewEvent | PreparedEvent], Sequence[IndexChange | None] | None],
+            list[LedgerEntry],
+        ],
+    ) -> Iterator[StagedTransaction]:
+        """Stage appends in the block, then commit them all with one call to `append`."""
+        staged = cls()
+        yield staged
+        if staged._events:
+            changes = staged._indexes if any(i is not None for i in staged._indexes) else None
+            staged._entries = append(staged._events, changes)
+
+
 def verify_store(
-    store: LedgerStore,
+    store: LedgerReader,
     public_key: Ed25519PublicKey | None = None,
     *,
     check_canonical: bool = True,
@@ -286,7 +402,7 @@ def verify_store(
 
 
 def checkpoint_store(
-    store: LedgerStore, private_key: Ed25519PrivateKey, *, at: str
+    store: LedgerLog, private_key: Ed25519PrivateKey, *, at: str
 ) -> SignedCheckpoint:
     """Sign a checkpoint of the store's ledger as it is now, and record it.
 

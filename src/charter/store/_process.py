@@ -52,7 +52,7 @@ from charter.ledger import (
 )
 from charter.store._group import settle_waiters
 from charter.store._port import IndexChange, LedgerStore, StoreError
-from charter.store._sqlite import SQLStore
+from charter.store._sqlite import SQLiteStore
 
 __all__ = ["ProcessCommitWriter"]
 
@@ -369,7 +369,7 @@ class ProcessCommitWriter:
             raise ValueError(f"the batch size `{max_batch}` must be at least 1")
         self._url = _store_url(store)
         # Lone events commit inline through this store's own connection.
-        self._store = store if isinstance(store, SQLStore) else None
+        self._store = store if isinstance(store, SQLiteStore) else None
         self._max_batch = max_batch
         self._tokens = itertools.count(1)
         self._lock = threading.Lock()  # the pipe, the queue and the child's life

@@ -1,31 +1,28 @@
-"""The SQL adapter of the storage port, on SQLAlchemy 2 Core; SQLite is the default.
+"""The SQLite adapter of the storage ports (`SQLiteStore`), on SQLAlchemy 2 Core and the driver.
 
-This module, `_opening` and the migrations are the ones that touch SQLAlchemy. On SQLite
-the store runs in WAL with `synchronous=FULL`, so a committed append survives power loss,
+The store runs in WAL with `synchronous=FULL`, so a committed append survives power loss,
 and takes the write lock at the start of every writing transaction (`BEGIN IMMEDIATE`), so
-two writers never compute a seq from the same head. `charter.store._opening` opens it.
+two writers never compute a seq from the same head. Appends, and the decisions index they
+write, go through a driver connection kept for them (`_SQLiteAppender`); the service's
+other rows are queried by `_service_rows`, and `_opening` opens the store.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     Engine,
     and_,
-    func,
     insert,
     select,
-    update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -44,20 +41,21 @@ from charter.ledger import (
 from charter.store._port import (
     BundleConflictError,
     IndexChange,
+    LedgerTransaction,
     SetOnceConflict,
+    StagedTransaction,
     StoreError,
 )
+from charter.store._service_rows import SQLiteApprovalRows, SQLiteKeyRows
 from charter.store._tables import (
-    api_keys,
     approvals,
     bundles,
     checkpoints,
     decisions,
     ledger_entries,
-    meta,
 )
 
-__all__ = ["SQLStore"]
+__all__ = ["SQLiteStore"]
 
 _PAGE = 1000  # rows per read transaction when streaming entries
 _WRITE = "charter_write"  # execution option: this connection is about to write
@@ -79,8 +77,8 @@ _ENTRY_COLUMNS = (
 )
 
 
-# The decisions index through the driver, for `?` drivers (SQLite): the SQL text is built
-# from the table's own column names, never from input.
+# The decisions index through the driver: the SQL text is built from the table's own
+# column names, never from input.
 _DECISION_NAMES = tuple(column.name for column in decisions.columns)
 _DECISION_COLUMNS_SQL = ", ".join(_DECISION_NAMES)
 _INSERT_DECISION_SQL = f"INSERT INTO decisions ({_DECISION_COLUMNS_SQL}) VALUES "  # noqa: S608
@@ -89,10 +87,7 @@ _SELECT_DECISION_SQL = f"SELECT {_DECISION_COLUMNS_SQL} FROM decisions WHERE "  
 
 
 def _insert_decisions(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert decisions-index rows, in multi-row statements on a `?` driver."""
-    if connection.dialect.paramstyle != "qmark":
-        connection.execute(insert(decisions), rows)
-        return
+    """Insert decisions-index rows, in multi-row statements, through the driver."""
     cursor = connection.connection.cursor()
     try:
         _insert_decision_rows(cursor, rows)
@@ -119,10 +114,7 @@ def _insert_decision_rows(cursor: Any, rows: list[dict[str, Any]]) -> None:
 
 
 def _update_decision(connection: Connection, decision_id: str, values: dict[str, Any]) -> None:
-    """Set `values` on one decisions-index row."""
-    if connection.dialect.paramstyle != "qmark":
-        connection.execute(update(decisions).where(decisions.c.id == decision_id).values(**values))
-        return
+    """Set `values` on one decisions-index row, through the driver."""
     cursor = connection.connection.cursor()
     try:
         _update_decision_row(cursor, decision_id, values)
@@ -445,8 +437,8 @@ class _SQLiteAppender(_KeptConnection):
         return entries
 
 
-class SQLStore:
-    """A `LedgerStore` on a SQL database through SQLAlchemy Core.
+class SQLiteStore(SQLiteApprovalRows, SQLiteKeyRows):
+    """A `LedgerStore` on a SQLite database through SQLAlchemy Core and its driver.
 
     Safe to share between threads: each call checks a connection out of the pool for
     the length of one transaction. Build it with `open_store`.
@@ -457,10 +449,9 @@ class SQLStore:
         self._log_id = log_id
         self._read_only = read_only
         database = engine.url.database
-        # A SQLite file gets kept connections for its hot paths; memory and PostgreSQL
-        # stay on the pool, and so does a reader, whose pool opens the file read-only.
-        sqlite_file = engine.dialect.name == "sqlite" and database != ":memory:"
-        path = database if sqlite_file and not read_only else None
+        # A file gets kept connections for its hot paths; memory stays on the pool, and
+        # so does a reader, whose pool opens the file read-only.
+        path = database if database not in (None, "", ":memory:") and not read_only else None
         self._appender = _SQLiteAppender(path) if path else None
         self._lookups = _SQLiteLookups(path) if path else None
 
@@ -488,6 +479,14 @@ class SQLStore:
     def _writing(self) -> Connection:
         self._refuse_writes()
         return self._engine.connect().execution_options(**{_WRITE: True})
+
+    def transaction(self) -> AbstractContextManager[LedgerTransaction]:
+        """A transaction to stage appends in; they commit together when the block ends.
+
+        An exception in the block aborts it: nothing staged is written.
+        """
+        self._refuse_writes()
+        return StagedTransaction.around(self.append)
 
     def append(
         self,
@@ -537,7 +536,7 @@ class SQLStore:
     ) -> list[LedgerEntry] | None:
         """`append`, unless that would wait for another writer: then None, nothing written.
 
-        Only a SQLite file can tell without waiting; other databases always answer None.
+        Only a store on a file can tell without waiting; one in memory always answers None.
         """
         self._refuse_writes()
         prepared = [prepare_event(item) for item in events]
@@ -581,22 +580,7 @@ class SQLStore:
                 return _decision_from(found)
         if self._lookups is not None:
             return self._lookups.decision_row(where, params)
-        if self._engine.dialect.paramstyle == "qmark":
-            return _decision_row(self._engine, where, params)
-        c = decisions.c
-        if decision_id is not None:
-            query = select(decisions).where(c.id == decision_id)
-        elif grant_id is not None:
-            query = select(decisions).where(c.grant_id == grant_id)
-        else:
-            query = (
-                select(decisions)
-                .where(c.agent == agent, c.idempotency_key == idempotency_key)
-                .order_by(c.seq.desc())
-            )
-        with self._engine.connect() as connection:
-            row = connection.execute(query).mappings().first()
-        return None if row is None else dict(row)
+        return _decision_row(self._engine, where, params)
 
     def decision_rows(
         self,
@@ -627,126 +611,6 @@ class SQLStore:
         with self._engine.connect() as connection:
             rows = connection.execute(query.order_by(c.seq.desc()).limit(limit)).mappings()
             return [dict(r) for r in rows]
-
-    def approval_row(
-        self, *, approval_id: str | None = None, decision_id: str | None = None
-    ) -> dict[str, Any] | None:
-        """The approvals row found by its id or its decision's id."""
-        if approval_id is not None:
-            query = select(approvals).where(approvals.c.id == approval_id)
-        elif decision_id is not None:
-            query = select(approvals).where(approvals.c.decision_id == decision_id)
-        else:
-            raise StoreError("look an approval up by its id or its decision's id")
-        with self._engine.connect() as connection:
-            row = connection.execute(query).mappings().first()
-        return None if row is None else dict(row)
-
-    @staticmethod
-    def _approval_filters(
-        state: str | None, group: str | None, agent: str | None, action: str | None
-    ) -> list[Any]:
-        c = approvals.c
-        out: list[Any] = []
-        if state is not None:
-            out.append(c.state == state)
-        if group is not None:
-            # `groups` is a JSON list of names; a quoted match cannot hit a longer name.
-            out.append(c.groups.contains(json.dumps(group), autoescape=True))
-        if agent is not None:
-            out.append(c.agent == agent)
-        if action is not None:
-            out.append(c.action == action)
-        return out
-
-    def approval_rows(
-        self,
-        *,
-        state: str | None = "pending",
-        group: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-        shape: str | None = None,
-        due_by: str | None = None,
-        limit: int | None = 100,
-        offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        """Approvals rows matching every filter given, by deadline then highest risk.
-
-        `due_by` keeps those whose deadline is at or before that time.
-        """
-        conditions = self._approval_filters(state, group, agent, action)
-        if shape is not None:
-            conditions.append(approvals.c.shape == shape)
-        if due_by is not None:
-            conditions.append(approvals.c.deadline <= due_by)
-        query = (
-            select(approvals)
-            .where(and_(True, *conditions))
-            .order_by(approvals.c.deadline, approvals.c.risk.desc(), approvals.c.id)
-            .offset(offset)
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        with self._engine.connect() as connection:
-            return [dict(r) for r in connection.execute(query).mappings()]
-
-    def count_approvals(
-        self,
-        *,
-        state: str | None = "pending",
-        group: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-    ) -> int:
-        """How many approvals match the filters."""
-        conditions = self._approval_filters(state, group, agent, action)
-        query = select(func.count()).select_from(approvals).where(and_(True, *conditions))
-        with self._engine.connect() as connection:
-            return int(connection.execute(query).scalar() or 0)
-
-    def secret(self, name: str) -> bytes:
-        """A random 32-byte secret kept in the store, created on first use."""
-        key = f"secret:{name}"
-        with self._writing() as connection, connection.begin():
-            stored = connection.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
-            if stored is None:
-                stored = os.urandom(32).hex()
-                connection.execute(insert(meta).values(key=key, value=stored))
-        return bytes.fromhex(str(stored))
-
-    def add_key(self, row: Mapping[str, Any]) -> None:
-        """Store an API key row."""
-        with self._writing() as connection, connection.begin():
-            connection.execute(insert(api_keys).values(**row))
-
-    def key_row(self, key_hash: str) -> dict[str, Any] | None:
-        """The API key row whose secret hashes to `key_hash`, or None."""
-        with self._engine.connect() as connection:
-            row = (
-                connection.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))
-                .mappings()
-                .first()
-            )
-        return None if row is None else dict(row)
-
-    def key_rows(self) -> list[dict[str, Any]]:
-        """Every API key row, oldest first."""
-        with self._engine.connect() as connection:
-            rows = connection.execute(
-                select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
-            ).mappings()
-            return [dict(r) for r in rows]
-
-    def revoke_key(self, key_id: str, at: str) -> bool:
-        """Mark a key revoked; False when no such unrevoked key exists."""
-        with self._writing() as connection, connection.begin():
-            result = connection.execute(
-                update(api_keys)
-                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=at)
-            )
-        return bool(result.rowcount)
 
     @staticmethod
     def _head(connection: Connection) -> ChainHead:
@@ -853,7 +717,7 @@ class SQLStore:
                 kept.close()
         self._engine.dispose()
 
-    def __enter__(self) -> SQLStore:
+    def __enter__(self) -> SQLiteStore:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -864,8 +728,6 @@ def _upsert_approval(connection: Connection, row: Mapping[str, Any], seq: int) -
     """Write an approval as it stands after the entry at `seq` (insert or replace)."""
     values = {**row, "updated_seq": seq}
     values.setdefault("opened_seq", seq)
-    dialect = connection.dialect.name
-    maker = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = maker(approvals).values(**values)
+    statement = sqlite_insert(approvals).values(**values)
     changed = {k: statement.excluded[k] for k in values if k not in ("id", "opened_seq")}
     connection.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changed))

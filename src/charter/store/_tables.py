@@ -1,8 +1,8 @@
-"""The storage schema, in SQLAlchemy Core: one definition for SQLite and PostgreSQL.
+"""The storage schema, in SQLAlchemy Core.
 
 Hashes are stored as lowercase hex text and payloads as their canonical JSON text, so
-every column reads the same on both backends and a row can be verified as it comes out
-of the database, without decoding. Migrations (`migrations/versions`) create exactly these
+every column reads the same whatever the database and a row can be verified as it comes
+out of it, without decoding. Migrations (`migrations/versions`) create exactly these
 tables; this module is what the adapters query with.
 """
 

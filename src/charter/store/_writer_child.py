@@ -21,7 +21,7 @@ from typing import Any
 from charter.ledger import EventError, NewEvent, PreparedEvent, prepare_event
 from charter.store._group import append_units
 from charter.store._opening import open_store
-from charter.store._port import IndexChange, LedgerStore, StoreError
+from charter.store._port import IndexChange, LedgerLog, StoreError
 from charter.store._process import _Frames, _Wire, _write_frame
 
 __all__ = ["child_main"]
@@ -102,7 +102,7 @@ def _answer(replies: int, answers: list[tuple[int, Any]]) -> None:
     _write_frame(replies, frame)
 
 
-def _commit(store: LedgerStore, replies: int, batch: list[_Wire | list[_Wire]]) -> None:
+def _commit(store: LedgerLog, replies: int, batch: list[_Wire | list[_Wire]]) -> None:
     answers: list[tuple[int, Any]] = []
     units: list[list[tuple[int, PreparedEvent, IndexChange | None]]] = []
     for item in batch:

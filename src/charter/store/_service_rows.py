@@ -1,0 +1,159 @@
+"""The rows the service keeps beside the ledger, on SQLite: approvals, API keys, secrets.
+
+`SQLiteStore` takes these queries from the classes here; none of them is on the ledger's
+append path (an approval's row is written with its entry, by the appender), and each
+method is its own short transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from charter.store._port import StoreError
+from charter.store._tables import api_keys, approvals, meta
+
+__all__ = ["SQLiteApprovalRows", "SQLiteKeyRows"]
+
+
+class _OnEngine:
+    """What the row queries need of the store: its engine, and a writing connection."""
+
+    _engine: Engine
+
+    def _writing(self) -> Connection:
+        """A connection whose transactions take the write lock first."""
+        raise NotImplementedError
+
+
+class SQLiteApprovalRows(_OnEngine):
+    """The `ApprovalRows` port: approvals as they stand now."""
+
+    def approval_row(
+        self, *, approval_id: str | None = None, decision_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The approvals row found by its id or its decision's id."""
+        if approval_id is not None:
+            query = select(approvals).where(approvals.c.id == approval_id)
+        elif decision_id is not None:
+            query = select(approvals).where(approvals.c.decision_id == decision_id)
+        else:
+            raise StoreError("look an approval up by its id or its decision's id")
+        with self._engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return None if row is None else dict(row)
+
+    @staticmethod
+    def _approval_filters(
+        state: str | None, group: str | None, agent: str | None, action: str | None
+    ) -> list[Any]:
+        c = approvals.c
+        out: list[Any] = []
+        if state is not None:
+            out.append(c.state == state)
+        if group is not None:
+            # `groups` is a JSON list of names; a quoted match cannot hit a longer name.
+            out.append(c.groups.contains(json.dumps(group), autoescape=True))
+        if agent is not None:
+            out.append(c.agent == agent)
+        if action is not None:
+            out.append(c.action == action)
+        return out
+
+    def approval_rows(
+        self,
+        *,
+        state: str | None = "pending",
+        group: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+        shape: str | None = None,
+        due_by: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Approvals rows matching every filter given, by deadline then highest risk.
+
+        `due_by` keeps those whose deadline is at or before that time.
+        """
+        conditions = self._approval_filters(state, group, agent, action)
+        if shape is not None:
+            conditions.append(approvals.c.shape == shape)
+        if due_by is not None:
+            conditions.append(approvals.c.deadline <= due_by)
+        query = (
+            select(approvals)
+            .where(and_(True, *conditions))
+            .order_by(approvals.c.deadline, approvals.c.risk.desc(), approvals.c.id)
+            .offset(offset)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self._engine.connect() as connection:
+            return [dict(r) for r in connection.execute(query).mappings()]
+
+    def count_approvals(
+        self,
+        *,
+        state: str | None = "pending",
+        group: str | None = None,
+        agent: str | None = None,
+        action: str | None = None,
+    ) -> int:
+        """How many approvals match the filters."""
+        conditions = self._approval_filters(state, group, agent, action)
+        query = select(func.count()).select_from(approvals).where(and_(True, *conditions))
+        with self._engine.connect() as connection:
+            return int(connection.execute(query).scalar() or 0)
+
+
+class SQLiteKeyRows(_OnEngine):
+    """The `KeyRows` and `Secrets` ports: API key rows, and the store's own secrets."""
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the store, created on first use."""
+        key = f"secret:{name}"
+        with self._writing() as connection, connection.begin():
+            stored = connection.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+            if stored is None:
+                stored = os.urandom(32).hex()
+                connection.execute(insert(meta).values(key=key, value=stored))
+        return bytes.fromhex(str(stored))
+
+    def add_key(self, row: Mapping[str, Any]) -> None:
+        """Store an API key row."""
+        with self._writing() as connection, connection.begin():
+            connection.execute(insert(api_keys).values(**row))
+
+    def key_row(self, key_hash: str) -> dict[str, Any] | None:
+        """The API key row whose secret hashes to `key_hash`, or None."""
+        with self._engine.connect() as connection:
+            row = (
+                connection.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))
+                .mappings()
+                .first()
+            )
+        return None if row is None else dict(row)
+
+    def key_rows(self) -> list[dict[str, Any]]:
+        """Every API key row, oldest first."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def revoke_key(self, key_id: str, at: str) -> bool:
+        """Mark a key revoked; False when no such unrevoked key exists."""
+        with self._writing() as connection, connection.begin():
+            result = connection.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )
+        return bool(result.rowcount)
