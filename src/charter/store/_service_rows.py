@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, select, update
@@ -25,10 +25,8 @@ class _OnEngine:
     """What the row queries need of the store: its engine, and a writing connection."""
 
     _engine: Engine
-
-    def _writing(self) -> Connection:
-        """A connection whose transactions take the write lock first."""
-        raise NotImplementedError
+    #: A connection whose transactions take the write lock first (the store defines it).
+    _writing: Callable[[], Connection]
 
 
 class SQLiteApprovalRows(_OnEngine):
