@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from charter.canonical import content_hash
 from charter.errors import RequestInvalid
 
 __all__ = [
     "ACTION_NAME",
     "AGENT_FIELDS",
     "CONTEXT_FIELDS",
+    "MAX_DEPTH",
+    "MAX_ID",
+    "REQUEST_FIELDS",
     "ActionRequest",
     "AgentProfile",
     "AgentState",
@@ -30,6 +34,7 @@ __all__ = [
     "Reason",
     "RouteRef",
     "Verdict",
+    "check_idempotency_key",
     "json_value",
 ]
 
@@ -46,9 +51,16 @@ CONTEXT_FIELDS: Mapping[str, str] = {
     "labels": "free-form string, number or boolean values for policies to read",
 }
 
-_MAX_DEPTH = 32
+#: How many levels of objects and lists may nest inside a request's field: `args` itself
+#: is level 0, and a list or object below level 32 is refused. The HTTP body reader applies
+#: the same limit (one level more, for the body's own object), so a body it accepted needs
+#: no second walk here.
+MAX_DEPTH = 32
+
+#: The most characters an id (agent, action, idempotency key, trace id, ...) may have.
+MAX_ID = 256
+
 _MAX_SAFE_INTEGER = 2**53 - 1
-_MAX_ID = 256
 
 
 class Verdict(StrEnum):
@@ -91,8 +103,7 @@ def _plain_copy(value: Any, depth: int) -> Any:
         if not math.isfinite(value):
             raise _Unusual
         return int(value) if value.is_integer() and abs(value) <= _MAX_SAFE_INTEGER else value
-    # Children of a container this deep would be past the limit: let `_json_copy` judge.
-    if depth >= _MAX_DEPTH:
+    if depth > MAX_DEPTH:  # a container past the limit: `_json_copy` names it
         raise _Unusual
     if kind is dict:
         out = {}
@@ -118,12 +129,11 @@ def _copied(value: Any, path: str) -> Any:
 def _json_copy(value: Any, path: str, depth: int = 0) -> Any:
     """A copy of a JSON value, refusing what JSON cannot carry faithfully.
 
-    NaN, infinities, unsafe integers and non-string keys are errors. Whole-number floats
-    become ints: canonical JSON writes 5.0 as 5, so the ledger keeps an int, and deciding
-    on the int live too makes replay see exactly what the engine saw.
+    NaN, infinities, unsafe integers, non-string keys and lists or objects nested deeper
+    than `MAX_DEPTH` are errors. Whole-number floats become ints: canonical JSON writes 5.0
+    as 5, so the ledger keeps an int, and deciding on the int live too makes replay see
+    exactly what the engine saw.
     """
-    if depth > _MAX_DEPTH:
-        raise RequestInvalid(path, f"nesting deeper than {_MAX_DEPTH} levels")
     if isinstance(value, str | bool) or value is None:
         return value
     if isinstance(value, int):
@@ -136,6 +146,8 @@ def _json_copy(value: Any, path: str, depth: int = 0) -> Any:
         if not math.isfinite(value):
             raise RequestInvalid(path, "numbers must be finite (no NaN or Infinity)")
         return int(value) if value.is_integer() and abs(value) <= _MAX_SAFE_INTEGER else value
+    if isinstance(value, list | tuple | dict) and depth > MAX_DEPTH:
+        raise RequestInvalid(path, f"nesting deeper than {MAX_DEPTH} levels")
     if isinstance(value, list | tuple):
         return [_json_copy(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, dict):
@@ -158,8 +170,8 @@ def _string(obj: Mapping[str, Any], key: str, *, required: bool, path: str = "")
         raise RequestInvalid(f"{path}{key}", f"must be a string, got {_json_type(value)}")
     if required and not value.strip():
         raise RequestInvalid(f"{path}{key}", "must not be empty")
-    if len(value) > _MAX_ID and key != "rationale":
-        raise RequestInvalid(f"{path}{key}", f"longer than {_MAX_ID} characters")
+    if len(value) > MAX_ID and key != "rationale":
+        raise RequestInvalid(f"{path}{key}", f"longer than {MAX_ID} characters")
     return value
 
 
@@ -234,7 +246,27 @@ def _validate_context(raw: Any) -> dict[str, Any]:
     return context
 
 
-_REQUEST_FIELDS = frozenset({"agent", "action", "args", "context", "idempotency_key", "trace_id"})
+#: The fields of an action request; `agent` and `action` are required.
+REQUEST_FIELDS = ("agent", "action", "args", "context", "idempotency_key", "trace_id")
+_REQUEST_FIELDS = frozenset(REQUEST_FIELDS)
+
+
+def check_idempotency_key(value: object, field: str = "idempotency_key") -> str:
+    """An idempotency key as given, if it is one: 1 to `MAX_ID` printable characters.
+
+    The one rule for a key, wherever it comes from (a request's field, an HTTP header).
+
+    Raises:
+        RequestInvalid: naming `field`, when the value is not such a string.
+    """
+    if (
+        type(value) is not str
+        or not value.strip()
+        or len(value) > MAX_ID
+        or not value.isprintable()
+    ):
+        raise RequestInvalid(field, f"must be 1 to {MAX_ID} printable characters")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,10 +283,22 @@ class ActionRequest:
     context: Mapping[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     trace_id: str | None = None
+    # `payload_digest`, once computed. Not an init field: `dataclasses.replace` (which may
+    # change the arguments) starts a copy without it rather than carry a stale one.
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, obj: Any) -> ActionRequest:
-        """Build a request from decoded JSON, naming the first field that is wrong."""
+    def from_json(cls, obj: Any, *, trusted: bool = False) -> ActionRequest:
+        """Build a request from decoded JSON, naming the first field that is wrong.
+
+        Args:
+            obj: the decoded request.
+            trusted: `obj` comes straight from a strict JSON parser that refused lists and
+                objects nested past `MAX_DEPTH` and non-finite numbers, turned whole-number
+                floats into ints, and met no integer beyond 2^53-1; nothing else holds it.
+                Its `args` and `context` are then taken as they are instead of copied and
+                walked again. Every field check runs either way.
+        """
         if not isinstance(obj, dict):
             raise RequestInvalid("", f"a request must be a JSON object, got {_json_type(obj)}")
         for key in obj:
@@ -275,14 +319,38 @@ class ActionRequest:
             args = {}
         if not isinstance(args, dict):
             raise RequestInvalid("args", f"must be an object, got {_json_type(args)}")
-        args = _copied(args, "args")
         context = obj.get("context", {})
         if context is None:
             context = {}
-        context = _validate_context(_copied(context, "context"))
-        key = _string(obj, "idempotency_key", required=False) if "idempotency_key" in obj else None
+        if not trusted:
+            args = _copied(args, "args")
+            context = _copied(context, "context")
+        context = _validate_context(context)
+        key = obj.get("idempotency_key")
+        if key is not None:
+            key = check_idempotency_key(key)
         trace = _string(obj, "trace_id", required=False) if "trace_id" in obj else None
         return cls(agent, action, args, context, key, trace)
+
+    @property
+    def payload_digest(self) -> str:
+        """What an idempotency key is bound to: the content hash of the request less its ids.
+
+        Computed once per request and kept: a keyed request is compared under its key
+        several times on its way to the ledger.
+        """
+        digest = self._digest
+        if digest is None:
+            digest = content_hash(
+                {
+                    "agent": self.agent,
+                    "action": self.action,
+                    "args": dict(self.args),
+                    "context": dict(self.context),
+                }
+            )
+            object.__setattr__(self, "_digest", digest)  # a cache, not state: frozen anyway
+        return digest
 
     def to_json(self) -> dict[str, Any]:
         """The request as plain JSON; optional ids appear only when set."""

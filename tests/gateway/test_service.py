@@ -66,6 +66,16 @@ class TestIdempotency:
             charter.decide(refund(amount=41), idempotency_key="k-1")
         assert charter.store.count() == count
 
+    @pytest.mark.parametrize("key", ["a\nb", "k" * 257, "", " "])
+    def test_a_malformed_key_is_refused_by_name_and_records_nothing(
+        self, charter: Charter, key: str
+    ) -> None:
+        """The embedded call checks the key as the HTTP edge does, before anything is stored."""
+        count = charter.store.count()
+        with pytest.raises(RequestInvalid, match="idempotency_key"):
+            charter.decide(refund(), idempotency_key=key)
+        assert charter.store.count() == count
+
     def test_keys_belong_to_one_agent(self, charter: Charter) -> None:
         """Two agents may use the same key string without meeting each other's decisions."""
         first = charter.decide(refund(), idempotency_key="shared")

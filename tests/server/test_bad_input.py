@@ -10,6 +10,7 @@ from _api import Keys, bearer, refund
 from starlette.testclient import TestClient
 
 from charter import Charter
+from charter.model import MAX_DEPTH
 
 BODY_ROUTES = [
     ("POST", "/v1/decisions"),
@@ -133,13 +134,24 @@ class TestWrongShape:
         assert (error["field"] or "") == field
 
     def test_deep_args_name_the_field(self, client: TestClient, keys: Keys, unchanged):
-        """Arguments nested past the request limit name where."""
+        """Arguments nested past the request limit name where (the body reader's limit)."""
         deep: object = 1
         for _ in range(40):
             deep = {"d": deep}
         response = send(client, keys, json.dumps({**refund(), "args": {"x": deep}}))
-        assert response.status_code == 422
-        assert response.json()["error"]["field"].startswith("args.x.d")
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "too_deep"
+        assert error["field"].startswith("args.x.d")
+
+    @pytest.mark.parametrize(("levels", "status"), [(MAX_DEPTH, 200), (MAX_DEPTH + 1, 400)])
+    def test_the_limit_is_the_models(self, client: TestClient, keys: Keys, levels, status):
+        """Below `args`, lists and objects may nest `MAX_DEPTH` levels, and not one more."""
+        deep: object = 1
+        for _ in range(levels):
+            deep = [deep]
+        response = send(client, keys, json.dumps({**refund(), "args": {"x": deep}}))
+        assert response.status_code == status, response.text
 
     def test_bad_idempotency_header(self, client: TestClient, keys: Keys, unchanged):
         """An over-long `Idempotency-Key` names the header."""

@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from charter.examples import EXAMPLE_POLICY
 
 CHARTER = [sys.executable, "-m", "charter"]
 LIFETIME = "60"  # seconds a test server may live at most
+TOO_LARGE = (413, "payload_too_large")
 
 
 def ledger_lines(db: Path) -> list[str]:
@@ -197,3 +200,63 @@ class TestServe:
         finally:
             server.stop()
         assert CliRunner().invoke(app, ["ledger", "verify", "--db", str(db)]).exit_code == 0
+
+
+class TestOversizedBodies:
+    """A body over `--max-body` reads as 413 to a plain blocking client, never a reset."""
+
+    @pytest.fixture
+    def served(self, db: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+        secret = create_key(db, "--role", "agent", "--agent", "support-bot")
+        running = start(db)
+        yield running, {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        running.stop()
+
+    @staticmethod
+    def post(url: str, body: bytes | Iterator[bytes], headers: dict[str, str]) -> tuple[int, str]:
+        """POST with `urllib`, which sends the whole body before it reads the answer.
+
+        Returns the status and the error code of a refusal ("" for a success).
+        """
+        assert url.startswith("http://127.0.0.1:")
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                return int(response.status), ""
+        except urllib.error.HTTPError as error:
+            return error.code, str(json.loads(error.read())["error"]["code"])
+
+    @pytest.mark.parametrize("mebibytes", [2, 8])
+    def test_after_ordinary_requests_a_large_body_gets_413(
+        self, served: tuple[Server, dict[str, str]], mebibytes: int
+    ) -> None:
+        """A few decisions, then a declared 2 or 8 MiB body: 413 each time, three times."""
+        server, headers = served
+        ordinary = json.dumps(
+            {
+                "agent": "support-bot",
+                "action": "payments.refund",
+                "args": {"order_id": "ord-1", "amount": 4, "currency": "USD"},
+                "context": {"confidence": 0.9, "rationale": "late"},
+            }
+        ).encode()
+        big = b'{"agent": "' + b"x" * (mebibytes * 1024 * 1024) + b'"}'
+        for _ in range(3):
+            for _ in range(3):
+                assert self.post(f"{server.url}/v1/decisions", ordinary, headers) == (200, "")
+            assert self.post(f"{server.url}/v1/decisions", big, headers) == TOO_LARGE
+
+    def test_a_chunked_upload_past_the_limit_gets_413(
+        self, served: tuple[Server, dict[str, str]]
+    ) -> None:
+        """With no `Content-Length` the limit is found while streaming; still a 413."""
+        server, headers = served
+        chunks = (b"x" * 65536 for _ in range(48))  # 3 MiB, sent chunked
+        chunked = {**headers, "Transfer-Encoding": "chunked"}
+        assert self.post(f"{server.url}/v1/decisions", chunks, chunked) == TOO_LARGE
+
+    def test_an_approval_route_answers_413_too(self, served: tuple[Server, dict[str, str]]) -> None:
+        """The routes FastAPI serves read bodies through the same bounded reader."""
+        server, headers = served
+        big = b'{"note": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+        assert self.post(f"{server.url}/v1/approvals/ap-none/approve", big, headers) == TOO_LARGE

@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from charter.__about__ import __version__
 from charter.errors import CharterError
+from charter.model import MAX_ID
 from charter.server._approvals import approval_routes, long_poll
 from charter.server._body import DEFAULT_MAX_BODY, read_body, receive_body
 from charter.server._errors import ApiError, error_response, from_charter_error
@@ -128,7 +129,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
     _install_error_handlers(app)
 
     front: dict[str, _Endpoint] = {
-        "/v1/decisions": _Decide(charter, handlers, max_body),
+        "/v1/decisions": _Decide(handlers, max_body),
         "/v1/grants/redeem": _Redeem(handlers, max_body),
         "/v1/outcomes": _Outcome(handlers, max_body),
     }
@@ -155,7 +156,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
     )
     async def create_decision_doc(
         idempotency_key: str | None = Header(  # documents the header
-            None, alias="Idempotency-Key", min_length=1, max_length=256
+            None, alias="Idempotency-Key", min_length=1, max_length=MAX_ID
         ),
     ) -> Response:  # pragma: no cover - `_Decide` answers it
         raise ApiError("internal", "the documentation route was reached")
@@ -171,7 +172,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
     )
     async def get_decision(
         request: Request,
-        decision_id: str = Path(min_length=1, max_length=256),
+        decision_id: str = Path(min_length=1, max_length=MAX_ID),
         wait: float = Query(
             0,
             ge=0,
@@ -251,7 +252,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         dependencies=[_security()],
     )
     async def get_agent(
-        request: Request, agent_id: str = Path(min_length=1, max_length=256)
+        request: Request, agent_id: str = Path(min_length=1, max_length=MAX_ID)
     ) -> Response:
         answer = await run_in_threadpool(handlers.get_agent, _auth(request), agent_id)
         return JSONResponse(answer)
@@ -272,7 +273,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         dependencies=[_security()],
     )
     async def put_agent(
-        request: Request, agent_id: str = Path(min_length=1, max_length=256)
+        request: Request, agent_id: str = Path(min_length=1, max_length=MAX_ID)
     ) -> Response:
         body = await read_body(request, max_body)
         answer, created = await run_in_threadpool(
@@ -562,23 +563,11 @@ class _Decide(_FrontEndpoint):
     requests share one ledger transaction.
     """
 
-    def __init__(self, charter: Charter, handlers: Handlers, max_body: int) -> None:
-        super().__init__(handlers, max_body)
-        self._charter = charter
-
     async def answer(
         self, auth: str | None, body: bytes, key: str | None, started: float
     ) -> tuple[DecisionRecord, bool]:
         """Decide the request once its entry is durable."""
-        handlers = self._handlers
-        principal, asked, key = handlers.check_decision(auth, body, key)
-        if principal.role == "agent" and not handlers.names_own_agent(principal, asked):
-            await run_in_threadpool(handlers.own_agent, principal, asked)  # records it
-        try:
-            record = await self._charter.decide_async(asked, idempotency_key=key)
-        except CharterError as exc:
-            raise from_charter_error(exc) from None
-        handlers.count(record, started)
+        record = await self._handlers.decide_async(auth, body, key, started)
         return record, record.replayed
 
     def encode(self, answer: Any) -> bytes:

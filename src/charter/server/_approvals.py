@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from charter.errors import CharterError
+from charter.model import MAX_ID
 from charter.server._auth import authorize
 from charter.server._body import DEFAULT_MAX_BODY, parse_json, read_body
 from charter.server._errors import ApiError, from_charter_error
@@ -230,8 +231,8 @@ def approval_routes(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> AP
         request: Request,
         state: Literal["pending", "approved", "denied", "expired", "all"] = Query("pending"),
         group: str | None = Query(None, min_length=1, max_length=64),
-        agent: str | None = Query(None, min_length=1, max_length=256),
-        action: str | None = Query(None, min_length=1, max_length=256),
+        agent: str | None = Query(None, min_length=1, max_length=MAX_ID),
+        action: str | None = Query(None, min_length=1, max_length=MAX_ID),
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0, le=1_000_000),
     ) -> Response:

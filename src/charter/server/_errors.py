@@ -83,6 +83,8 @@ class ApiError(Exception):
         self.field = field
         self.status = status if status is not None else STATUS.get(code, 500)
         self.extra = dict(extra or {})
+        #: Whether the answer closes the connection (the request was not read to its end).
+        self.close = False
 
 
 def from_charter_error(exc: CharterError) -> ApiError:
@@ -108,7 +110,9 @@ def error_body(code: str, message: str, field: str | None = None, **extra: Any) 
 
 def error_response(error: ApiError) -> JSONResponse:
     """The HTTP answer for `error`; a 401 says which scheme to authenticate with."""
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    if error.close:
+        headers["Connection"] = "close"
     return JSONResponse(
         error_body(error.code, error.message, error.field, **error.extra),
         status_code=error.status,

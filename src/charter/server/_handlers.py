@@ -2,14 +2,13 @@
 
 The ASGI layer (`_app`) reads bodies and hands the bytes here: each function
 authenticates the caller, parses and checks the body, calls the gateway once and returns
-the JSON answer. Most are blocking and run in a worker thread; the `_async` ones (and
-`check_decision`) run on the event loop and await the ledger commit. Nothing here knows
+the JSON answer. Most are blocking and run in a worker thread; the `_async` ones run on the
+event loop and await the ledger commit. Nothing here knows
 about HTTP beyond `ApiError`.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from typing import Any, TypeVar
@@ -18,9 +17,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from charter.errors import CharterError, GrantRefused
-from charter.model import AgentProfile
+from charter.model import ActionRequest, AgentProfile
 from charter.server._auth import authorize, require_agent
-from charter.server._body import parse_json
+from charter.server._body import parse_json, parse_request
 from charter.server._errors import ApiError, from_charter_error
 from charter.server._metrics import Metrics
 from charter.server._schemas import AgentPut, OutcomeReport, RedeemRequest
@@ -29,8 +28,6 @@ from charter.service import Charter, DecisionRecord, Principal
 __all__ = ["Handlers"]
 
 _M = TypeVar("_M", bound=BaseModel)
-
-_MAX_KEY = 256
 
 
 def _validated(model: type[_M], value: Any) -> _M:
@@ -46,26 +43,6 @@ def _validated(model: type[_M], value: Any) -> _M:
         if first["type"] == "extra_forbidden":
             message = "unknown field"
         raise ApiError("request_invalid", f"`{field}`: {message}", field) from None
-
-
-def _idempotency_key(header: str | None, body: Any) -> str | None:
-    """The key from the header or the body; both given must agree."""
-    if header is None:
-        return None
-    if not header.strip() or len(header) > _MAX_KEY or not header.isprintable():
-        raise ApiError(
-            "request_invalid",
-            f"`Idempotency-Key` must be 1 to {_MAX_KEY} printable characters",
-            "Idempotency-Key",
-        )
-    in_body = body.get("idempotency_key") if isinstance(body, dict) else None
-    if in_body is not None and in_body != header:
-        raise ApiError(
-            "request_invalid",
-            "`idempotency_key` in the body differs from the `Idempotency-Key` header; send one",
-            "idempotency_key",
-        )
-    return header
 
 
 class Handlers:
@@ -95,58 +72,40 @@ class Handlers:
 
     # -- decisions ---------------------------------------------------------------------
 
-    def check_decision(
-        self, auth: str | None, body: bytes, header_key: str | None
-    ) -> tuple[Principal, Any, str | None]:
-        """Authenticate and parse a decision request (cheap: runs on the event loop).
+    async def decide_async(
+        self, auth: str | None, body: bytes, header_key: str | None, started: float
+    ) -> DecisionRecord:
+        """Authenticate, read and decide one request on the event loop; count it.
 
-        Returns the principal, the decoded request and the idempotency key; whether an
-        agent key names its own agent is left to `own_agent`, which may write.
+        The body is parsed once (`parse_request`) and checked field by field once
+        (`ActionRequest.from_json`); only an agent key naming another agent, which is
+        recorded and so waits on the ledger, takes a worker thread. The decision is awaited
+        until its entry is durable.
         """
         principal = self._call("create_decision", auth)
-        request = parse_json(body)
-        return principal, request, _idempotency_key(header_key, request)
-
-    @staticmethod
-    def names_own_agent(principal: Principal, request: Any) -> bool:
-        """Whether a decision request names the key's own agent (checked on the loop).
-
-        Only a mismatch needs `own_agent`, which records it and so blocks on the ledger.
-        """
-        return isinstance(request, dict) and request.get("agent") == principal.agent
-
-    def own_agent(self, principal: Principal, request: Any) -> None:
-        """Refuse, and record, an agent key deciding for another agent."""
-        if isinstance(request, dict):
-            self._as_agent(principal, request.get("agent"), "create_decision", "agent")
-
-    def answered(self, record: DecisionRecord, started: float) -> dict[str, Any]:
-        """Count a decision and shape its answer."""
-        self.count(record, started)
-        return record.to_json()
-
-    def count(self, record: DecisionRecord, started: float) -> None:
-        """Count a decision by verdict with its latency, or an idempotent replay."""
-        if record.replayed:
-            self.metrics.replays.inc()
-        else:
-            verdict = record.decision.verdict.value
-            counter = self.metrics.decided.get(verdict) or self.metrics.decisions.labels(verdict)
-            counter.inc()
-            self.metrics.decision_seconds.observe(time.perf_counter() - started)
-
-    def create_decision(
-        self, auth: str | None, body: bytes, header_key: str | None
-    ) -> tuple[dict[str, Any], bool]:
-        """Decide a request, blocking; returns the answer and whether it was a replay."""
-        started = time.perf_counter()
-        principal, request, key = self.check_decision(auth, body, header_key)
-        self.own_agent(principal, request)
+        value, trusted = parse_request(body, header_key)
+        if (
+            principal.role == "agent"
+            and isinstance(value, dict)
+            and value.get("agent") != principal.agent
+        ):
+            await run_in_threadpool(
+                self._as_agent, principal, value.get("agent"), "create_decision", "agent"
+            )
         try:
-            record: DecisionRecord = self.charter.decide(request, idempotency_key=key)
+            request = ActionRequest.from_json(value, trusted=trusted)
+            record = await self.charter.decide_async(request)
         except CharterError as exc:
             raise from_charter_error(exc) from None
-        return self.answered(record, started), record.replayed
+        metrics = self.metrics
+        if record.replayed:
+            metrics.replays.inc()
+        else:
+            verdict = record.decision.verdict.value
+            counter = metrics.decided.get(verdict) or metrics.decisions.labels(verdict)
+            counter.inc()
+            metrics.decision_seconds.observe(time.perf_counter() - started)
+        return record
 
     def get_decision(self, auth: str | None, decision_id: str) -> dict[str, Any]:
         """A decision and where it stands."""
@@ -161,29 +120,15 @@ class Handlers:
 
     # -- grants and outcomes -----------------------------------------------------------
 
-    def redeem_grant(self, auth: str | None, body: bytes) -> dict[str, Any]:
-        """Redeem a grant once for exactly the decided arguments."""
-        self._call("redeem_grant", auth)
-        asked = _validated(RedeemRequest, parse_json(body))
-        try:
-            redemption = self.charter.redeem(asked.grant_id, asked.token, asked.args)
-        except CharterError as exc:
-            raise self._refused(exc) from None
-        self.metrics.grants_redeemed.inc()
-        return redemption.to_json()
-
     async def redeem_grant_async(self, auth: str | None, body: bytes) -> dict[str, Any]:
-        """`redeem_grant` on the event loop, awaiting the commit without a worker thread."""
+        """Redeem a grant once for exactly the decided arguments, on the event loop.
+
+        The commit is awaited without a worker thread.
+        """
         self._call("redeem_grant", auth)
         asked = _validated(RedeemRequest, parse_json(body))
         try:
-            redeem = getattr(self.charter, "redeem_async", None)
-            if redeem is None:  # a gateway without the async variant: a worker thread waits
-                redemption = await run_in_threadpool(
-                    self.charter.redeem, asked.grant_id, asked.token, asked.args
-                )
-            else:
-                redemption = await redeem(asked.grant_id, asked.token, asked.args)
+            redemption = await self.charter.redeem_async(asked.grant_id, asked.token, asked.args)
         except CharterError as exc:
             raise self._refused(exc) from None
         self.metrics.grants_redeemed.inc()
@@ -195,24 +140,8 @@ class Handlers:
             self.metrics.grants_refused.labels(exc.code).inc()
         return from_charter_error(exc)
 
-    def record_outcome(self, auth: str | None, body: bytes) -> dict[str, Any]:
-        """Record what happened when an action ran."""
-        principal, report = self._outcome_report(auth, body)
-        if principal.role == "agent":
-            self.outcome_for_own_agent(principal, report)
-        try:
-            return self.charter.record_outcome(
-                report.decision_id,
-                success=report.success,
-                error=report.error,
-                duration_ms=report.duration_ms,
-                result_digest=report.result_digest,
-            )
-        except CharterError as exc:
-            raise from_charter_error(exc) from None
-
     async def record_outcome_async(self, auth: str | None, body: bytes) -> dict[str, Any]:
-        """`record_outcome` on the event loop, awaiting the commit without a worker thread.
+        """Record what happened when an action ran, awaiting the commit on the event loop.
 
         Only an agent key's check, which reads the decision and may record a mismatch,
         runs in a worker thread.
@@ -221,19 +150,7 @@ class Handlers:
         if principal.role == "agent":
             await run_in_threadpool(self.outcome_for_own_agent, principal, report)
         try:
-            record = getattr(self.charter, "record_outcome_async", None)
-            if record is None:  # a gateway without the async variant: a worker thread waits
-                return await run_in_threadpool(
-                    functools.partial(
-                        self.charter.record_outcome,
-                        report.decision_id,
-                        success=report.success,
-                        error=report.error,
-                        duration_ms=report.duration_ms,
-                        result_digest=report.result_digest,
-                    )
-                )
-            answer: dict[str, Any] = await record(
+            answer: dict[str, Any] = await self.charter.record_outcome_async(
                 report.decision_id,
                 success=report.success,
                 error=report.error,

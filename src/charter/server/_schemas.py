@@ -3,8 +3,9 @@
 They describe the API in `/openapi.json` and validate the small bodies (grant redemption,
 outcomes, agent changes). Decision requests are checked by `ActionRequest.from_json`, the
 same check the embedded library applies, so the API and the library refuse alike; the
-`DecisionRequest` model documents that check. Answer models allow extra fields: the
-gateway may add information without breaking clients.
+`DecisionRequest` model documents that check and is built from the same constants
+(`charter.model`), and a test holds the two to the same answers. Answer models allow extra
+fields: the gateway may add information without breaking clients.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from charter.model import ACTION_NAME, CONTEXT_FIELDS, MAX_ID
 
 __all__ = [
     "AgentPut",
@@ -34,7 +37,12 @@ __all__ = [
     "VerifyAnswer",
 ]
 
-_ID = Field(min_length=1, max_length=256)
+_ID = Field(min_length=1, max_length=MAX_ID)
+# A name the model requires: not blank, at most `MAX_ID` characters.
+_NAME = Field(max_length=MAX_ID, pattern=r"\S")
+# `str.isprintable()` as a pattern: no control, format, private, unassigned or separator
+# character but the space, and not only spaces.
+_PRINTABLE = r"^(?: |[^\p{C}\p{Z}])*[^\p{C}\p{Z}](?: |[^\p{C}\p{Z}])*$"
 
 
 class _Closed(BaseModel):
@@ -48,37 +56,47 @@ class _Open(BaseModel):
 class DataSource(_Closed):
     """A source of data the agent relied on, and how old it was."""
 
-    name: str = _ID
+    name: str = _NAME
     age_seconds: float | None = Field(default=None, ge=0)
 
 
 class Context(_Closed):
     """What the agent says about its situation; policies read it as `context`."""
 
-    confidence: float | None = Field(default=None, ge=0, le=1)
-    environment: str | None = Field(default=None, max_length=256)
-    rationale: str | None = None
-    alternatives: list[str] | None = None
-    data_sources: list[DataSource] | None = None
-    labels: dict[str, str | float | bool] | None = None
+    confidence: float | None = Field(
+        default=None, ge=0, le=1, description=CONTEXT_FIELDS["confidence"]
+    )
+    environment: str | None = Field(
+        default=None, max_length=MAX_ID, description=CONTEXT_FIELDS["environment"]
+    )
+    rationale: str | None = Field(default=None, description=CONTEXT_FIELDS["rationale"])
+    alternatives: list[str] | None = Field(default=None, description=CONTEXT_FIELDS["alternatives"])
+    data_sources: list[DataSource] | None = Field(
+        default=None, description=CONTEXT_FIELDS["data_sources"]
+    )
+    labels: dict[str, str | float | bool] | None = Field(
+        default=None, description=CONTEXT_FIELDS["labels"]
+    )
 
 
 class DecisionRequest(_Closed):
     """An action an agent proposes: who, what, with which arguments, in what situation."""
 
-    agent: str = Field(min_length=1, max_length=256, pattern=r"\S")
-    action: str = Field(max_length=256, pattern=r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$")
-    args: dict[str, JsonValue] = Field(
-        default_factory=dict, description="The action's arguments, checked by its contract."
+    agent: str = _NAME
+    action: str = Field(max_length=MAX_ID, pattern=ACTION_NAME.pattern)
+    args: dict[str, JsonValue] | None = Field(
+        default_factory=dict,
+        description="The action's arguments, checked by its contract (`null` is `{}`).",
     )
-    context: Context = Field(default_factory=Context)
+    context: Context | None = Field(default_factory=Context)
     idempotency_key: str | None = Field(
         default=None,
-        max_length=256,
+        max_length=MAX_ID,
+        pattern=_PRINTABLE,
         description="Repeating a request with the same key returns the same decision "
         "(also accepted as the `Idempotency-Key` header).",
     )
-    trace_id: str | None = Field(default=None, max_length=256)
+    trace_id: str | None = Field(default=None, max_length=MAX_ID)
 
 
 class Grant(_Open):

@@ -21,7 +21,7 @@ from charter import approvals as machine
 from charter.canonical import content_hash
 from charter.errors import IdempotencyConflict, RequestInvalid, TooManyPending
 from charter.ledger import LedgerEntry, NewEvent, events
-from charter.model import ActionRequest, AgentProfile, Decision, Verdict
+from charter.model import ActionRequest, AgentProfile, Decision, Verdict, check_idempotency_key
 from charter.policy import decide, redact_request
 from charter.service._clock import as_recorded, format_time
 from charter.service._desk import approval_row
@@ -55,9 +55,14 @@ _Owned = list[tuple[tuple[str, str], Future[DecisionRecord], int]]
 def keyed(
     request: ActionRequest | Mapping[str, Any], key: str | None
 ) -> ActionRequest | Mapping[str, Any]:
-    """The request with `key` as its idempotency key (a key given beside it wins)."""
+    """The request with `key` as its idempotency key (a key given beside it wins).
+
+    Raises:
+        RequestInvalid: `key` is not 1 to `MAX_ID` printable characters.
+    """
     if key is None:
         return request
+    check_idempotency_key(key)
     parsed = request if isinstance(request, ActionRequest) else ActionRequest.from_json(request)
     if parsed.idempotency_key == key:
         return parsed

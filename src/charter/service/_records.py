@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from charter.canonical import content_hash
 from charter.model import ActionRequest, Decision, Verdict
 from charter.service._tickets import GrantTicket
 
@@ -187,15 +186,11 @@ def state_of(row: Mapping[str, Any]) -> str:
 
 
 def payload_hash(request: ActionRequest) -> str:
-    """What an idempotency key is bound to: the request less its ids."""
-    return content_hash(
-        {
-            "agent": request.agent,
-            "action": request.action,
-            "args": dict(request.args),
-            "context": dict(request.context),
-        }
-    )
+    """What an idempotency key is bound to: the request less its ids.
+
+    The request's own `payload_digest`, computed on the first call and kept with it.
+    """
+    return request.payload_digest
 
 
 def conflict_message(key: str) -> str:

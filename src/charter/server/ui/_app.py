@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charter.__about__ import __version__
 from charter.errors import CharterError, Conflict, Forbidden, NotFound, RequestInvalid
+from charter.model import MAX_ID
 from charter.server._body import read_body
 from charter.server._errors import ApiError
 from charter.server.ui import _format
@@ -273,8 +274,8 @@ class ReviewerUI:
         session, reviewer = await self.reviewer(request)
         query = request.query_params
         group = query.get("group", "mine" if reviewer.groups else "all")[:64]
-        agent = query.get("agent", "").strip()[:256]
-        action = query.get("action", "").strip()[:256]
+        agent = query.get("agent", "").strip()[:MAX_ID]
+        action = query.get("action", "").strip()[:MAX_ID]
         items = await run_in_threadpool(self._pending, reviewer, group, agent, action)
         context: dict[str, Any] = {
             "session": session,

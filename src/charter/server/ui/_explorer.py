@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from charter.ledger import GENESIS_HASH, LedgerEntry, chain_hash, entry_content, leaf_hash
+from charter.model import MAX_ID
 from charter.service import Charter, DecisionView
 
 __all__ = ["VERDICTS", "EntryCheck", "Filters", "Row", "check_entry", "search"]
@@ -42,8 +43,8 @@ class Filters:
         verdict = query.get("verdict", "")
         before = query.get("before", "")
         return cls(
-            agent=query.get("agent", "").strip()[:256],
-            action=query.get("action", "").strip()[:256],
+            agent=query.get("agent", "").strip()[:MAX_ID],
+            action=query.get("action", "").strip()[:MAX_ID],
             verdict=verdict if verdict in VERDICTS else "",
             since=_moment(query.get("since", "")),
             until=_moment(query.get("until", "")),
