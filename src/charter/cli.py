@@ -73,6 +73,10 @@ def _print_problems(problems: tuple[Problem, ...] | list[Problem], root: Path | 
 
 
 def _load(policy: Path) -> Bundle:
+    """Load a bundle for a command: a missing folder is a usage error (2), problems are 1."""
+    if not policy.is_dir():
+        err.print(f"error: `{policy}` is not a folder; a policy bundle is a folder of YAML files")
+        raise typer.Exit(2)
     try:
         return load_bundle(policy)
     except PolicyInvalid as exc:
@@ -84,9 +88,6 @@ def _load(policy: Path) -> Bundle:
 @app.command()
 def check(policy: PolicyDir) -> None:
     """Validate a policy bundle: exit 0, or 1 with every problem as file:line:col: code: message."""
-    if not policy.is_dir():
-        err.print(f"error: `{policy}` is not a folder; a policy bundle is a folder of YAML files")
-        raise typer.Exit(2)
     bundle = _load(policy)
     actions = sum(len(a) for a in bundle.roles.values())
     out.print(
@@ -217,8 +218,12 @@ def decide_command(
         )
         raise typer.Exit(2)
     if db is not None:
-        with Charter(bundle, db, clock=lambda: moment) as charter:
-            record = charter.decide(parsed)
+        try:
+            with Charter(bundle, db, clock=lambda: moment) as charter:
+                record = charter.decide(parsed)
+        except StoreOpenError as exc:
+            err.print(f"error: {exc.message}", markup=False)
+            raise typer.Exit(2) from None
         if explain:
             _explain(record.decision)
             out.print(f"recorded as entry {record.seq} of {db} (decision {record.id})")
@@ -289,14 +294,22 @@ def run_tests(
         raise typer.Exit(1)
 
 
-def _open_existing(db: Path) -> Any:
-    if not db.is_file():
+def _open_writing(db: Path, *, must_exist: bool = True) -> LedgerStore:
+    """Open a ledger for a command that writes to it (migrating an older schema).
+
+    A missing file is refused when `must_exist`; a file holding something other than a
+    Charter ledger is refused untouched, on one line (exit 2).
+    """
+    if must_exist and not db.is_file():
         err.print(f"error: ledger `{db}` does not exist")
         raise typer.Exit(2)
     try:
         return open_store(db)
+    except StoreOpenError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        raise typer.Exit(2) from None
     except CharterError as exc:
-        err.print(f"error: {db}: {exc.message}")
+        err.print(f"error: {db}: {exc.message}", markup=False)
         raise typer.Exit(2) from None
 
 
@@ -377,7 +390,7 @@ def ledger_checkpoint(
 ) -> None:
     """Sign a checkpoint of the ledger as it is now (size, Merkle root, chain head)."""
     private = _read_key(key, load_private_key)
-    store = _open_existing(db)
+    store = _open_writing(db)
     try:
         signed = checkpoint_store(store, private, at=format_time(system_clock()))
     finally:
@@ -541,7 +554,12 @@ def demo(
     """Run a simulated fleet of agents through the example policy, then audit the ledger."""
     from charter.demo import run_demo  # noqa: PLC0415 - keeps every other command's start fast
 
-    raise typer.Exit(run_demo(db, requests, seed, out))
+    try:
+        code = run_demo(db, requests, seed, out)
+    except StoreOpenError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 def main() -> None:
@@ -567,7 +585,9 @@ def serve_command(
     policy: Annotated[Path, typer.Option("--policy", help="The policy bundle folder.")],
     db: DbOption = Path("charter.db"),
     host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="The TCP port.")] = 8470,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="The TCP port (0: any free one).")
+    ] = 8470,
     max_body: Annotated[
         int, typer.Option("--max-body", help="The largest request body, in bytes.")
     ] = 1024 * 1024,
@@ -649,7 +669,7 @@ def keys_create(
     ] = "",
 ) -> None:
     """Create an API key and print its secret, once; only a hash is stored."""
-    store = open_store(db)
+    store = _open_writing(db, must_exist=False)
     try:
         key_id, secret = KeyRing(store, system_clock).create(
             role, agent=agent, label=label, groups=groups.split(",") if groups else ()
@@ -669,8 +689,8 @@ def keys_list(
     db: DbOption,
     as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON.")] = False,
 ) -> None:
-    """List API keys (never their secrets)."""
-    store = _open_existing(db)
+    """List API keys (never their secrets); the ledger is only read."""
+    store = _open_reading(db)
     try:
         rows = KeyRing(store, system_clock).list()
     finally:
@@ -701,7 +721,7 @@ def keys_revoke(
     db: DbOption,
 ) -> None:
     """Revoke an API key; recorded in the ledger (exit 1 if no such active key)."""
-    store = _open_existing(db)
+    store = _open_writing(db)
     try:
         KeyRing(store, system_clock).revoke(key_id, by="cli")
     except NotFound as exc:

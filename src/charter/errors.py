@@ -13,6 +13,7 @@ CharterError                    base of everything Charter raises on purpose
 ├── Conflict                    the request contradicts what is recorded (a second outcome)
 ├── Forbidden                   the key may not do this (its role or reviewer groups)
 ├── TooManyPending              the agent has as many approvals pending as it may
+├── CannotListen                `serve` cannot bind its address (in use, not this machine's)
 ├── LedgerError                 the ledger cannot be read or written as asked
 │   ├── LedgerIntegrityError    the stored ledger does not verify
 │   ├── EventError              an event cannot enter the ledger (kind, time or payload)
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "CannotListen",
     "CharterError",
     "CheckpointError",
     "Conflict",
@@ -166,6 +168,12 @@ class TooManyPending(CharterError):
     def __init__(self, message: str, decision_id: str) -> None:
         super().__init__(message)
         self.decision_id = decision_id
+
+
+class CannotListen(CharterError):
+    """The server cannot listen where it was asked; nothing was opened or announced."""
+
+    code = "cannot_listen"
 
 
 class LedgerError(CharterError):

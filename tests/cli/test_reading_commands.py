@@ -1,4 +1,4 @@
-"""The reading commands (`ledger verify`, `ledger show`, `replay`) never change a file.
+"""The reading commands (`ledger verify`, `ledger show`, `replay`, `keys list`) change no file.
 
 Pointed at something that is not a Charter ledger they refuse it on one line naming the
 file, exit 2 (the command was used wrongly), and leave it byte for byte as it was.
@@ -18,7 +18,7 @@ from charter.cli import app
 from charter.examples import EXAMPLE_POLICY
 from charter.testing import FakeClock, make_charter
 
-READING = (("ledger", "verify"), ("ledger", "show"), ("replay",))
+READING = (("ledger", "verify"), ("ledger", "show"), ("replay",), ("keys", "list"))
 
 
 def digest(path: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Literal
 
 import uvicorn
 
+from charter.errors import CannotListen
 from charter.policy import Bundle
 from charter.server._app import create_app
 from charter.server._body import DEFAULT_MAX_BODY
@@ -64,6 +66,28 @@ def _closing_on_sigterm() -> Iterator[None]:
         signal.raise_signal(signal.SIGTERM)
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind `host:port` before anything is opened or announced.
+
+    The socket is bound, not yet listening: a port in use fails here, while a client
+    that connects early is refused rather than left waiting on a server still opening
+    its ledger. uvicorn listens on it once the application is ready.
+
+    Raises:
+        CannotListen: the port is in use, or the host is not an address of this machine.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise CannotListen(f"cannot listen on {host}:{port}: {reason.lower()}") from exc
+    return sock
+
+
 def serve(
     policy: str | Path | Bundle,
     db: str | Path = "charter.db",
@@ -80,10 +104,11 @@ def serve(
 ) -> None:
     """Serve the API until interrupted, on one uvicorn worker.
 
-    One worker because the embedded SQLite ledger has one writer: the group-commit writer
-    in this process. Grow past one machine with PostgreSQL replicas, not SQLite workers.
-    A store with no keys is served anyway, refusing every request, and `say` explains how
-    to create the first key; Charter never runs open. On SIGTERM (or Ctrl-C) uvicorn
+    One worker because the SQLite ledger has one writer: the group-commit writer of
+    this process. The address is bound before anything is opened or announced, so a
+    port in use fails at once, with nothing started. A store with no keys is served
+    anyway, refusing every request, and `say` explains how to create the first key;
+    Charter never runs open. On SIGTERM (or Ctrl-C) uvicorn
     drains, then the gateway closes (the ledger writer commits what it holds and stops)
     before the process ends.
 
@@ -91,7 +116,7 @@ def serve(
         policy: the policy bundle folder, or a loaded bundle.
         db: the SQLite ledger file; created when missing.
         host: the interface to listen on.
-        port: the TCP port.
+        port: the TCP port (0 for any free one; the notice names the one bound).
         max_body: the largest request body accepted, in bytes.
         log_level: uvicorn's log level.
         max_pending: how many approvals one agent may have pending (429 beyond it).
@@ -102,6 +127,9 @@ def serve(
             SQLite work never holds the event loop's GIL (the default; it needs a
             SQLite file); `"thread"` commits them from a thread of this process.
         say: where the startup notice goes.
+
+    Raises:
+        CannotListen: `host:port` cannot be bound (in use, or not this machine's).
     """
     # The ledger writer thread needs the GIL back briefly after each SQLite call; with
     # CPython's default 5 ms switch interval it waits behind a busy event loop, and its
@@ -109,7 +137,9 @@ def serve(
     # more decisions/s at 32 connections (bench/bench_server.py). This is the server
     # process's own setting; embedding Charter leaves the interpreter's alone.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    listener = _bind(host, port)
     with (
+        listener,
         _closing_on_sigterm(),
         Charter(
             policy,
@@ -122,13 +152,16 @@ def serve(
         if not charter.has_keys():
             say(NO_KEYS_HELP.format(db=db))
         app = create_app(charter, max_body=max_body)
-        address = public_url or f"http://{host}:{port}"
+        bound = listener.getsockname()[1]  # the real port, when 0 asked for any free one
+        listening = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
+        address = public_url or listening
         notifier = WebhookNotifier(
             charter.webhooks,
             charter.record_event,
             base_url=address,
         )
         charter.notifier = notifier
+        say(f"serving the API on {listening} (Ctrl-C to stop)")
         say(f"reviewer UI: {address}/ui/ (sign in with a reviewer key)")
         # Deadlines that fell due while the server was down fire now, then as they come.
         charter.fire_due()
@@ -136,7 +169,7 @@ def serve(
         config = uvicorn.Config(
             app,
             host=host,
-            port=port,
+            port=bound,
             workers=1,
             log_level=log_level,
             access_log=False,
@@ -144,7 +177,7 @@ def serve(
             proxy_headers=False,
         )
         try:
-            uvicorn.Server(config).run()
+            uvicorn.Server(config).run(sockets=[listener])
         finally:
             charter.stop_timers()
             notifier.close(timeout=5)

@@ -129,7 +129,8 @@ def open_store(
 ) -> SQLiteStore:
     """Open a store at a path or database URL: for writing, or only for reading.
 
-    For writing (the default) a missing file is created and an older schema migrated.
+    For writing (the default) a missing or empty file is created and an older schema
+    migrated; a file holding anything but a Charter ledger is refused, untouched.
     With `read_only` the file must already be a Charter ledger at this code's schema:
     it is opened with SQLite's `mode=ro`, so reading it changes nothing, and every
     method that writes raises `StoreError`.
@@ -142,8 +143,9 @@ def open_store(
         read_only: open an existing ledger for reading only.
 
     Raises:
-        StoreOpenError: `read_only`, and the file is missing, is not SQLite, is not a
-            Charter ledger, or has a schema this Charter does not read.
+        StoreOpenError: the file is not SQLite or holds another application's tables;
+            or, `read_only`, it is missing, is not a Charter ledger, or has a schema
+            this Charter does not read.
         SchemaVersionError: the database was migrated by a newer Charter.
         StoreError: `log_id` does not match the stored one, or `target` is a URL of
             another database than SQLite.
@@ -156,6 +158,9 @@ def open_store(
             f"`{url.render_as_string(hide_password=True)}` is not a SQLite database:"
             " Charter's ledger is stored in SQLite"
         )
+    foreign = _foreign_problem(url.database)
+    if foreign is not None:
+        raise StoreOpenError(os.fspath(target), foreign)
     engine = create_engine(url)
     _sqlite_setup(engine)
     try:
@@ -186,6 +191,42 @@ def _read_only_connection(path: Path) -> sqlite3.Connection:
     # Characters meaningful in a URI (`?`, `#`, `%`) must not cut the path short.
     uri = f"file:{quote(str(path.resolve()))}?mode=ro"
     return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+
+def _foreign_problem(database: str | None) -> str | None:
+    """Why a writer must leave the file `database` alone, or None when it may take it.
+
+    A writer creates a missing or empty file and migrates a Charter ledger; a file that
+    holds anything else (not SQLite, or another application's tables) is refused, so
+    pointing `--db` at the wrong file never writes Charter's schema into it.
+    """
+    if database in (None, "", ":memory:"):
+        return None
+    path = Path(database)
+    if not path.exists():
+        return None
+    if not path.is_file():
+        return "is not a file"
+    if path.stat().st_size == 0:
+        return None
+    try:
+        connection = _read_only_connection(path)
+    except sqlite3.Error as error:
+        return f"cannot be opened: {error}"
+    try:
+        tables = {
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    except sqlite3.DatabaseError as error:
+        if "not a database" in str(error):
+            return "is not a SQLite database"
+        return f"cannot be read: {error}"
+    finally:
+        connection.close()
+    if tables and not tables >= _LEDGER_TABLES:
+        return "is a SQLite database but not a Charter ledger (it has no ledger tables)"
+    return None
 
 
 def _ledger_problem(path: Path) -> tuple[str | None, str | None]:

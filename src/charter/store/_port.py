@@ -84,11 +84,13 @@ class SchemaVersionError(StoreError):
 
 
 class StoreOpenError(StoreError):
-    """A file cannot be opened as a Charter ledger for reading; nothing in it was changed.
+    """A file cannot be opened as a Charter ledger; nothing in it was changed.
 
-    `path` is the file as given, `problem` says what is wrong with it: it does not
-    exist, is not a SQLite database, is not a Charter ledger, or has a schema this
-    version of Charter does not read (newer, or older and not yet upgraded).
+    `path` is the file as given, `problem` says what is wrong with it: it is not a
+    SQLite database or holds another application's tables (refused for writing and
+    reading alike); for reading, also that it does not exist, is not a Charter ledger,
+    or has a schema this version of Charter does not read (newer, or older and not yet
+    upgraded).
     """
 
     code = "store_unopenable"
