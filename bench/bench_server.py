@@ -2,6 +2,12 @@
 
 Run: python bench/bench_server.py [--duration 10] [--connections 1 32]. Prints one table.
 
+The yardstick is a bare Starlette `GET /ping` answering a small JSON body, served by
+uvicorn with the same settings as `charter serve` (one worker, uvloop, httptools, no
+access log) in its own process, loaded by the same wrk at the same connection count,
+interleaved with the decision runs in one run: the ratio of the two is the figure, since
+the machine is shared and absolute rates move from run to run.
+
 Starts `charter serve` (one uvicorn worker, SQLite ledger with synchronous=FULL) on a free
 loopback port in a temporary folder, loads it with wrk (Debian's `wrk`; `apt-get install
 wrk`; one wrk thread) for each connection count, then stops the server and checks that the
@@ -40,8 +46,9 @@ from charter.examples import EXAMPLE_POLICY
 from charter.service import KeyRing, system_clock
 from charter.store import open_store
 
-TARGET_RPS = 5_000
-TARGET_P99_MS = 25.0
+TARGET_RATIO = 0.5  # decisions/s over the same-run Starlette /ping requests/s, 32 connections
+TARGET_P99_MS = 10.0
+TARGET_P50_ONE_MS = 0.45
 TARGET_ROUND_TRIP_MS = 2.0
 
 WRK_SCRIPT = """
@@ -61,6 +68,28 @@ end
 """
 
 
+PING_SERVER = """
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+async def ping(request):
+    return JSONResponse({"ok": True})
+
+
+app = Starlette(routes=[Route("/ping", ping)])
+# The settings `charter serve` passes to uvicorn (src/charter/server/_run.py).
+uvicorn.run(
+    app, host="127.0.0.1", port=int(sys.argv[1]), workers=1, log_level="warning",
+    access_log=False, server_header=False, proxy_headers=False,
+)
+"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -71,10 +100,10 @@ def charter_script() -> str:
     return str(Path(sys.executable).with_name("charter"))
 
 
-def wait_ready(base: str, deadline: float) -> None:
+def wait_ready(url: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         try:
-            if httpx2.get(f"{base}/readyz", timeout=1).status_code == 200:
+            if httpx2.get(url, timeout=1).status_code == 200:
                 return
         except httpx2.HTTPError:
             pass
@@ -189,6 +218,61 @@ def print_table(rows: list[tuple[str, str, str, str]]) -> None:
     print(json.dumps({"note": "loopback; wrk shares the machine's cores with the server"}))
 
 
+def run_wrk(url: str, connections: int, duration: int, script: Path | None) -> dict[str, float]:
+    """One wrk run (one thread: a second takes CPU from the server on a 2-core machine)."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    result = subprocess.run(
+        [*command, url], capture_output=True, text=True, check=True, timeout=duration + 30
+    )
+    return parse_wrk(result.stdout)
+
+
+def start_server(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def load_rows(
+    connections: int, ping: dict[str, float], decide: dict[str, float]
+) -> list[tuple[str, str, str, str]]:
+    """The /ping row and the decisions row for one connection count, with the ratio."""
+    ratio = decide["rps"] / ping["rps"] if ping["rps"] else 0.0
+    if connections >= 32:
+        met = ratio >= TARGET_RATIO and decide["p99"] <= TARGET_P99_MS and not decide["non2xx"]
+        target = (
+            f">= {TARGET_RATIO}x /ping, p99 <= {TARGET_P99_MS:.0f} ms, 0 errors "
+            f"{'MET' if met else 'MISSED'}"
+        )
+    elif connections == 1:
+        met = decide["p50"] <= TARGET_P50_ONE_MS
+        target = f"p50 <= {TARGET_P50_ONE_MS} ms {'MET' if met else 'MISSED'}"
+    else:
+        target = ""
+    return [
+        (
+            f"GET /ping (bare Starlette), {connections} connection(s)",
+            f"{ping['rps']:,.0f}/s",
+            f"p50 {ping['p50']:.2f} ms, p99 {ping['p99']:.2f} ms",
+            "(the yardstick)",
+        ),
+        (
+            f"POST /v1/decisions, {connections} connection(s)",
+            f"{decide['rps']:,.0f}/s",
+            f"{ratio:.2f}x /ping; p50 {decide['p50']:.2f} ms, p99 {decide['p99']:.2f} ms, "
+            f"errors {int(decide['non2xx'])}",
+            target,
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -208,40 +292,26 @@ def main() -> None:
             store.close()
         script = Path(tmp) / "decide.lua"
         script.write_text(WRK_SCRIPT.format(secret=secret))
-        port = free_port()
+        ping_script = Path(tmp) / "ping_server.py"
+        ping_script.write_text(PING_SERVER)
+        port, ping_port = free_port(), free_port()
         base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
+        ping_url = f"http://127.0.0.1:{ping_port}/ping"
+        server = start_server(
             [charter_script(), "serve", "--policy", str(EXAMPLE_POLICY), "--db", str(db),
-             "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+             "--port", str(port)]
         )  # fmt: skip
+        ping_server = start_server([sys.executable, str(ping_script), str(ping_port)])
         acked = 0
         try:
-            wait_ready(base, time.monotonic() + 30)
+            wait_ready(f"{base}/readyz", time.monotonic() + 30)
+            wait_ready(ping_url, time.monotonic() + 30)
             for connections in args.connections:
-                # One wrk thread: a second one takes CPU from the server on a 2-core machine
-                # and adds nothing at these rates.
-                result = subprocess.run(
-                    ["wrk", "-t1", f"-c{connections}", f"-d{args.duration}s",
-                     "--latency", "-s", str(script), f"{base}/v1/decisions"],
-                    capture_output=True, text=True, check=True,
-                    timeout=args.duration + 30,
-                )  # fmt: skip
-                figures = parse_wrk(result.stdout)
-                acked += int(figures["total"] - figures["non2xx"])
-                met = figures["rps"] >= TARGET_RPS and figures["p99"] <= TARGET_P99_MS
-                rows.append(
-                    (
-                        f"POST /v1/decisions, {connections} connection(s)",
-                        f"{figures['rps']:,.0f}/s",
-                        f"p50 {figures['p50']:.2f} ms, p99 {figures['p99']:.2f} ms, "
-                        f"errors {int(figures['non2xx'])}",
-                        (f">= {TARGET_RPS:,}/s, p99 <= {TARGET_P99_MS:.0f} ms "
-                         f"{'MET' if met else 'MISSED'}") if connections >= 32 else "",
-                    )
-                )  # fmt: skip
+                # Interleaved: the yardstick, then the decisions, at the same connection count.
+                ping = run_wrk(ping_url, connections, args.duration, None)
+                decide = run_wrk(f"{base}/v1/decisions", connections, args.duration, script)
+                acked += int(decide["total"] - decide["non2xx"])
+                rows += load_rows(connections, ping, decide)
             rows.append(
                 round_trip_row(
                     "redeem + outcome round trip",
@@ -257,8 +327,8 @@ def main() -> None:
                 )
             )
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+            stop_server(ping_server)
+            stop_server(server)
         store = open_store(db)
         try:
             recorded = sum(1 for _ in store.entries(kinds=("decision",)))
