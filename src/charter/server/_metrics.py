@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from charter.store import LedgerStore
+from charter.store import LedgerLog
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -85,7 +85,7 @@ class Metrics:
         """The figures in the Prometheus text format."""
         return generate_latest(self.registry)
 
-    def time_appends(self, store: LedgerStore) -> None:
+    def time_appends(self, store: LedgerLog) -> None:
         """Observe every `append` transaction of `store` in `append_seconds`.
 
         The ledger writer calls the store it was given, so the store object itself is

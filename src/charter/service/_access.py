@@ -15,17 +15,18 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from charter.errors import NotFound, RequestInvalid
 from charter.ledger import events
-from charter.store import LedgerStore
+from charter.store import KeyRows, LedgerLog
 
 __all__ = [
     "KEY_PREFIX",
     "PRINCIPAL_TTL",
     "ROLES",
     "KeyRing",
+    "KeyStore",
     "Principal",
     "check_groups",
     "hash_secret",
@@ -122,6 +123,10 @@ def check_groups(role: str, groups: Sequence[str]) -> tuple[str, ...]:
     return cleaned
 
 
+class KeyStore(KeyRows, LedgerLog, Protocol):
+    """What a `KeyRing` needs of a store: the key rows, and the ledger for key events."""
+
+
 class KeyRing:
     """API keys kept in a store: create, authenticate, list, revoke; changes are recorded.
 
@@ -136,7 +141,7 @@ class KeyRing:
 
     def __init__(
         self,
-        store: LedgerStore,
+        store: KeyStore,
         clock: Callable[[], dt.datetime],
         *,
         monotonic: Callable[[], float] = time.monotonic,

@@ -20,7 +20,7 @@ from charter.canonical import canonical_bytes
 from charter.errors import LedgerError, ReplayError
 from charter.ledger import DECISION_KIND, RecordedEntry, ReplayReport, replay
 from charter.policy import Bundle, bundle_from_content
-from charter.store import LedgerStore, open_store
+from charter.store import LedgerReader, open_store
 
 __all__ = [
     "PARALLEL_THRESHOLD",
@@ -33,7 +33,7 @@ __all__ = [
 PARALLEL_THRESHOLD = 40_000
 
 
-def _stretch(store: LedgerStore, first: int, last: int) -> Iterator[RecordedEntry]:
+def _stretch(store: LedgerReader, first: int, last: int) -> Iterator[RecordedEntry]:
     """Decision entries with `first <= seq <= last`, decoded."""
     for entry in store.entries(after=first - 1, kinds=(DECISION_KIND,)):
         if entry.seq > last:
@@ -107,13 +107,13 @@ def replay_ledger(
     return report
 
 
-def recorded_entries(store: LedgerStore) -> Iterable[RecordedEntry]:
+def recorded_entries(store: LedgerReader) -> Iterable[RecordedEntry]:
     """The store's decision entries, decoded for replay."""
     for entry in store.entries(kinds=(DECISION_KIND,)):
         yield RecordedEntry(entry.seq, entry.kind, entry.at, entry.payload_object())
 
 
-def load_recorded_bundle(store: LedgerStore, version: str) -> Bundle | None:
+def load_recorded_bundle(store: LedgerReader, version: str) -> Bundle | None:
     """Rebuild a bundle the ledger stored; None if it is not there.
 
     Raises:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from charter.approvals import Approval, ApprovalState
-from charter.store import LedgerStore
+from charter.store import ApprovalRows
 
 __all__ = ["SETTLED_STATES", "ApprovalDesk", "approval_row"]
 
@@ -50,7 +50,7 @@ def approval_row(approval: Approval) -> dict[str, Any]:
 class ApprovalDesk:
     """Pending approvals by id, counts by agent, and callbacks waiting on decisions."""
 
-    def __init__(self, store: LedgerStore) -> None:
+    def __init__(self, store: ApprovalRows) -> None:
         self._store = store
         self._pending: dict[str, Approval] = {}
         # (deadline, id) of every pending approval, entries of settled or re-timed ones
