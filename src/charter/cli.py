@@ -563,8 +563,16 @@ def demo(
 
 
 def main() -> None:
-    """Entry point of the `charter` script."""
-    app()
+    """Entry point of the `charter` script.
+
+    A ledger found damaged part-way through a command (a page SQLite cannot read) is
+    refused on one line naming the file, with exit 2, as one damaged at opening is.
+    """
+    try:
+        app()
+    except StoreOpenError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        raise SystemExit(2) from None
 
 
 # -- serve and keys (the HTTP API and its API keys) ------------------------------------

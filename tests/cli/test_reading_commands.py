@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,3 +133,62 @@ def test_a_newer_schema_is_refused(ledger: Path, command: tuple[str, ...]) -> No
     assert line.startswith(f"error: `{ledger}` has a newer schema (revision `9999`)")
     assert "upgrade Charter" in line
     assert digest(ledger) == before
+
+
+@pytest.fixture
+def damaged(tmp_path: Path) -> Path:
+    """A ledger of a few hundred entries with one page of its entries overwritten."""
+    db = tmp_path / "damaged.db"
+    with make_charter(EXAMPLE_POLICY, db, clock=FakeClock(tick=5)) as charter:
+        charter.decide_many(
+            [
+                {
+                    "agent": "support-bot",
+                    "action": "crm.note",
+                    "args": {"customer_id": f"cus-{n}", "text": "called back " * 20},
+                    "context": {"confidence": 0.9, "rationale": "keeping the record current"},
+                }
+                for n in range(400)
+            ]
+        )
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = connection.execute("PRAGMA page_size").fetchone()[0]
+        leaves = [
+            row[0]
+            for row in connection.execute(
+                "SELECT pageno FROM dbstat WHERE name = 'ledger_entries' AND pagetype = 'leaf'"
+                " ORDER BY pageno"
+            )
+        ]
+    connection.close()
+    assert len(leaves) > 10
+    page = leaves[len(leaves) // 2]  # neither the first entries nor the head
+    content = bytearray(db.read_bytes())
+    content[(page - 1) * size : page * size] = b"\x5a" * size
+    db.write_bytes(bytes(content))
+    return db
+
+
+@pytest.mark.parametrize("command", [("ledger", "verify"), ("replay",)], ids=" ".join)
+def test_a_page_damaged_past_the_header_is_named_in_one_line(
+    damaged: Path, command: tuple[str, ...]
+) -> None:
+    """Damage found while reading entries: one line naming the file, exit 2, no traceback.
+
+    Run as the `charter` script (`python -m charter`), which is where the refusal is
+    worded; the file is left as it was.
+    """
+    before = digest(damaged)
+    result = subprocess.run(
+        [sys.executable, "-m", "charter", *command, "--db", str(damaged)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: `{damaged}` cannot be read: database disk image is malformed"
+    ]
+    assert digest(damaged) == before

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, ExceptionContext, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool
 
@@ -35,13 +35,25 @@ HEAD_REVISION = "0004"
 _LEDGER_TABLES = frozenset({"alembic_version", "ledger_entries", "meta"})
 
 
-def _sqlite_setup(engine: Engine, *, read_only: bool = False) -> None:
-    """Take transactions over from pysqlite and set the connection pragmas.
+#: SQLite's answers for a file whose pages are damaged: found mid-read, not at opening.
+_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def _sqlite_setup(engine: Engine, shown: str, *, read_only: bool = False) -> None:
+    """Take transactions over from pysqlite, set the connection pragmas, name damage.
 
     A writing store sets WAL and `synchronous=FULL`; a reading one sets nothing that
-    could write (not even the journal mode) and turns on `query_only` as well.
+    could write (not even the journal mode) and turns on `query_only` as well. A page
+    found damaged by any statement raises `StoreOpenError` naming the file (`shown`),
+    as a file damaged in its header does at opening, not a driver error.
     """
     pragmas = ("query_only=ON",) if read_only else _PRAGMAS
+
+    @event.listens_for(engine, "handle_error")
+    def _damaged(context: ExceptionContext) -> None:
+        error = context.original_exception
+        if isinstance(error, sqlite3.DatabaseError) and error.sqlite_errorcode in _DAMAGED:
+            raise StoreOpenError(shown, f"cannot be read: {error}") from None
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -162,7 +174,7 @@ def open_store(
     if foreign is not None:
         raise StoreOpenError(os.fspath(target), foreign)
     engine = create_engine(url)
-    _sqlite_setup(engine)
+    _sqlite_setup(engine, os.fspath(target))
     try:
         with engine.connect().execution_options(**{_WRITE: True}) as connection:
             with connection.begin():
@@ -298,5 +310,5 @@ def _open_reader(target: str | os.PathLike[str], log_id: str | None) -> SQLiteSt
         creator=lambda: _read_only_connection(path),
         poolclass=QueuePool,
     )
-    _sqlite_setup(engine, read_only=True)
+    _sqlite_setup(engine, os.fspath(target), read_only=True)
     return SQLiteStore(engine, stored, read_only=True)

@@ -90,7 +90,8 @@ class StoreOpenError(StoreError):
     SQLite database or holds another application's tables (refused for writing and
     reading alike); for reading, also that it does not exist, is not a Charter ledger,
     or has a schema this version of Charter does not read (newer, or older and not yet
-    upgraded).
+    upgraded). Raised by a later read too when SQLite finds a page of the file damaged
+    (`cannot be read: ...`), so a damaged ledger is named the same way wherever it shows.
     """
 
     code = "store_unopenable"
