@@ -20,10 +20,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Header, Path, Query, Request, Security
+from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,18 +34,18 @@ from starlette.types import Receive, Scope, Send
 from charter.__about__ import __version__
 from charter.errors import CharterError
 from charter.model import MAX_ID
-from charter.server._approvals import approval_routes, long_poll
+from charter.server._approvals import BODY_MODELS, approval_routes, long_poll
 from charter.server._body import DEFAULT_MAX_BODY, read_body, receive_body
 from charter.server._errors import ApiError, error_response, from_charter_error
 from charter.server._handlers import Handlers
 from charter.server._metrics import CONTENT_TYPE_LATEST, Metrics
+from charter.server._openapi import documented
 from charter.server._schemas import (
     AgentPut,
     AgentView,
     DecisionAnswer,
     DecisionRequest,
     DecisionState,
-    ErrorBody,
     LedgerPage,
     OutcomeAnswer,
     OutcomeReport,
@@ -74,29 +73,12 @@ _ERRORS: dict[int, str] = {
     503: "The ledger cannot be written or read now.",
 }
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
-
-
-def _responses(
-    ok: type[BaseModel], *errors: int, ok_status: int = 200
-) -> dict[int | str, dict[str, Any]]:
-    out: dict[int | str, dict[str, Any]] = {ok_status: {"model": ok}}
-    for status in (401, 403, *errors, 503):
-        out[status] = {"model": ErrorBody, "description": _ERRORS[status]}
-    return out
-
-
-def _body(model: type[BaseModel]) -> dict[str, Any]:
-    """An `openapi_extra` declaring a JSON body the route reads itself."""
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
-
-
 _BODY_MODELS: tuple[type[BaseModel], ...] = (
     DecisionRequest,
     RedeemRequest,
     OutcomeReport,
     AgentPut,
+    *BODY_MODELS,
 )
 
 
@@ -149,10 +131,9 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         "grant. Repeating a request with the same idempotency key (body or header) returns the "
         "same decision and grant; the same key with another request is 422.",
         tags=["decisions"],
-        response_model=None,
-        responses=_responses(DecisionAnswer, 400, 409, 413, 422),
-        openapi_extra=_body(DecisionRequest),
-        dependencies=[_security()],
+        **documented(
+            DecisionAnswer, 400, 409, 413, 422, descriptions=_ERRORS, body=DecisionRequest
+        ),
     )
     async def create_decision_doc(
         idempotency_key: str | None = Header(  # documents the header
@@ -166,9 +147,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         operation_id="get_decision",
         summary="A decision and its state",
         tags=["decisions"],
-        response_model=None,
-        responses=_responses(DecisionState, 404),
-        dependencies=[_security()],
+        **documented(DecisionState, 404, descriptions=_ERRORS),
     )
     async def get_decision(
         request: Request,
@@ -191,10 +170,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         operation_id="redeem_grant",
         summary="Redeem a grant for the exact decided arguments, once",
         tags=["grants"],
-        response_model=None,
-        responses=_responses(RedeemAnswer, 400, 409, 413, 422),
-        openapi_extra=_body(RedeemRequest),
-        dependencies=[_security()],
+        **documented(RedeemAnswer, 400, 409, 413, 422, descriptions=_ERRORS, body=RedeemRequest),
     )
     async def redeem_grant_doc() -> Response:  # pragma: no cover - `_Redeem` answers it
         raise ApiError("internal", "the documentation route was reached")
@@ -204,10 +180,9 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         operation_id="record_outcome",
         summary="Report what happened when the action ran",
         tags=["outcomes"],
-        response_model=None,
-        responses=_responses(OutcomeAnswer, 400, 404, 409, 413, 422),
-        openapi_extra=_body(OutcomeReport),
-        dependencies=[_security()],
+        **documented(
+            OutcomeAnswer, 400, 404, 409, 413, 422, descriptions=_ERRORS, body=OutcomeReport
+        ),
     )
     async def record_outcome_doc() -> Response:  # pragma: no cover - `_Outcome` answers it
         raise ApiError("internal", "the documentation route was reached")
@@ -217,9 +192,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         operation_id="list_ledger",
         summary="Ledger entries after a position",
         tags=["ledger"],
-        response_model=None,
-        responses=_responses(LedgerPage, 422),
-        dependencies=[_security()],
+        **documented(LedgerPage, 422, descriptions=_ERRORS),
     )
     async def list_ledger(
         request: Request,
@@ -234,9 +207,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         operation_id="verify_ledger",
         summary="Verify the ledger's hash chain and latest checkpoint",
         tags=["ledger"],
-        response_model=None,
-        responses=_responses(VerifyAnswer),
-        dependencies=[_security()],
+        **documented(VerifyAnswer, descriptions=_ERRORS),
     )
     async def verify_ledger(request: Request) -> Response:
         answer = await run_in_threadpool(handlers.verify_ledger, _auth(request))
@@ -247,9 +218,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         operation_id="get_agent",
         summary="An agent as decisions see it, with its autonomy level in force",
         tags=["agents"],
-        response_model=None,
-        responses=_responses(AgentView, 404),
-        dependencies=[_security()],
+        **documented(AgentView, 404, descriptions=_ERRORS),
     )
     async def get_agent(
         request: Request, agent_id: str = Path(min_length=1, max_length=MAX_ID)
@@ -264,13 +233,15 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         description="200 when the agent existed (in the registry or the bundle), 201 when "
         "it is new. The role and autonomy level must be defined by the live bundle.",
         tags=["agents"],
-        response_model=None,
-        responses={
-            **_responses(AgentView, 400, 413, 422),
-            201: {"model": AgentView, "description": "A new agent was registered."},
-        },
-        openapi_extra=_body(AgentPut),
-        dependencies=[_security()],
+        **documented(
+            AgentView,
+            400,
+            413,
+            422,
+            descriptions=_ERRORS,
+            body=AgentPut,
+            more={201: {"model": AgentView, "description": "A new agent was registered."}},
+        ),
     )
     async def put_agent(
         request: Request, agent_id: str = Path(min_length=1, max_length=MAX_ID)
@@ -593,11 +564,6 @@ class _Outcome(_FrontEndpoint):
     ) -> tuple[Any, bool]:
         """Record the outcome."""
         return await self._handlers.record_outcome_async(auth, body), False
-
-
-def _security() -> Any:
-    """Declares the bearer scheme in the document; `Handlers` does the checking."""
-    return Security(_bearer)
 
 
 def _auth(request: Request) -> str | None:

@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 from typing import Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Security
-from fastapi.security import HTTPBearer
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -22,15 +21,14 @@ from charter.model import MAX_ID
 from charter.server._auth import authorize
 from charter.server._body import DEFAULT_MAX_BODY, parse_json, read_body
 from charter.server._errors import ApiError, from_charter_error
-from charter.server._schemas import ErrorBody
+from charter.server._openapi import documented
 from charter.service import ApprovalView, Charter, Principal
 
-__all__ = ["RECHECK", "approval_routes", "long_poll"]
+__all__ = ["BODY_MODELS", "RECHECK", "approval_routes", "long_poll"]
 
 #: Seconds between reads of a long-polled decision that no callback has settled yet.
 RECHECK = 1.0
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 _DESCRIPTIONS = {
     400: "The body is not strict JSON.",
@@ -101,20 +99,8 @@ class BatchBody(_Closed):
     reason: str = Field("", max_length=2000)
 
 
-def _responses(ok: type[BaseModel], *errors: int) -> dict[int | str, dict[str, Any]]:
-    out: dict[int | str, dict[str, Any]] = {200: {"model": ok}}
-    for status in (401, 403, *errors, 503):
-        out[status] = {"model": ErrorBody, "description": _DESCRIPTIONS[status]}
-    return out
-
-
-def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
+#: The bodies the approval routes read, for the document's components.
+BODY_MODELS: tuple[type[BaseModel], ...] = (ApproveBody, DenyBody, ModifyBody, BatchBody)
 
 
 def _parsed(model: type[_Closed], body: bytes) -> Any:
@@ -214,7 +200,6 @@ def approval_routes(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> AP
     """The `/v1/approvals` routes over `charter`."""
     desk = _Desk(charter)
     router = APIRouter(tags=["approvals"])
-    secured: Any = [_security_dependency()]
 
     def auth(request: Request) -> str | None:
         return request.headers.get("authorization")
@@ -223,9 +208,7 @@ def approval_routes(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> AP
         "/v1/approvals",
         operation_id="list_approvals",
         summary="Approvals by deadline, then highest risk",
-        response_model=None,
-        responses=_responses(ApprovalList, 422),
-        dependencies=secured,
+        **documented(ApprovalList, 422, descriptions=_DESCRIPTIONS),
     )
     async def list_approvals(
         request: Request,
@@ -252,10 +235,9 @@ def approval_routes(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> AP
         "/v1/approvals/batch",
         operation_id="batch_approvals",
         summary="Approve or deny similar approvals at once (all or none)",
-        response_model=None,
-        responses=_responses(ApprovalList, 400, 404, 409, 413, 422),
-        openapi_extra=_body_doc(BatchBody),
-        dependencies=secured,
+        **documented(
+            ApprovalList, 400, 404, 409, 413, 422, descriptions=_DESCRIPTIONS, body=BatchBody
+        ),
     )
     async def batch_approvals(request: Request) -> Response:
         body = await read_body(request, max_body)
@@ -265,9 +247,7 @@ def approval_routes(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> AP
         "/v1/approvals/{approval_id}",
         operation_id="get_approval",
         summary="An approval with what a reviewer needs to decide it",
-        response_model=None,
-        responses=_responses(ApprovalAnswer, 404),
-        dependencies=secured,
+        **documented(ApprovalAnswer, 404, descriptions=_DESCRIPTIONS),
     )
     async def get_approval(
         request: Request, approval_id: str = Path(min_length=1, max_length=100)
@@ -278,9 +258,7 @@ def approval_routes(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> AP
         "/v1/approvals/{approval_id}/similar",
         operation_id="similar_approvals",
         summary="Pending approvals of the same agent, action and argument shape",
-        response_model=None,
-        responses=_responses(ApprovalList, 404),
-        dependencies=secured,
+        **documented(ApprovalList, 404, descriptions=_DESCRIPTIONS),
     )
     async def similar_approvals(
         request: Request, approval_id: str = Path(min_length=1, max_length=100)
@@ -294,7 +272,7 @@ def approval_routes(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> AP
         "claim": ("Take the approval on, so others see someone is on it", None),
     }
     for verb, (summary, model) in docs.items():
-        _add_step(router, desk, verb, summary, model, secured, max_body, auth)
+        _add_step(router, desk, verb, summary, model, max_body, auth)
     return router
 
 
@@ -304,7 +282,6 @@ def _add_step(
     verb: str,
     summary: str,
     model: type[BaseModel] | None,
-    secured: Any,
     max_body: int,
     auth: Any,
 ) -> None:
@@ -321,15 +298,10 @@ def _add_step(
         methods=["POST"],
         operation_id=f"{verb}_approval",
         summary=summary,
-        response_model=None,
-        responses=_responses(ApprovalAnswer, 400, 404, 409, 413, 422),
-        openapi_extra=_body_doc(model) if model is not None else None,
-        dependencies=secured,
+        **documented(
+            ApprovalAnswer, 400, 404, 409, 413, 422, descriptions=_DESCRIPTIONS, body=model
+        ),
     )
-
-
-def _security_dependency() -> Any:
-    return Security(_bearer)
 
 
 async def long_poll(
