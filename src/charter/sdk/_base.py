@@ -1,27 +1,31 @@
 """What every client shares: the interface, fail-open accounting, and its methods.
 
-`GovernanceClient` and `AsyncGovernanceClient` are the interface `@governed` needs; the
-HTTP clients and the embedded adapters all satisfy one of them, so code written against
-a remote Charter runs unchanged against one in the same process. They do so by
-inheriting `SyncClientBase` or `AsyncClientBase`, which write each method once; a client
-only says how it sends one request.
+`GovernanceClient` and `AsyncGovernanceClient` are the interface `@governed` needs,
+declared once (`_ClientInterface`) for answers given at once or awaited; the HTTP
+clients and the embedded adapters all satisfy one of them, so code written against a
+remote Charter runs unchanged against one in the same process. They do so by inheriting
+`SyncClientBase` or `AsyncClientBase`, which drive the same flows (`_Methods`, each
+method written once); a client only says how it sends one request.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import functools
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from charter.sdk._flow import (
     Backoff,
     Decide,
     FailOpen,
     Fetch,
+    Flow,
     Op,
     OutcomeLost,
     Redeem,
@@ -45,6 +49,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("charter.sdk")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+M = TypeVar("M", bound=Callable[..., Any])
 
 
 class ClientStats:
@@ -88,11 +96,19 @@ def note(stats: ClientStats, op: FailOpen | OutcomeLost) -> None:
         )
 
 
-class GovernanceClient(Protocol):
-    """What `@governed` needs from a blocking client.
+#: What the interface's methods answer: the value for a blocking client, an awaitable of
+#: it for an async one.
+_Decided_co = TypeVar("_Decided_co", covariant=True)
+_Done_co = TypeVar("_Done_co", covariant=True)
+_Found_co = TypeVar("_Found_co", covariant=True)
+_Settled_co = TypeVar("_Settled_co", covariant=True)
 
-    `approval_wait` is how long a governed call waits for people by default when its
-    decision needs them (0: raise `ApprovalRequired` at once).
+
+class _ClientInterface(Protocol[_Decided_co, _Done_co, _Found_co, _Settled_co]):
+    """Both client interfaces: the same members, answering at once or with an awaitable.
+
+    Written once and parametrised by the answers, as Python cannot declare a method and
+    its `async` twin together; `GovernanceClient` and `AsyncGovernanceClient` fill them in.
     """
 
     fail_open: bool
@@ -107,11 +123,11 @@ class GovernanceClient(Protocol):
         *,
         context: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
-    ) -> DecisionResult:
+    ) -> _Decided_co:
         """Decide one request."""
         ...
 
-    def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
+    def redeem(self, grant: Grant, args: Mapping[str, Any]) -> _Done_co:
         """Spend a grant on exactly these arguments."""
         ...
 
@@ -123,61 +139,39 @@ class GovernanceClient(Protocol):
         error: str | None = None,
         duration_ms: float | None = None,
         result_digest: str | None = None,
-    ) -> None:
+    ) -> _Done_co:
         """Record how an action went."""
         ...
 
-    def get_decision(self, decision_id: str) -> DecisionStatus | None:
+    def get_decision(self, decision_id: str) -> _Found_co:
         """A decision and its state now."""
         ...
 
-    def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
+    def wait(self, decision_id: str, timeout: float = 60.0) -> _Settled_co:
         """Wait until people have decided, or `timeout` seconds have passed."""
         ...
 
 
-class AsyncGovernanceClient(Protocol):
+class GovernanceClient(
+    _ClientInterface[DecisionResult, None, DecisionStatus | None, DecisionStatus], Protocol
+):
+    """What `@governed` needs from a blocking client.
+
+    `approval_wait` is how long a governed call waits for people by default when its
+    decision needs them (0: raise `ApprovalRequired` at once).
+    """
+
+
+class AsyncGovernanceClient(
+    _ClientInterface[
+        Awaitable[DecisionResult],
+        Awaitable[None],
+        Awaitable[DecisionStatus | None],
+        Awaitable[DecisionStatus],
+    ],
+    Protocol,
+):
     """What `@governed` needs from an async client: `GovernanceClient`, awaited."""
-
-    fail_open: bool
-    stats: ClientStats
-    approval_wait: float
-
-    async def decide(
-        self,
-        agent: str,
-        action: str,
-        args: Mapping[str, Any],
-        *,
-        context: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> DecisionResult:
-        """Decide one request."""
-        ...
-
-    async def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
-        """Spend a grant on exactly these arguments."""
-        ...
-
-    async def report_outcome(
-        self,
-        decision_id: str,
-        *,
-        success: bool,
-        error: str | None = None,
-        duration_ms: float | None = None,
-        result_digest: str | None = None,
-    ) -> None:
-        """Record how an action went."""
-        ...
-
-    async def get_decision(self, decision_id: str) -> DecisionStatus | None:
-        """A decision and its state now."""
-        ...
-
-    async def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
-        """Wait until people have decided, or `timeout` seconds have passed."""
-        ...
 
 
 class _ClientSettings:
@@ -210,28 +204,16 @@ class _ClientSettings:
         self._clock = clock
 
 
-class SyncClientBase(_ClientSettings, abc.ABC):
-    """The blocking clients' methods, each written once over `_ask`.
+class _Methods:
+    """The clients' methods, each written once as the flow of requests it makes.
 
-    A client only says how it asks Charter one `Request` (`_ask`); deciding, waiting
-    and the rest are the flows of `_flow`, driven here with blocking calls. The
-    arguments are `_ClientSettings`'s.
+    `SyncClientBase` drives each flow with blocking calls and `AsyncClientBase` with
+    awaits, so these docstrings are both kinds of client's. `self` is the client: the
+    flows read only what `_ClientSettings` holds.
     """
 
-    @abc.abstractmethod
-    def _ask(self, request: Request) -> Any:
-        """Send one request to Charter and give back its answer, or raise its error.
-
-        A `Fetch` with a `hold` may be held until the approval settles, or that long.
-        """
-
-    def _perform(self, op: Op) -> Any:
-        if isinstance(op, Sleep):
-            time.sleep(op.seconds)
-            return None
-        if isinstance(op, Decide | Redeem | Report | Fetch):
-            return self._ask(op)
-        raise TypeError(f"a client does not perform {op!r}")  # pragma: no cover
+    backoff: Backoff
+    _clock: Callable[[], float]
 
     def decide(
         self,
@@ -241,7 +223,7 @@ class SyncClientBase(_ClientSettings, abc.ABC):
         *,
         context: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
-    ) -> DecisionResult:
+    ) -> Flow[DecisionResult]:
         """Ask Charter whether `agent` may take `action` with `args`.
 
         Args:
@@ -263,17 +245,16 @@ class SyncClientBase(_ClientSettings, abc.ABC):
             IdempotencyConflict: the key was used with a different request.
             CharterError: any other refusal (authentication, permission), by its code.
         """
-        request = Decide(agent, action, args, context or {}, idempotency_key)
-        return run_sync(decide_flow(request), self._perform)
+        return decide_flow(Decide(agent, action, args, context or {}, idempotency_key))
 
-    def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
+    def redeem(self, grant: Grant, args: Mapping[str, Any]) -> Flow[None]:
         """Spend `grant` on exactly `args`, right before acting; it works once.
 
         Raises:
             GrantRefused: unknown, used, expired, or the arguments changed (`code` says).
             CharterUnavailable: Charter could not be asked.
         """
-        self._ask(Redeem(grant, args))
+        yield Redeem(grant, args)
 
     def report_outcome(
         self,
@@ -283,7 +264,7 @@ class SyncClientBase(_ClientSettings, abc.ABC):
         error: str | None = None,
         duration_ms: float | None = None,
         result_digest: str | None = None,
-    ) -> None:
+    ) -> Flow[None]:
         """Record how the action went; once per decision.
 
         Raises:
@@ -291,9 +272,9 @@ class SyncClientBase(_ClientSettings, abc.ABC):
             Conflict: an outcome is already recorded for it.
             CharterUnavailable: Charter could not be asked.
         """
-        self._ask(Report(decision_id, success, error, duration_ms, result_digest))
+        yield Report(decision_id, success, error, duration_ms, result_digest)
 
-    def get_decision(self, decision_id: str) -> DecisionStatus | None:
+    def get_decision(self, decision_id: str) -> Flow[DecisionStatus | None]:
         """A decision and its state now, in the shape the HTTP API answers it.
 
         Returns:
@@ -302,10 +283,10 @@ class SyncClientBase(_ClientSettings, abc.ABC):
         Raises:
             CharterUnavailable: Charter could not be asked.
         """
-        status: DecisionStatus | None = self._ask(Fetch(decision_id, 0.0))
+        status: DecisionStatus | None = yield Fetch(decision_id, 0.0)
         return status
 
-    def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
+    def wait(self, decision_id: str, timeout: float = 60.0) -> Flow[DecisionStatus]:
         """Wait until people have decided on a decision, or `timeout` seconds have passed.
 
         No polling storm: over HTTP each request is a long poll (`?wait=`, at most 30 s
@@ -327,8 +308,72 @@ class SyncClientBase(_ClientSettings, abc.ABC):
             CharterError: no decision has this id (code `decision_unknown`).
             CharterUnavailable: Charter could not be asked.
         """
-        flow = wait_flow(decision_id, timeout, clock=self._clock, backoff=self.backoff)
-        return run_sync(flow, self._perform)
+        return wait_flow(decision_id, timeout, clock=self._clock, backoff=self.backoff)
+
+
+def _request(op: Op) -> Request:
+    """What a client's flow asks Charter; sleeping aside, its flows yield nothing else."""
+    if isinstance(op, Decide | Redeem | Report | Fetch):
+        return op
+    raise TypeError(f"a client does not perform {op!r}")  # pragma: no cover
+
+
+def _named(method: M, flow: Callable[..., Flow[Any]]) -> M:
+    """`method`, with `flow`'s name, docstring and parameters: it answers what `flow` returns."""
+    functools.update_wrapper(method, flow)
+    # Not the flow's return annotation: the method answers (or awaits) what it returns.
+    answers = inspect.signature(flow).replace(return_annotation=inspect.Signature.empty)
+    method.__signature__ = answers  # type: ignore[attr-defined]
+    return method
+
+
+def _blocking(
+    flow: Callable[Concatenate[Any, P], Flow[T]],
+) -> Callable[Concatenate[SyncClientBase, P], T]:
+    """A blocking client's method: `flow`, driven with blocking calls."""
+
+    def method(self: SyncClientBase, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(flow(self, *args, **kwargs), self._perform)
+
+    return _named(method, flow)
+
+
+def _awaited(
+    flow: Callable[Concatenate[Any, P], Flow[T]],
+) -> Callable[Concatenate[AsyncClientBase, P], Coroutine[Any, Any, T]]:
+    """An async client's method: `flow`, driven with awaits."""
+
+    async def method(self: AsyncClientBase, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await run_async(flow(self, *args, **kwargs), self._perform)
+
+    return _named(method, flow)
+
+
+class SyncClientBase(_ClientSettings, abc.ABC):
+    """The blocking clients' methods: `_Methods`' flows, driven with blocking calls.
+
+    A client only says how it asks Charter one `Request` (`_ask`). The arguments are
+    `_ClientSettings`'s.
+    """
+
+    @abc.abstractmethod
+    def _ask(self, request: Request) -> Any:
+        """Send one request to Charter and give back its answer, or raise its error.
+
+        A `Fetch` with a `hold` may be held until the approval settles, or that long.
+        """
+
+    def _perform(self, op: Op) -> Any:
+        if isinstance(op, Sleep):
+            time.sleep(op.seconds)
+            return None
+        return self._ask(_request(op))
+
+    decide = _blocking(_Methods.decide)
+    redeem = _blocking(_Methods.redeem)
+    report_outcome = _blocking(_Methods.report_outcome)
+    get_decision = _blocking(_Methods.get_decision)
+    wait = _blocking(_Methods.wait)
 
 
 class AsyncClientBase(_ClientSettings, abc.ABC):
@@ -345,45 +390,10 @@ class AsyncClientBase(_ClientSettings, abc.ABC):
         if isinstance(op, Sleep):
             await asyncio.sleep(op.seconds)
             return None
-        if isinstance(op, Decide | Redeem | Report | Fetch):
-            return await self._ask(op)
-        raise TypeError(f"a client does not perform {op!r}")  # pragma: no cover
+        return await self._ask(_request(op))
 
-    async def decide(
-        self,
-        agent: str,
-        action: str,
-        args: Mapping[str, Any],
-        *,
-        context: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> DecisionResult:
-        """Ask Charter whether `agent` may take `action` with `args`; see `Client.decide`."""
-        request = Decide(agent, action, args, context or {}, idempotency_key)
-        return await run_async(decide_flow(request), self._perform)
-
-    async def redeem(self, grant: Grant, args: Mapping[str, Any]) -> None:
-        """Spend `grant` on exactly `args`; see `Client.redeem`."""
-        await self._ask(Redeem(grant, args))
-
-    async def report_outcome(
-        self,
-        decision_id: str,
-        *,
-        success: bool,
-        error: str | None = None,
-        duration_ms: float | None = None,
-        result_digest: str | None = None,
-    ) -> None:
-        """Record how the action went; see `Client.report_outcome`."""
-        await self._ask(Report(decision_id, success, error, duration_ms, result_digest))
-
-    async def get_decision(self, decision_id: str) -> DecisionStatus | None:
-        """A decision and its state now; None when there is no such decision."""
-        status: DecisionStatus | None = await self._ask(Fetch(decision_id, 0.0))
-        return status
-
-    async def wait(self, decision_id: str, timeout: float = 60.0) -> DecisionStatus:
-        """Wait until people have decided, or `timeout` seconds have passed; see `Client.wait`."""
-        flow = wait_flow(decision_id, timeout, clock=self._clock, backoff=self.backoff)
-        return await run_async(flow, self._perform)
+    decide = _awaited(_Methods.decide)
+    redeem = _awaited(_Methods.redeem)
+    report_outcome = _awaited(_Methods.report_outcome)
+    get_decision = _awaited(_Methods.get_decision)
+    wait = _awaited(_Methods.wait)
