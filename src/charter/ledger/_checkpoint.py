@@ -14,8 +14,9 @@ message signed by the same key.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 _CONTEXT = b"charter-checkpoint-v1\n"
+_Key = TypeVar("_Key", Ed25519PrivateKey, Ed25519PublicKey)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +121,13 @@ def load_private_key(data: bytes) -> Ed25519PrivateKey:
     Raises:
         CheckpointError: the data is neither, or holds another kind of key.
     """
-    if len(data) == 32:
-        return Ed25519PrivateKey.from_private_bytes(data)
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as error:
-        raise CheckpointError(f"cannot read the private key: {error}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise CheckpointError("the private key is not an Ed25519 key")
-    return key
+    return _load_key(
+        data,
+        "private",
+        Ed25519PrivateKey,  # type: ignore[type-abstract]  # read by `isinstance` only
+        Ed25519PrivateKey.from_private_bytes,
+        lambda pem: serialization.load_pem_private_key(pem, password=None),
+    )
 
 
 def load_public_key(data: bytes) -> Ed25519PublicKey:
@@ -136,14 +136,31 @@ def load_public_key(data: bytes) -> Ed25519PublicKey:
     Raises:
         CheckpointError: the data is neither, or holds another kind of key.
     """
+    return _load_key(
+        data,
+        "public",
+        Ed25519PublicKey,  # type: ignore[type-abstract]  # read by `isinstance` only
+        Ed25519PublicKey.from_public_bytes,
+        serialization.load_pem_public_key,
+    )
+
+
+def _load_key(
+    data: bytes,
+    which: str,
+    kind: type[_Key],
+    from_raw: Callable[[bytes], _Key],
+    from_pem: Callable[[bytes], object],
+) -> _Key:
+    """A key of `kind` from its raw 32 bytes or from PEM; `which` names it in errors."""
     if len(data) == 32:
-        return Ed25519PublicKey.from_public_bytes(data)
+        return from_raw(data)
     try:
-        key = serialization.load_pem_public_key(data)
+        key = from_pem(data)
     except (ValueError, TypeError) as error:
-        raise CheckpointError(f"cannot read the public key: {error}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise CheckpointError("the public key is not an Ed25519 key")
+        raise CheckpointError(f"cannot read the {which} key: {error}") from None
+    if not isinstance(key, kind):
+        raise CheckpointError(f"the {which} key is not an Ed25519 key")
     return key
 
 

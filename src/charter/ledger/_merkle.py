@@ -14,7 +14,7 @@ Hashes are lowercase hex strings at the boundary, bytes inside.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from charter.errors import ProofError
 from charter.ledger._hashing import EMPTY_TREE_ROOT, _node
@@ -141,21 +141,9 @@ def verify_inclusion(
     if not 0 <= index < tree_size:
         raise ProofError(f"the leaf index `{index}` is outside a tree of {tree_size}")
     (leaf, root), path = _decode([leaf_hash, root_hash], "hashes"), _decode(proof, "proof")
-    fn, sn, r = index, tree_size - 1, leaf
-    for p in path:
-        if sn == 0:
-            raise ProofError("the inclusion proof is longer than the tree is deep")
-        if fn & 1 or fn == sn:
-            r = _node(p, r)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
-        else:
-            r = _node(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("the inclusion proof is shorter than the tree is deep")
+    r = leaf
+    for p, left in _climb(index, tree_size - 1, path, "inclusion"):
+        r = _node(p, r) if left else _node(r, p)
     if r != root:
         raise ProofError("the inclusion proof does not lead to the expected root")
 
@@ -212,33 +200,43 @@ def verify_consistency(
         raise ProofError("the consistency proof is empty")
     if old_size & (old_size - 1) == 0:  # a perfect old tree is its own first proof node
         path = [old, *path]
-    fr, sr, sn = _consistency_roots(old_size, new_size, path)
-    if sn != 0:
-        raise ProofError("the consistency proof is shorter than the tree is deep")
+    fr, sr = _consistency_roots(old_size, new_size, path)
     if fr != old or sr != new:
         raise ProofError("the consistency proof does not join the two roots")
 
 
-def _consistency_roots(
-    old_size: int, new_size: int, path: Sequence[bytes]
-) -> tuple[bytes, bytes, int]:
+def _consistency_roots(old_size: int, new_size: int, path: Sequence[bytes]) -> tuple[bytes, bytes]:
     """Fold a consistency proof into the old and new roots it implies (RFC 9162 2.1.4.2)."""
     fn, sn = old_size - 1, new_size - 1
     while fn & 1:
         fn >>= 1
         sn >>= 1
     fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise ProofError("the consistency proof is longer than the tree is deep")
-        if fn & 1 or fn == sn:
+    for c, left in _climb(fn, sn, path[1:], "consistency"):
+        if left:
             fr = _node(c, fr)
             sr = _node(c, sr)
+        else:
+            sr = _node(sr, c)
+    return fr, sr
+
+
+def _climb(fn: int, sn: int, path: Sequence[bytes], proof: str) -> Iterator[tuple[bytes, bool]]:
+    """Walk a proof up from node `fn` of a tree whose last node is `sn` (RFC 9162 2.1.3.2).
+
+    Yields each proof hash with whether it joins from the left. Both proofs climb alike;
+    `proof` names the one being checked when its path does not fit the tree's depth.
+    """
+    for p in path:
+        if sn == 0:
+            raise ProofError(f"the {proof} proof is longer than the tree is deep")
+        left = bool(fn & 1) or fn == sn
+        yield p, left
+        if left:
             while not fn & 1 and fn != 0:
                 fn >>= 1
                 sn >>= 1
-        else:
-            sr = _node(sr, c)
         fn >>= 1
         sn >>= 1
-    return fr, sr, sn
+    if sn != 0:
+        raise ProofError(f"the {proof} proof is shorter than the tree is deep")

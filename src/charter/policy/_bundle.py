@@ -250,23 +250,22 @@ class _Compiler:
                 f"{what} names route `{name}`, which does not exist (routes: {known})",
             )
             return None
-        return RouteRef(
-            route.id, route.groups, route.approvals, route.sla_seconds, route.on_timeout
-        )
+        return route.ref
 
     def check_references(self) -> None:
         spec = self.spec
-        for agent in spec.agents.values():
+        for agent_spec in spec.agents.values():
+            agent, node = agent_spec.profile, agent_spec.node
             if agent.role and agent.role not in spec.roles:
                 self.add(
-                    agent.node.child("role"),
+                    node.child("role"),
                     "unknown_role",
                     f"agent `{agent.id}` has role `{agent.role}`, "
                     "which is not defined under `roles`",
                 )
             if spec.autonomy is not None and agent.autonomy not in spec.autonomy.levels:
                 self.add(
-                    agent.node.child("autonomy") if "autonomy" in agent.node.value else agent.node,
+                    node.child("autonomy") if "autonomy" in node.value else node,
                     "unknown_level",
                     f"agent `{agent.id}` has autonomy level {agent.autonomy}, "
                     "which `autonomy.levels` does not define",
@@ -315,18 +314,18 @@ class _Compiler:
                         f"id `{item.id}` of this {kind} is already used by a {seen[item.id]}",
                     )
                 seen.setdefault(item.id, kind)
-        for route in spec.routes.values():
+        for rid, route in spec.routes.items():
             if route.next_route is not None:
                 self.route(
                     route.next_route,
                     route.node.child("on_timeout"),
-                    f"the timeout of route `{route.id}`",
+                    f"the timeout of route `{rid}`",
                 )
-                if route.next_route == route.id:
+                if route.next_route == rid:
                     self.add(
                         route.node,
                         "route_loop",
-                        f"route `{route.id}` escalates to itself on timeout",
+                        f"route `{rid}` escalates to itself on timeout",
                     )
         for rule in spec.rules:
             if rule.runbook is not None:
@@ -413,10 +412,12 @@ class _Compiler:
         for role in spec.roles.values():
             for action in role.envelope:
                 plans[(role.name, action)] = self.plan(role, action, None, default_route)
-                for agent in spec.agents.values():
-                    if agent.role == role.name and self.agent_specific(role.name, action, agent.id):
-                        agent_plans[(agent.id, action)] = self.plan(
-                            role, action, agent.id, default_route
+                for agent_id, agent in spec.agents.items():
+                    if agent.profile.role == role.name and self.agent_specific(
+                        role.name, action, agent_id
+                    ):
+                        agent_plans[(agent_id, action)] = self.plan(
+                            role, action, agent_id, default_route
                         )
         return plans, agent_plans
 
@@ -621,14 +622,8 @@ def _build(files: list[SourceFile], runbooks: dict[str, str], problems: list[Pro
         "files": {f.name: f.node.value for f in files},
         "runbooks": dict(runbooks),
     }
-    routes = {
-        r.id: RouteRef(r.id, r.groups, r.approvals, r.sla_seconds, r.on_timeout)
-        for r in spec.routes.values()
-    }
-    agents = {
-        a.id: AgentProfile(a.id, a.role, a.owner, a.model_id, a.model_version, a.autonomy)
-        for a in spec.agents.values()
-    }
+    routes = {rid: r.ref for rid, r in spec.routes.items()}
+    agents = {aid: a.profile for aid, a in spec.agents.items()}
     data_rules = tuple(DataRule(tuple(d.field.split(".")), d.actions, d.store) for d in spec.data)
     ids = [r.id for r in spec.rules] + [f.id for f in spec.factors] + [b.id for b in spec.budgets]
     return Bundle(

@@ -152,26 +152,18 @@ def _evaluate(
         try:
             value = single.execute(env) if single is not None else None
         except Exception as exc:
-            errors.append(
-                Reason(
-                    "evaluation_error",
-                    f"{owner}: `{source}` could not be evaluated: {_short(exc)}",
-                    _owner_id(plan, len(values)),
-                )
+            problem = f"could not be evaluated: {_short(exc)}"
+        else:
+            if isinstance(value, bool):
+                values.append(value)
+                continue
+            problem = f"must be true or false, not `{value!r}`"
+        errors.append(
+            Reason(
+                "evaluation_error", f"{owner}: `{source}` {problem}", _owner_id(plan, len(values))
             )
-            values.append(False)
-            continue
-        if not isinstance(value, bool):
-            errors.append(
-                Reason(
-                    "evaluation_error",
-                    f"{owner}: `{source}` must be true or false, not `{value!r}`",
-                    _owner_id(plan, len(values)),
-                )
-            )
-            values.append(False)
-            continue
-        values.append(value)
+        )
+        values.append(False)
     return values, errors
 
 
@@ -258,46 +250,29 @@ def decide(
     if profile is not None:
         level = state.autonomy if state.autonomy is not None else profile.autonomy
     if halts:
-        return _deny(
-            request,
-            bundle,
-            profile,
-            level,
-            [
-                Reason(
-                    "halted",
-                    f"halted ({h.scope}{' ' + h.target if h.target else ''})"
-                    + (f": {h.reason}" if h.reason else ""),
-                )
-                for h in halts
-            ],
-        )
+        reasons = [
+            Reason(
+                "halted",
+                f"halted ({h.scope}{' ' + h.target if h.target else ''})"
+                + (f": {h.reason}" if h.reason else ""),
+            )
+            for h in halts
+        ]
+        return _deny(request, bundle, profile, level, reasons)
     if profile is None or level is None:
-        return _deny(
-            request,
-            bundle,
-            None,
-            None,
-            [Reason("unknown_agent", f"agent `{request.agent}` is not defined in the policy")],
-        )
+        unknown = Reason("unknown_agent", f"agent `{request.agent}` is not defined in the policy")
+        return _deny(request, bundle, None, None, [unknown])
     plan = bundle.plan_for(request.agent, profile.role, request.action)
     if plan is None:
         allowed = sorted(bundle.roles.get(profile.role, ()))
         listed = ", ".join(f"`{a}`" for a in allowed[:_MAX_LISTED])
         more = ", ..." if len(allowed) > _MAX_LISTED else ""
-        return _deny(
-            request,
-            bundle,
-            profile,
-            level,
-            [
-                Reason(
-                    "outside_envelope",
-                    f"role `{profile.role}` may not take `{request.action}`; "
-                    f"its envelope allows {listed}{more}",
-                )
-            ],
+        outside = Reason(
+            "outside_envelope",
+            f"role `{profile.role}` may not take `{request.action}`; "
+            f"its envelope allows {listed}{more}",
         )
+        return _deny(request, bundle, profile, level, [outside])
     validate = plan.validate
     if redacted:
         top = frozenset(p[5:] for p in redacted if p.startswith("args.") and p.count(".") == 1)
@@ -308,16 +283,11 @@ def decide(
     except fastjsonschema.JsonSchemaException:
         broken = _contract_errors(plan, dict(request.args), redacted)
         if broken:
-            return _deny(
-                request,
-                bundle,
-                profile,
-                level,
-                [
-                    Reason("contract", f"arguments break the contract of `{request.action}`: {e}")
-                    for e in broken[:_MAX_LISTED]
-                ],
-            )
+            reasons = [
+                Reason("contract", f"arguments break the contract of `{request.action}`: {e}")
+                for e in broken[:_MAX_LISTED]
+            ]
+            return _deny(request, bundle, profile, level, reasons)
     sources = _sources(request, profile, level, now, plan.variables)
     values, errors = _evaluate(plan, sources, lambda: _sources(request, profile, level, now))
     if errors or plan.budgets:
@@ -350,13 +320,8 @@ def _combine(
         return _deny(request, bundle, profile, level, errors)
     for check in envelope:
         if not _fired(check, values):
-            return _deny(
-                request,
-                bundle,
-                profile,
-                level,
-                [Reason("outside_envelope", f"outside the envelope: {check.reason}", check.id)],
-            )
+            outside = Reason("outside_envelope", f"outside the envelope: {check.reason}", check.id)
+            return _deny(request, bundle, profile, level, [outside])
     if errors:
         return _deny(request, bundle, profile, level, errors)
     factors = tuple(

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from charter.errors import Problem
-from charter.model import ACTION_NAME
+from charter.model import ACTION_NAME, AgentProfile, RouteRef
 from charter.policy._source import Node, SourceFile
 
 __all__ = [
@@ -99,14 +99,9 @@ class RoleSpec:
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
-    """An agent identity as the bundle defines it."""
+    """An agent identity as the bundle defines it: the profile decisions see, and where."""
 
-    id: str
-    role: str
-    owner: str
-    model_id: str
-    model_version: str
-    autonomy: int
+    profile: AgentProfile
     node: Node
 
 
@@ -162,13 +157,13 @@ class WebhookSpec:
 
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
-    """Where approvals go: reviewer groups, how many must approve, SLA, timeout, webhooks."""
+    """Where approvals go: the route decisions carry (`ref`), its next tier, its webhooks.
 
-    id: str
-    groups: tuple[str, ...]
-    approvals: int
-    sla_seconds: int
-    on_timeout: str
+    `ref` holds the reviewer groups, how many must approve, the SLA and the timeout; the
+    rest stays with the bundle (see `Bundle.webhooks`).
+    """
+
+    ref: RouteRef
     next_route: str | None
     description: str
     node: Node
@@ -228,6 +223,65 @@ class _Reader:
             return True
         self.add(node, "type", f"{what} must be a mapping of keys to values")
         return False
+
+    def once(self, section: Node, name: str, seen: bool) -> bool:
+        """Whether a section that one file at most may hold is a mapping met the first time."""
+        if seen:
+            self.add(section, "duplicate", f"`{name}` is defined in more than one file")
+            return False
+        return self.mapping(section, f"`{name}`")
+
+    def named(
+        self, section: Node, where: str, kind: str, id_kind: str, defined: Container[str]
+    ) -> Iterator[tuple[str, str, Node]]:
+        """A mapping section's entries: each key, how problems name the entry, its node.
+
+        An entry whose id is invalid, that is not a mapping or that is `defined` already
+        (by an earlier file) is reported and skipped.
+        """
+        if not self.mapping(section, where):
+            return
+        for name, node in section.items():
+            what = f"{kind} `{name}`"
+            if not self.identifier(section.child(name), name, id_kind):
+                continue
+            if not self.mapping(node, what):
+                continue
+            if name in defined:
+                self.add(node, "duplicate", f"{what} is defined twice")
+                continue
+            yield name, what, node
+
+    def listed(self, section: Node, where: str, kind: str) -> Iterator[Node]:
+        """A list section's entries that are mappings; the others are reported."""
+        if not isinstance(section.value, list):
+            self.add(section, "type", f"{where} must be a list")
+            return
+        for _, node in section.items():
+            if self.mapping(node, f"a {kind}"):
+                yield node
+
+    def identified(
+        self,
+        section: Node,
+        where: str,
+        kind: str,
+        id_kind: str,
+        allowed: Iterable[str],
+        required: Iterable[str],
+    ) -> Iterator[tuple[Any, str, Node]]:
+        """`listed` entries that carry an `id`: each id, how problems name it, its node.
+
+        Unknown and missing keys are reported and the entry still read; an entry with an
+        invalid id is reported and skipped.
+        """
+        for node in self.listed(section, where, kind):
+            item_id = node.value.get("id", "?")
+            what = f"{kind} `{item_id}`"
+            self.keys(node, allowed, what, required)
+            if "id" in node.value and not self.identifier(node.child("id"), item_id, id_kind):
+                continue
+            yield item_id, what, node
 
     def keys(
         self, node: Node, allowed: Iterable[str], what: str, required: Iterable[str] = ()
@@ -337,15 +391,7 @@ def _selector(r: _Reader, node: Node, what: str) -> Selector:
 
 
 def _parse_roles(r: _Reader, section: Node, spec: BundleSpec) -> None:
-    if not r.mapping(section, "`roles`"):
-        return
-    for name, node in section.items():
-        what = f"role `{name}`"
-        if not r.identifier(section.child(name), name, "role") or not r.mapping(node, what):
-            continue
-        if name in spec.roles:
-            r.add(node, "duplicate", f"{what} is defined twice")
-            continue
+    for name, what, node in r.named(section, "`roles`", "role", "role", spec.roles):
         r.keys(node, ("description", "envelope"), what)
         envelope: dict[str, ActionSpec] = {}
         env_node = node.child("envelope") if "envelope" in node.value else None
@@ -384,17 +430,7 @@ def _parse_roles(r: _Reader, section: Node, spec: BundleSpec) -> None:
 
 
 def _parse_agents(r: _Reader, section: Node, spec: BundleSpec) -> None:
-    if not r.mapping(section, "`agents`"):
-        return
-    for agent_id, node in section.items():
-        what = f"agent `{agent_id}`"
-        if not r.identifier(section.child(agent_id), agent_id, "agent id"):
-            continue
-        if not r.mapping(node, what):
-            continue
-        if agent_id in spec.agents:
-            r.add(node, "duplicate", f"{what} is defined twice")
-            continue
+    for agent_id, what, node in r.named(section, "`agents`", "agent", "agent id", spec.agents):
         r.keys(node, ("autonomy", "description", "model", "owner", "role"), what, ("role",))
         model_id = model_version = ""
         if "model" in node.value:
@@ -404,30 +440,21 @@ def _parse_agents(r: _Reader, section: Node, spec: BundleSpec) -> None:
                 model_id = r.text(model, "id", f"`model` of {what}")
                 model_version = r.text(model, "version", f"`model` of {what}")
         autonomy = r.integer(node, "autonomy", what)
-        spec.agents[agent_id] = AgentSpec(
+        profile = AgentProfile(
             id=agent_id,
             role=r.text(node, "role", what),
             owner=r.text(node, "owner", what),
             model_id=model_id,
             model_version=model_version,
             autonomy=0 if autonomy is None else autonomy,
-            node=node,
         )
+        spec.agents[agent_id] = AgentSpec(profile, node)
 
 
 def _parse_rules(r: _Reader, section: Node, spec: BundleSpec) -> None:
-    if not isinstance(section.value, list):
-        r.add(section, "type", "`rules` must be a list")
-        return
     allowed = ("actions", "agents", "effect", "id", "reason", "roles", "route", "runbook", "when")
-    for _, node in section.items():
-        if not r.mapping(node, "a rule"):
-            continue
-        rid = node.value.get("id", "?")
-        what = f"rule `{rid}`"
-        r.keys(node, allowed, what, ("id", "effect", "reason"))
-        if "id" in node.value and not r.identifier(node.child("id"), rid, "rule id"):
-            continue
+    required = ("id", "effect", "reason")
+    for rid, what, node in r.identified(section, "`rules`", "rule", "rule id", allowed, required):
         effect = node.value.get("effect")
         if "effect" in node.value and effect not in EFFECTS:
             r.add(
@@ -463,18 +490,11 @@ def _parse_risk(r: _Reader, section: Node, spec: BundleSpec) -> None:
     if "factors" not in section.value:
         return
     factors = section.child("factors")
-    if not isinstance(factors.value, list):
-        r.add(factors, "type", "`risk.factors` must be a list")
-        return
     allowed = ("actions", "agents", "id", "points", "reason", "roles", "when")
-    for _, node in factors.items():
-        if not r.mapping(node, "a risk factor"):
-            continue
-        fid = node.value.get("id", "?")
-        what = f"risk factor `{fid}`"
-        r.keys(node, allowed, what, ("id", "points", "reason", "when"))
-        if "id" in node.value and not r.identifier(node.child("id"), fid, "factor id"):
-            continue
+    required = ("id", "points", "reason", "when")
+    for fid, what, node in r.identified(
+        factors, "`risk.factors`", "risk factor", "factor id", allowed, required
+    ):
         spec.factors.append(
             FactorSpec(
                 id=str(fid),
@@ -488,10 +508,7 @@ def _parse_risk(r: _Reader, section: Node, spec: BundleSpec) -> None:
 
 
 def _parse_autonomy(r: _Reader, section: Node, spec: BundleSpec) -> None:
-    if spec.autonomy is not None:
-        r.add(section, "duplicate", "`autonomy` is defined in more than one file")
-        return
-    if not r.mapping(section, "`autonomy`"):
+    if not r.once(section, "autonomy", spec.autonomy is not None):
         return
     r.keys(section, ("ceiling", "levels"), "`autonomy`", ("ceiling", "levels"))
     levels: dict[int, int] = {}
@@ -521,16 +538,8 @@ def _parse_autonomy(r: _Reader, section: Node, spec: BundleSpec) -> None:
 
 
 def _parse_routes(r: _Reader, section: Node, spec: BundleSpec) -> None:
-    if not r.mapping(section, "`routes`"):
-        return
     allowed = ("approvals", "description", "groups", "notify", "on_timeout", "sla")
-    for rid, node in section.items():
-        what = f"route `{rid}`"
-        if not r.identifier(section.child(rid), rid, "route id") or not r.mapping(node, what):
-            continue
-        if rid in spec.routes:
-            r.add(node, "duplicate", f"{what} is defined twice")
-            continue
+    for rid, what, node in r.named(section, "`routes`", "route", "route id", spec.routes):
         r.keys(node, allowed, what, ("groups", "sla"))
         groups = r.names(node, "groups", what)
         if "groups" in node.value and not groups:
@@ -554,11 +563,7 @@ def _parse_routes(r: _Reader, section: Node, spec: BundleSpec) -> None:
                     "`on_timeout` must be `deny` or `{route: NEXT_ROUTE}`",
                 )
         spec.routes[rid] = RouteSpec(
-            id=rid,
-            groups=groups,
-            approvals=approvals,
-            sla_seconds=sla or 0,
-            on_timeout=on_timeout,
+            ref=RouteRef(rid, groups, approvals, sla or 0, on_timeout),
             next_route=next_route,
             description=r.text(node, "description", what),
             node=node,
@@ -638,18 +643,11 @@ def _parse_webhooks(r: _Reader, route: Node, what: str) -> tuple[WebhookSpec, ..
 
 
 def _parse_budgets(r: _Reader, section: Node, spec: BundleSpec) -> None:
-    if not isinstance(section.value, list):
-        r.add(section, "type", "`budgets` must be a list")
-        return
     allowed = ("actions", "agents", "id", "max_count", "max_risk", "reason", "roles", "window")
-    for _, node in section.items():
-        if not r.mapping(node, "a budget"):
-            continue
-        bid = node.value.get("id", "?")
-        what = f"budget `{bid}`"
-        r.keys(node, allowed, what, ("id", "window"))
-        if "id" in node.value and not r.identifier(node.child("id"), bid, "budget id"):
-            continue
+    required = ("id", "window")
+    for bid, what, node in r.identified(
+        section, "`budgets`", "budget", "budget id", allowed, required
+    ):
         window = parse_duration(node.value.get("window"))
         if "window" in node.value and window is None:
             r.add(node.child("window"), "duration", "`window` must be a duration like `1h`")
@@ -674,12 +672,7 @@ _FIELD = re.compile(r"^(args|context)(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
 def _parse_data(r: _Reader, section: Node, spec: BundleSpec) -> None:
-    if not isinstance(section.value, list):
-        r.add(section, "type", "`data` must be a list")
-        return
-    for _, node in section.items():
-        if not r.mapping(node, "a data rule"):
-            continue
+    for node in r.listed(section, "`data`", "data rule"):
         what = f"data rule for `{node.value.get('field', '?')}`"
         r.keys(node, ("actions", "field", "store"), what, ("field", "store"))
         path = node.value.get("field")
@@ -708,10 +701,7 @@ def _parse_data(r: _Reader, section: Node, spec: BundleSpec) -> None:
 
 
 def _parse_defaults(r: _Reader, section: Node, spec: BundleSpec) -> None:
-    if spec.default_route_node is not None:
-        r.add(section, "duplicate", "`defaults` is defined in more than one file")
-        return
-    if not r.mapping(section, "`defaults`"):
+    if not r.once(section, "defaults", spec.default_route_node is not None):
         return
     r.keys(section, ("route",), "`defaults`")
     spec.default_route = r.text(section, "route", "`defaults`") or None

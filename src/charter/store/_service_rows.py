@@ -75,10 +75,7 @@ class SQLiteApprovalRows(_OnEngine):
         limit: int | None = 100,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """Approvals rows matching every filter given, by deadline then highest risk.
-
-        `due_by` keeps those whose deadline is at or before that time.
-        """
+        """`ApprovalRows.approval_rows`; rows alike in deadline and risk go by id."""
         conditions = self._approval_filters(state, group, agent, action)
         if shape is not None:
             conditions.append(approvals.c.shape == shape)
