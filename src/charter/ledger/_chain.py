@@ -2,8 +2,8 @@
 
 A store asks this module to turn new events into entries: it validates and encodes each
 event (`prepare_event`), then numbers and links them onto the current head
-(`link_entries`). Keeping both steps pure means the SQLite and PostgreSQL adapters write
-exactly the same bytes, and a verifier can recompute them with nothing but this package.
+(`link_entries`). Keeping both steps pure means every store adapter writes exactly the
+same bytes, and a verifier can recompute them with nothing but this package.
 """
 
 from __future__ import annotations
