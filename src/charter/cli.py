@@ -25,6 +25,7 @@ from charter.errors import CharterError, NotFound, PolicyInvalid, Problem, Reque
 from charter.examples import EXAMPLE_POLICY
 from charter.ledger import (
     ReplayReport,
+    StateCheck,
     events,
     generate_signing_key,
     load_private_key,
@@ -449,6 +450,23 @@ def ledger_show(
     out.print(table)
 
 
+def _print_state_check(check: StateCheck) -> None:
+    """One line: did each decision record the state the ledger before it gives?"""
+    if not check.differing:
+        out.print(
+            f"state: {check.checked} decisions recorded the halts, autonomy, registry and "
+            "budget use the ledger before them gives"
+        )
+        return
+    first = "; ".join(f"seq {seq}: {', '.join(fields)}" for seq, fields in check.examples)
+    out.print(
+        f"[yellow]state: {check.differing} of {check.checked} decisions recorded a state "
+        f"the ledger before them does not give[/yellow] (first: {first}); a decision taken "
+        "while a halt or change was on its way does so, anything else is a defect",
+        markup=True,
+    )
+
+
 def _print_replay(report: ReplayReport) -> None:
     mode = (
         "verify (recorded versions)"
@@ -459,6 +477,8 @@ def _print_replay(report: ReplayReport) -> None:
         f"replay: {mode}: {report.total} decisions, {report.unchanged} unchanged, "
         f"{report.changed} changed"
     )
+    if report.state is not None:
+        _print_state_check(report.state)
     if report.transitions:
         table = Table(title="verdict transitions", title_justify="left")
         table.add_column("from")

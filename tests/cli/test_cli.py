@@ -365,10 +365,11 @@ class TestReplay:
         assert set(report) == {
             "mode", "against", "ok", "total", "unchanged", "changed", "versions",
             "transitions", "by_rule", "by_agent", "examples", "mismatches", "errors",
-            "error_count",
+            "error_count", "state",
         }  # fmt: skip
         assert (report["mode"], report["against"], report["ok"]) == ("verify", None, True)
         assert (report["total"], report["unchanged"], report["changed"]) == (7, 7, 0)
+        assert report["state"] == {"checked": 7, "differing": 0, "examples": []}
         assert report["versions"] == {load_bundle(EXAMPLE_POLICY).version: 7}
 
     def test_what_if_shows_the_transitions(self, ledger: Path, tmp_path: Path) -> None:

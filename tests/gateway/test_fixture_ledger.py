@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,8 @@ def test_the_command_line_verifies_and_replays_it_exactly(ledger: Path) -> None:
     assert replayed.returncode == 0, replayed.stderr
     assert '"unchanged": 304' in replayed.stdout
     assert '"changed": 0' in replayed.stdout
+    # Its halts, registry, autonomy and budgets fold to what each decision recorded.
+    assert json.loads(replayed.stdout)["state"] == {"checked": 304, "differing": 0, "examples": []}
     assert hashlib.sha256(ledger.read_bytes()).hexdigest() == before  # reading wrote nothing
 
 

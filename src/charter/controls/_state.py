@@ -17,7 +17,7 @@ from charter.controls._budgets import BudgetSpending
 from charter.ledger import LedgerEntry, NewEvent, events
 from charter.model import AgentProfile, AgentState, Halt, Verdict
 
-__all__ = ["ServiceState"]
+__all__ = ["FOLDED_KINDS", "ServiceState"]
 
 
 def _profile(obj: Mapping[str, Any]) -> AgentProfile | None:
@@ -55,7 +55,7 @@ class ServiceState:
         for entry in entries:
             if entry.kind == events.DECISION and entry.at < budget_cutoff:
                 continue
-            if entry.kind in _FOLDED:
+            if entry.kind in FOLDED_KINDS:
                 state = state.apply(entry.kind, entry.at, entry.payload_object())
         return state
 
@@ -65,7 +65,7 @@ class ServiceState:
 
     def apply_entry(self, entry: LedgerEntry) -> ServiceState:
         """`apply` for an entry read back from the ledger."""
-        if entry.kind not in _FOLDED:
+        if entry.kind not in FOLDED_KINDS:
             return self
         return self.apply(entry.kind, entry.at, entry.payload_object())
 
@@ -131,8 +131,8 @@ class ServiceState:
         )
 
 
-#: The kinds that change the state; every other kind passes through.
-_FOLDED = frozenset(
+#: The kinds that change the state; every other kind passes through `apply` as it is.
+FOLDED_KINDS = frozenset(
     {
         events.DECISION,
         events.HALT,

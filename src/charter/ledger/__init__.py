@@ -45,7 +45,7 @@ from charter.ledger._merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from charter.ledger._replay import DECISION_KIND, RecordedEntry, ReplayReport, replay
+from charter.ledger._replay import DECISION_KIND, RecordedEntry, ReplayReport, StateCheck, replay
 from charter.ledger._verify import (
     EntryRow,
     IntegrityProblem,
@@ -74,6 +74,7 @@ __all__ = [
     "RecordedEntry",
     "ReplayReport",
     "SignedCheckpoint",
+    "StateCheck",
     "VerifyReport",
     "chain_hash",
     "check_event",

@@ -22,7 +22,7 @@ from charter.ledger import events
 from charter.model import ActionRequest, AgentState
 from charter.policy import Bundle, decide
 
-__all__ = ["DECISION_KIND", "RecordedEntry", "ReplayReport", "replay"]
+__all__ = ["DECISION_KIND", "RecordedEntry", "ReplayReport", "StateCheck", "replay"]
 
 #: The ledger entry kind that carries a decision.
 DECISION_KIND = events.DECISION
@@ -37,6 +37,33 @@ class RecordedEntry:
     kind: str
     at: str
     payload: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class StateCheck:
+    """How the state each decision recorded compares with what the ledger before it gives.
+
+    A decision records the halts, autonomy override, registry entry and budget use it
+    saw. Folding every earlier entry (`charter.controls.ServiceState`, the fold a service
+    opens with) gives what the ledger says was in force at that point. The two differ
+    legitimately only for a decision taken while a halt or change was still on its way
+    (queued but not yet durable, or not yet seen by another process sharing the store);
+    any other difference is a defect to look into. It does not fail replay, which still
+    reproduces each decision from what it recorded.
+    """
+
+    checked: int = 0
+    differing: int = 0
+    #: (seq, the state's fields that differ) of the first few differing decisions.
+    examples: list[tuple[int, list[str]]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The check as plain JSON."""
+        return {
+            "checked": self.checked,
+            "differing": self.differing,
+            "examples": [{"seq": seq, "fields": fields} for seq, fields in self.examples],
+        }
 
 
 @dataclass(slots=True)
@@ -59,6 +86,9 @@ class ReplayReport:
     errors: list[tuple[int, str]] = field(default_factory=list)
     error_count: int = 0
     versions: Counter[str] = field(default_factory=Counter)
+    #: Verify mode over a whole ledger: each decision's recorded state against the
+    #: ledger's history; None when not checked (what-if mode, or entries given directly).
+    state: StateCheck | None = None
 
     @property
     def ok(self) -> bool:
@@ -113,6 +143,7 @@ class ReplayReport:
             "mismatches": self.mismatches,
             "errors": [{"seq": seq, "message": m} for seq, m in self.errors],
             "error_count": self.error_count,
+            "state": self.state.to_json() if self.state is not None else None,
         }
 
 

@@ -5,7 +5,12 @@ the approval state machine stay pure in `charter.policy` and `charter.approvals`
 """
 
 from charter.service._access import PRINCIPAL_TTL, ROLES, KeyRing, Principal
-from charter.service._audit import load_recorded_bundle, recorded_entries, replay_ledger
+from charter.service._audit import (
+    check_recorded_state,
+    load_recorded_bundle,
+    recorded_entries,
+    replay_ledger,
+)
 from charter.service._charter import Charter
 from charter.service._clock import format_time, system_clock
 from charter.service._desk import SETTLED_STATES, ApprovalDesk, approval_row
@@ -40,6 +45,7 @@ __all__ = [
     "WebhookNotifier",
     "approval_link",
     "approval_row",
+    "check_recorded_state",
     "format_time",
     "grant_token",
     "json_message",

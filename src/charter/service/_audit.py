@@ -8,6 +8,7 @@ merge in ledger order into exactly the report one process would have made.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import multiprocessing
 import os
@@ -17,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from charter.canonical import canonical_bytes
+from charter.controls import FOLDED_KINDS, ServiceState
 from charter.errors import LedgerError, ReplayError
-from charter.ledger import DECISION_KIND, RecordedEntry, ReplayReport, replay
+from charter.ledger import DECISION_KIND, RecordedEntry, ReplayReport, StateCheck, replay
 from charter.policy import Bundle, bundle_from_content
 from charter.store import LedgerReader, open_store
 
 __all__ = [
     "PARALLEL_THRESHOLD",
+    "check_recorded_state",
     "load_recorded_bundle",
     "recorded_entries",
     "replay_ledger",
@@ -104,7 +107,55 @@ def replay_ledger(
             report.merge(part)
     if against is not None:
         report.against = against.version
+    else:
+        store = open_store(db, read_only=True)
+        try:
+            report.state = check_recorded_state(store)
+        finally:
+            store.close()
     return report
+
+
+def check_recorded_state(store: LedgerReader, *, examples: int = 3) -> StateCheck:
+    """Check each decision's recorded state against the fold of every entry before it.
+
+    The fold is the one a service opens with (`ServiceState`); the state a decision
+    would have seen is derived as deciding derives it, from the agent's plan in the
+    bundle version it recorded. One pass in ledger order, decoding only the kinds the
+    fold reads.
+
+    Raises:
+        LedgerError: a stored bundle does not hash to its version.
+    """
+    check = StateCheck()
+    state = ServiceState()
+    bundles: dict[str, Bundle | None] = {}
+    for entry in store.entries(kinds=FOLDED_KINDS):
+        payload = entry.payload_object()
+        if entry.kind == DECISION_KIND:
+            decision = payload["decision"]
+            version = decision["policy_version"]
+            if version not in bundles:
+                bundles[version] = load_recorded_bundle(store, version)
+            bundle = bundles[version]
+            if bundle is not None:  # a missing bundle is replay's error to report
+                agent = decision["agent"]
+                profile = state.profile(agent, bundle.agents)
+                plan = bundle.plan_for(agent, profile.role, decision["action"]) if profile else None
+                windows = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
+                now = dt.datetime.fromisoformat(entry.at)
+                derived = state.agent_state(agent, windows, now).to_json()
+                recorded = payload.get("state") or {}
+                check.checked += 1
+                if derived != recorded:
+                    check.differing += 1
+                    if len(check.examples) < examples:
+                        fields = sorted(
+                            k for k in {*derived, *recorded} if derived.get(k) != recorded.get(k)
+                        )
+                        check.examples.append((entry.seq, fields))
+        state = state.apply(entry.kind, entry.at, payload)
+    return check
 
 
 def recorded_entries(store: LedgerReader) -> Iterable[RecordedEntry]:
