@@ -24,7 +24,13 @@ from rich.table import Table
 
 from charter.errors import CharterError
 from charter.examples import EXAMPLE_POLICY
-from charter.ledger import generate_signing_key, load_private_key, private_key_pem, public_key_pem
+from charter.ledger import (
+    StateCheck,
+    generate_signing_key,
+    load_private_key,
+    private_key_pem,
+    public_key_pem,
+)
 from charter.policy import Bundle, bundle_from_content, load_bundle
 from charter.service import Charter, DecisionRecord, Principal
 
@@ -367,6 +373,17 @@ def _run_fleet(
     return records, reviewed
 
 
+def _state_note(check: StateCheck | None) -> str:
+    """What the demo says of the recorded-state check after its replay line."""
+    if check is None:
+        return ""
+    if not check.differing:
+        return "; each recorded the state the ledger before it gives"
+    return (
+        f"; [yellow]{check.differing} recorded a state the ledger before it does not give[/yellow]"
+    )
+
+
 def run_demo(db: Path, count: int, seed: int, out: Console) -> int:
     """Run the demo into `db`; return the exit code (0 when the ledger verifies and replays)."""
     started = time.perf_counter()
@@ -411,7 +428,7 @@ def run_demo(db: Path, count: int, seed: int, out: Console) -> int:
             "replay under recorded versions: "
             + (
                 f"[green]ok[/green], {report.total} decisions reproduced exactly "
-                f"in {time.perf_counter() - t:.2f}s"
+                f"in {time.perf_counter() - t:.2f}s{_state_note(report.state)}"
                 if report.ok
                 else f"[red]{report.changed} differ, {report.error_count} failed[/red]"
             )

@@ -71,7 +71,10 @@ class TestReplayReproduces:
     def test_any_traffic_replays_exactly(
         self, tmp_path: Path, requests: list[dict[str, Any]], gaps: list[int], seed: int
     ) -> None:
-        """Generated requests, fleet traffic, halts and budgets all replay to the same bytes."""
+        """Generated requests, fleet traffic, halts and budgets replay to the same bytes.
+
+        The state each decision recorded is also what the fold of the ledger before it gives.
+        """
         moments = iter(START + dt.timedelta(seconds=sum(gaps[: i + 1]) * 7) for i in range(10**6))
         # One fresh ledger per example: hypothesis reuses the test's tmp_path.
         db = Path(tempfile.mkdtemp(dir=tmp_path)) / "ledger.db"
@@ -86,6 +89,9 @@ class TestReplayReproduces:
             assert report.ok, report.mismatches[:3] or report.errors[:3]
             assert report.total == len(requests) + 60
             assert report.unchanged == report.total
+            # ... and each recorded the halts and budget use the ledger before it gives.
+            assert report.state is not None
+            assert (report.state.checked, report.state.differing) == (report.total, 0)
 
     def test_what_if_counts_only_real_changes(self, tmp_path: Path) -> None:
         """Replaying under the same content rebuilt from the ledger changes nothing."""

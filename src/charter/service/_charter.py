@@ -25,7 +25,7 @@ from charter.model import ActionRequest, Halt
 from charter.policy import Bundle, WebhookSpec, load_bundle
 from charter.service._access import KeyRing
 from charter.service._approvals import Approvals
-from charter.service._audit import load_recorded_bundle, recorded_entries
+from charter.service._audit import check_recorded_state, load_recorded_bundle, recorded_entries
 from charter.service._clock import format_time, random_ids, system_clock
 from charter.service._deciding import Deciding, keyed, refused_or
 from charter.service._desk import ApprovalDesk
@@ -351,6 +351,13 @@ class Charter:
             return checkpoint_store(self.store, private_key, at=self._session.stamp())
 
     def replay(self, against: Bundle | None = None) -> ReplayReport:
-        """Replay every recorded decision: verify the record, or preview `against`."""
+        """Replay every recorded decision: verify the record, or preview `against`.
+
+        Verifying also checks each decision's recorded state against the ledger before it
+        (the report's `state`; see `check_recorded_state`).
+        """
         store = self.store
-        return replay(recorded_entries(store), lambda v: load_recorded_bundle(store, v), against)
+        report = replay(recorded_entries(store), lambda v: load_recorded_bundle(store, v), against)
+        if against is None:
+            report.state = check_recorded_state(store)
+        return report
