@@ -82,8 +82,10 @@ def replay_ledger(
         workers = (os.cpu_count() or 1) if size >= PARALLEL_THRESHOLD else 1
     workers = max(1, min(workers, size // 1000 or 1))
     content = dict(against.content) if against is not None else None
+    state: StateCheck | None = None
     if workers == 1:
         report = _replay_stretch(str(db), 1, size, content)
+        state = _state_of(db) if against is None else None
     else:
         step = -(-size // workers)
         bounds = [(lo, min(size, lo + step - 1)) for lo in range(1, size + 1, step)]
@@ -91,15 +93,17 @@ def replay_ledger(
         context = multiprocessing.get_context("spawn")
         try:
             with ProcessPoolExecutor(len(bounds), mp_context=context) as pool:
-                parts = list(
-                    pool.map(
-                        _replay_stretch,
-                        [str(db)] * len(bounds),
-                        [lo for lo, _ in bounds],
-                        [hi for _, hi in bounds],
-                        [content] * len(bounds),
-                    )
+                replaying = pool.map(
+                    _replay_stretch,
+                    [str(db)] * len(bounds),
+                    [lo for lo, _ in bounds],
+                    [hi for _, hi in bounds],
+                    [content] * len(bounds),
                 )
+                # The state check is one pass in order: the parent makes it while the
+                # workers replay.
+                state = _state_of(db) if against is None else None
+                parts = list(replaying)
         except (OSError, RuntimeError) as exc:
             raise ReplayError(f"a replay worker failed: {exc}") from exc
         report = parts[0]
@@ -107,13 +111,17 @@ def replay_ledger(
             report.merge(part)
     if against is not None:
         report.against = against.version
-    else:
-        store = open_store(db, read_only=True)
-        try:
-            report.state = check_recorded_state(store)
-        finally:
-            store.close()
+    report.state = state
     return report
+
+
+def _state_of(db: str | Path) -> StateCheck:
+    """`check_recorded_state` over the ledger file `db`, opened read-only."""
+    store = open_store(db, read_only=True)
+    try:
+        return check_recorded_state(store)
+    finally:
+        store.close()
 
 
 def check_recorded_state(store: LedgerReader, *, examples: int = 3) -> StateCheck:
