@@ -10,6 +10,7 @@ from charter.service._audit import (
     load_recorded_bundle,
     recorded_entries,
     replay_ledger,
+    replay_store,
 )
 from charter.service._charter import Charter
 from charter.service._clock import format_time, system_clock
@@ -52,6 +53,7 @@ __all__ = [
     "load_recorded_bundle",
     "recorded_entries",
     "replay_ledger",
+    "replay_store",
     "sign",
     "slack_message",
     "system_clock",

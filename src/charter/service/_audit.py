@@ -9,6 +9,7 @@ merge in ledger order into exactly the report one process would have made.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import multiprocessing
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "load_recorded_bundle",
     "recorded_entries",
     "replay_ledger",
+    "replay_store",
 ]
 
 #: Below this many entries one process is faster than starting workers.
@@ -84,8 +86,12 @@ def replay_ledger(
     content = dict(against.content) if against is not None else None
     state: StateCheck | None = None
     if workers == 1:
-        report = _replay_stretch(str(db), 1, size, content)
-        state = _state_of(db) if against is None else None
+        store = open_store(db, read_only=True)
+        try:
+            report = replay_store(store, against)
+        finally:
+            store.close()
+        state = report.state
     else:
         step = -(-size // workers)
         bounds = [(lo, min(size, lo + step - 1)) for lo in range(1, size + 1, step)]
@@ -133,38 +139,74 @@ def check_recorded_state(store: LedgerReader, *, examples: int = 3) -> StateChec
     fold reads. A decision whose bundle is missing or altered is not checked (replay
     reports it as an error).
     """
-    check = StateCheck()
-    state = ServiceState()
-    bundles: dict[str, Bundle | None] = {}
-    for entry in store.entries(kinds=FOLDED_KINDS):
-        payload = entry.payload_object()
-        if entry.kind == DECISION_KIND:
-            decision = payload["decision"]
-            version = decision["policy_version"]
-            if version not in bundles:
-                try:
-                    bundles[version] = load_recorded_bundle(store, version)
-                except CharterError:  # altered: replay reports it for every entry of it
-                    bundles[version] = None
-            bundle = bundles[version]
-            if bundle is not None:  # a missing or altered bundle is replay's error to report
-                agent = decision["agent"]
-                profile = state.profile(agent, bundle.agents)
-                plan = bundle.plan_for(agent, profile.role, decision["action"]) if profile else None
-                windows = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
-                now = dt.datetime.fromisoformat(entry.at)
-                derived = state.agent_state(agent, windows, now).to_json()
-                recorded = payload.get("state") or {}
-                check.checked += 1
-                if derived != recorded:
-                    check.differing += 1
-                    if len(check.examples) < examples:
-                        fields = sorted(
-                            k for k in {*derived, *recorded} if derived.get(k) != recorded.get(k)
-                        )
-                        check.examples.append((entry.seq, fields))
-        state = state.apply(entry.kind, entry.at, payload)
-    return check
+    checking = _StateChecking(store, examples)
+    for _ in checking.decisions():
+        pass
+    return checking.check
+
+
+def replay_store(store: LedgerReader, against: Bundle | None = None) -> ReplayReport:
+    """Replay every decision of `store` in this process (see `charter.ledger.replay`).
+
+    Verifying also checks the recorded state, in the same pass: each entry is read and
+    decoded once for both.
+    """
+    resolve = functools.partial(load_recorded_bundle, store)
+    if against is not None:
+        return replay(recorded_entries(store), resolve, against)
+    checking = _StateChecking(store)
+    report = replay(checking.decisions(), resolve)
+    report.state = checking.check
+    return report
+
+
+class _StateChecking:
+    """The decisions of a ledger in order, each checked against the fold as it passes."""
+
+    def __init__(self, store: LedgerReader, examples: int = 3) -> None:
+        self.check = StateCheck()
+        self._store = store
+        self._examples = examples
+        self._bundles: dict[str, Bundle | None] = {}
+
+    def decisions(self) -> Iterator[RecordedEntry]:
+        """Every decision entry, decoded; the fold reads the other kinds it needs."""
+        state = ServiceState()
+        for entry in self._store.entries(kinds=FOLDED_KINDS):
+            payload = entry.payload_object()
+            if entry.kind == DECISION_KIND:
+                self._compare(state, entry.seq, entry.at, payload)
+                yield RecordedEntry(entry.seq, entry.kind, entry.at, payload)
+            state = state.apply(entry.kind, entry.at, payload)
+
+    def _bundle(self, version: str) -> Bundle | None:
+        if version not in self._bundles:
+            try:
+                self._bundles[version] = load_recorded_bundle(self._store, version)
+            except CharterError:  # altered: replay reports it for every entry of it
+                self._bundles[version] = None
+        return self._bundles[version]
+
+    def _compare(self, state: ServiceState, seq: int, at: str, payload: Any) -> None:
+        decision = payload["decision"]
+        bundle = self._bundle(decision["policy_version"])
+        if bundle is None:  # a missing or altered bundle is replay's error to report
+            return
+        agent = decision["agent"]
+        profile = state.profile(agent, bundle.agents)
+        plan = bundle.plan_for(agent, profile.role, decision["action"]) if profile else None
+        windows = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
+        derived = state.agent_state(agent, windows, dt.datetime.fromisoformat(at)).to_json()
+        recorded = payload.get("state") or {}
+        check = self.check
+        check.checked += 1
+        if derived != recorded:
+            check.differing += 1
+            if len(check.examples) < self._examples:
+                fields = sorted(
+                    k for k in {*derived, *recorded} if derived.get(k) != recorded.get(k)
+                )
+                check.examples.append((seq, fields))
 
 
 def recorded_entries(store: LedgerReader) -> Iterable[RecordedEntry]:

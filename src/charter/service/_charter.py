@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from charter.controls import ServiceState
 from charter.ledger import SignedCheckpoint, VerifyReport
-from charter.ledger._replay import ReplayReport, replay
+from charter.ledger._replay import ReplayReport
 from charter.model import ActionRequest, Halt
 from charter.policy import Bundle, WebhookSpec, load_bundle
 from charter.service._access import KeyRing
 from charter.service._approvals import Approvals
-from charter.service._audit import check_recorded_state, load_recorded_bundle, recorded_entries
+from charter.service._audit import replay_store
 from charter.service._clock import format_time, random_ids, system_clock
 from charter.service._deciding import Deciding, keyed, refused_or
 from charter.service._desk import ApprovalDesk
@@ -356,8 +356,4 @@ class Charter:
         Verifying also checks each decision's recorded state against the ledger before it
         (the report's `state`; see `check_recorded_state`).
         """
-        store = self.store
-        report = replay(recorded_entries(store), lambda v: load_recorded_bundle(store, v), against)
-        if against is None:
-            report.state = check_recorded_state(store)
-        return report
+        return replay_store(self.store, against)
