@@ -6,7 +6,6 @@ file, exit 2 (the command was used wrongly), and leave it byte for byte as it wa
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _files import digest, empty_file, text_file, unrelated_database
 from typer.testing import CliRunner
 
 from charter.cli import app
@@ -21,25 +21,6 @@ from charter.examples import EXAMPLE_POLICY
 from charter.testing import FakeClock, make_charter
 
 READING = (("ledger", "verify"), ("ledger", "show"), ("replay",), ("keys", "list"))
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def empty_file(path: Path) -> None:
-    path.write_bytes(b"")
-
-
-def unrelated_database(path: Path) -> None:
-    with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
-        connection.execute("INSERT INTO notes (body) VALUES ('keep me')")
-    connection.close()
-
-
-def text_file(path: Path) -> None:
-    path.write_text("seq,kind\n1,decision\n", encoding="utf-8")
 
 
 @pytest.mark.parametrize("command", READING, ids=" ".join)

@@ -8,34 +8,17 @@ it byte for byte as it was: no Charter table is written into it.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _files import digest, text_file, unrelated_database
 from typer.testing import CliRunner
 
 from charter.cli import app
 from charter.examples import EXAMPLE_POLICY
 from charter.store import open_store
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def unrelated_database(path: Path) -> None:
-    with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
-        connection.execute("INSERT INTO notes (body) VALUES ('keep me')")
-    connection.close()
-
-
-def text_file(path: Path) -> None:
-    path.write_text("seq,kind\n1,decision\n", encoding="utf-8")
-
 
 REQUEST = {
     "agent": "support-bot",
