@@ -1,12 +1,14 @@
 """HTTP benchmark: `POST /v1/decisions` on a real `charter serve`, loaded by wrk.
 
-Run: python bench/bench_server.py [--duration 10] [--connections 1 32]. Prints one table.
+Run: python bench/bench_server.py [--duration 10] [--connections 1 32] [--rounds 3].
+Prints one table.
 
 The yardstick is a bare Starlette `GET /ping` answering a small JSON body, served by
 uvicorn with the same settings as `charter serve` (one worker, uvloop, httptools, no
 access log) in its own process, loaded by the same wrk at the same connection count,
 interleaved with the decision runs in one run: the ratio of the two is the figure, since
-the machine is shared and absolute rates move from run to run.
+the machine is shared and absolute rates move from run to run. Each connection count runs
+`--rounds` such pairs; the table gives the medians and the ratios' range.
 
 Starts `charter serve` (one uvicorn worker, SQLite ledger with synchronous=FULL) on a free
 loopback port in a temporary folder, loads it with wrk (Debian's `wrk`; `apt-get install
@@ -240,11 +242,25 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
     server.wait(timeout=30)
 
 
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over interleaved rounds (errors: their sum)."""
+    out = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    out["non2xx"] = sum(run["non2xx"] for run in runs)
+    return out
+
+
 def load_rows(
-    connections: int, ping: dict[str, float], decide: dict[str, float]
+    connections: int, pings: list[dict[str, float]], decides: list[dict[str, float]]
 ) -> list[tuple[str, str, str, str]]:
-    """The /ping row and the decisions row for one connection count, with the ratio."""
-    ratio = decide["rps"] / ping["rps"] if ping["rps"] else 0.0
+    """The /ping row and the decisions row for one connection count, with the ratio.
+
+    The ratio is the median of each round's own ratio: a round's two runs are seconds
+    apart, so they share whatever else the machine was doing.
+    """
+    ping, decide = median_run(pings), median_run(decides)
+    ratios = [d["rps"] / p["rps"] if p["rps"] else 0.0 for p, d in zip(pings, decides, strict=True)]
+    ratio = statistics.median(ratios)
+    spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
     if connections >= 32:
         met = ratio >= TARGET_RATIO and decide["p99"] <= TARGET_P99_MS and not decide["non2xx"]
         target = (
@@ -266,11 +282,29 @@ def load_rows(
         (
             f"POST /v1/decisions, {connections} connection(s)",
             f"{decide['rps']:,.0f}/s",
-            f"{ratio:.2f}x /ping; p50 {decide['p50']:.2f} ms, p99 {decide['p99']:.2f} ms, "
+            f"{ratio:.2f}x /ping{spread}; p50 {decide['p50']:.2f} ms, p99 {decide['p99']:.2f} ms, "
             f"errors {int(decide['non2xx'])}",
             target,
         ),
     ]
+
+
+def load(
+    args: argparse.Namespace, ping_url: str, decide_url: str, script: Path
+) -> tuple[list[tuple[str, str, str, str]], int]:
+    """The load rows for every connection count, and how many decisions wrk saw acked."""
+    rows: list[tuple[str, str, str, str]] = []
+    acked = 0
+    for connections in args.connections:
+        # Interleaved: the yardstick, then the decisions, at the same connection count.
+        pings, decides = [], []
+        for _ in range(args.rounds):
+            pings.append(run_wrk(ping_url, connections, args.duration, None))
+            decide = run_wrk(decide_url, connections, args.duration, script)
+            acked += int(decide["total"] - decide["non2xx"])
+            decides.append(decide)
+        rows += load_rows(connections, pings, decides)
+    return rows, acked
 
 
 def main() -> None:
@@ -278,6 +312,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--round-trips", type=int, default=300)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved /ping + decisions runs per count"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("this benchmark needs wrk: apt-get install wrk")
@@ -306,12 +343,8 @@ def main() -> None:
         try:
             wait_ready(f"{base}/readyz", time.monotonic() + 30)
             wait_ready(ping_url, time.monotonic() + 30)
-            for connections in args.connections:
-                # Interleaved: the yardstick, then the decisions, at the same connection count.
-                ping = run_wrk(ping_url, connections, args.duration, None)
-                decide = run_wrk(f"{base}/v1/decisions", connections, args.duration, script)
-                acked += int(decide["total"] - decide["non2xx"])
-                rows += load_rows(connections, ping, decide)
+            loaded, acked = load(args, ping_url, f"{base}/v1/decisions", script)
+            rows += loaded
             rows.append(
                 round_trip_row(
                     "redeem + outcome round trip",
