@@ -43,7 +43,14 @@ from charter.policy import (
     run_scenarios,
 )
 from charter.service import Charter, KeyRing, format_time, replay_ledger, system_clock
-from charter.store import LedgerStore, StoreOpenError, checkpoint_store, open_store, verify_store
+from charter.store import (
+    LedgerStore,
+    StoreOpenError,
+    checkpoint_store,
+    migrate_store,
+    open_store,
+    verify_store,
+)
 
 __all__ = ["app", "main"]
 
@@ -61,7 +68,45 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 PolicyDir = Annotated[Path, typer.Argument(help="The policy bundle folder.", show_default=False)]
-DbOption = Annotated[Path, typer.Option("--db", help="The SQLite ledger file.")]
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db", help="The SQLite ledger file (shorthand for --store PATH).", show_default=False
+    ),
+]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="CHARTER_STORE",
+        help="The store: a PostgreSQL URL (postgresql://user@host/db) or a SQLite file.",
+        show_default=False,
+    ),
+]
+
+
+def _target(db: Path | None, store: str | None, default: Path | None = None) -> str | Path:
+    """The store a command works on: `--store`, `--db`, or the default; exit 2 if neither."""
+    if db is not None and store is not None:
+        err.print("error: give --db or --store, not both")
+        raise typer.Exit(2)
+    if store is not None:
+        return store if "://" in store else Path(store)
+    if db is not None:
+        return db
+    if default is not None:
+        return default
+    err.print("error: say which ledger: --db PATH, or --store URL (or set CHARTER_STORE)")
+    raise typer.Exit(2)
+
+
+def _shown(target: str | Path) -> str:
+    """A store as messages name it (a URL without its password)."""
+    if isinstance(target, Path):
+        return str(target)
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 - only for a URL
+
+    return make_url(target).render_as_string(hide_password=True)
 
 
 def _print_problems(problems: tuple[Problem, ...] | list[Problem], root: Path | None) -> None:
@@ -295,13 +340,13 @@ def run_tests(
         raise typer.Exit(1)
 
 
-def _open_writing(db: Path, *, must_exist: bool = True) -> LedgerStore:
+def _open_writing(db: str | Path, *, must_exist: bool = True) -> LedgerStore:
     """Open a ledger for a command that writes to it (migrating an older schema).
 
     A missing file is refused when `must_exist`; a file holding something other than a
     Charter ledger is refused untouched, on one line (exit 2).
     """
-    if must_exist and not db.is_file():
+    if must_exist and isinstance(db, Path) and not db.is_file():
         err.print(f"error: ledger `{db}` does not exist")
         raise typer.Exit(2)
     try:
@@ -310,11 +355,11 @@ def _open_writing(db: Path, *, must_exist: bool = True) -> LedgerStore:
         err.print(f"error: {exc.message}", markup=False)
         raise typer.Exit(2) from None
     except CharterError as exc:
-        err.print(f"error: {db}: {exc.message}", markup=False)
+        err.print(f"error: {_shown(db)}: {exc.message}", markup=False)
         raise typer.Exit(2) from None
 
 
-def _open_reading(db: Path) -> LedgerStore:
+def _open_reading(db: str | Path) -> LedgerStore:
     """Open a ledger for a command that only reads it: nothing in the file changes.
 
     A file that is missing, not SQLite, not a Charter ledger, or at a schema this
@@ -329,7 +374,8 @@ def _open_reading(db: Path) -> LedgerStore:
 
 @ledger_app.command("verify")
 def ledger_verify(
-    db: DbOption,
+    db: DbOption = None,
+    store_url: StoreOption = None,
     public_key: Annotated[
         Path | None, typer.Option("--public-key", help="PEM key to check checkpoint signatures.")
     ] = None,
@@ -339,7 +385,7 @@ def ledger_verify(
     ] = False,
 ) -> None:
     """Verify the hash chain; exit 1 naming the first entry that breaks."""
-    store = _open_reading(db)
+    store = _open_reading(_target(db, store_url))
     key = _read_key(public_key, load_public_key) if public_key else None
     started = time.perf_counter()
     report = verify_store(store, key, check_canonical=strict)
@@ -386,12 +432,13 @@ def ledger_keygen(
 
 @ledger_app.command("checkpoint")
 def ledger_checkpoint(
-    db: DbOption,
     key: Annotated[Path, typer.Option("--key", help="The private signing key (PEM).")],
+    db: DbOption = None,
+    store_url: StoreOption = None,
 ) -> None:
     """Sign a checkpoint of the ledger as it is now (size, Merkle root, chain head)."""
     private = _read_key(key, load_private_key)
-    store = _open_writing(db)
+    store = _open_writing(_target(db, store_url))
     try:
         signed = checkpoint_store(store, private, at=format_time(system_clock()))
     finally:
@@ -405,13 +452,14 @@ def ledger_checkpoint(
 
 @ledger_app.command("show")
 def ledger_show(
-    db: DbOption,
+    db: DbOption = None,
+    store_url: StoreOption = None,
     last: Annotated[int, typer.Option("--last", "-n", help="How many entries, from the end.")] = 10,
     kind: Annotated[str | None, typer.Option("--kind", help="Only entries of this kind.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Show the last entries of a ledger."""
-    store = _open_reading(db)
+    store = _open_reading(_target(db, store_url))
     head = store.head().seq
     entries = list(
         store.entries(
@@ -518,7 +566,8 @@ def _print_replay(report: ReplayReport) -> None:
 
 @app.command("replay")
 def replay_command(
-    db: DbOption,
+    db: DbOption = None,
+    store_url: StoreOption = None,
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Replay under this bundle instead (what-if).")
     ] = None,
@@ -530,10 +579,11 @@ def replay_command(
 ) -> None:
     """Re-decide recorded requests: verify the record, or preview another policy's effect."""
     against = _load(policy) if policy is not None else None
-    _open_reading(db).close()
+    target = _target(db, store_url)
+    _open_reading(target).close()
     started = time.perf_counter()
     try:
-        report = replay_ledger(db, against, workers=workers)
+        report = replay_ledger(target, against, workers=workers)
     except StoreOpenError as exc:  # replaced or changed since it was checked
         err.print(f"error: {exc.message}", markup=False)
         raise typer.Exit(2) from None
@@ -608,10 +658,28 @@ class LedgerWriterChoice(enum.StrEnum):
     thread = "thread"
 
 
+@app.command("migrate")
+def migrate_command(db: DbOption = None, store_url: StoreOption = None) -> None:
+    """Create or upgrade a store's schema to this Charter's (PostgreSQL needs it first)."""
+    target = _target(db, store_url)
+    try:
+        before, after = migrate_store(target)
+    except CharterError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        raise typer.Exit(2) from None
+    if before == after:
+        out.print(f"{_shown(target)}: schema already at revision {after}")
+    elif before is None:
+        out.print(f"{_shown(target)}: schema created at revision {after}")
+    else:
+        out.print(f"{_shown(target)}: schema upgraded from revision {before} to {after}")
+
+
 @app.command("serve")
 def serve_command(
     policy: Annotated[Path, typer.Option("--policy", help="The policy bundle folder.")],
-    db: DbOption = Path("charter.db"),
+    db: DbOption = None,
+    store_url: StoreOption = None,
     host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="The TCP port (0: any free one).")
@@ -654,10 +722,11 @@ def serve_command(
     from charter.server import serve  # noqa: PLC0415 - keeps every other command's start fast
 
     bundle = _load(policy)
+    target = _target(db, store_url, default=Path("charter.db"))
     try:
         serve(
             bundle,
-            db,
+            target,
             host=host,
             port=port,
             max_body=max_body,
@@ -677,7 +746,8 @@ def keys_create(
     role: Annotated[
         str, typer.Option("--role", help="agent, reviewer, policy-admin, admin or auditor.")
     ],
-    db: DbOption,
+    db: DbOption = None,
+    store_url: StoreOption = None,
     agent: Annotated[
         str | None, typer.Option("--agent", help="For an agent key: the agent it acts as.")
     ] = None,
@@ -697,7 +767,7 @@ def keys_create(
     ] = "",
 ) -> None:
     """Create an API key and print its secret, once; only a hash is stored."""
-    store = _open_writing(db, must_exist=False)
+    store = _open_writing(_target(db, store_url), must_exist=False)
     try:
         key_id, secret = KeyRing(store, system_clock).create(
             role, agent=agent, label=label, groups=groups.split(",") if groups else ()
@@ -714,11 +784,12 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(
-    db: DbOption,
+    db: DbOption = None,
+    store_url: StoreOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON.")] = False,
 ) -> None:
     """List API keys (never their secrets); the ledger is only read."""
-    store = _open_reading(db)
+    store = _open_reading(_target(db, store_url))
     try:
         rows = KeyRing(store, system_clock).list()
     finally:
@@ -746,10 +817,11 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key id, as `keys list` shows it.")],
-    db: DbOption,
+    db: DbOption = None,
+    store_url: StoreOption = None,
 ) -> None:
     """Revoke an API key; recorded in the ledger (exit 1 if no such active key)."""
-    store = _open_writing(db)
+    store = _open_writing(_target(db, store_url))
     try:
         KeyRing(store, system_clock).revoke(key_id, by="cli")
     except NotFound as exc:

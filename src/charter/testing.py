@@ -141,12 +141,13 @@ def make_charter(
     start: dt.datetime = DEFAULT_START,
     ids: Callable[[], str] | None = None,
 ) -> Charter:
-    """Open a `Charter` on a SQLite ledger with a fake clock and sequential ids.
+    """Open a `Charter` on a ledger with a fake clock and sequential ids.
 
     Args:
         policy: a bundle folder, or a compiled bundle.
         where: a directory (such as pytest's `tmp_path`), in which `charter.db` is used,
-            or the ledger file itself.
+            the ledger file itself, or a database URL (`postgresql://...`, a database
+            `charter migrate` has prepared).
         clock: the clock to use; a still `FakeClock(start)` when None. Pass your own
             `FakeClock` when the test needs to move time.
         start: where the default clock stands; ignored when `clock` is given.
@@ -156,7 +157,9 @@ def make_charter(
         An open `Charter`; close it, or use it as a context manager.
     """
     path = Path(where)
-    db = path / "charter.db" if path.is_dir() else path
+    db: str | Path = (
+        where if "://" in str(where) else path / "charter.db" if path.is_dir() else path
+    )
     return Charter(
         policy,
         db,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from _postgres import stored_bytes
+from _raw import drop_triggers, raw
 from charter import Bundle, Charter, RequestInvalid, Verdict, bundle_from_content, load_bundle
 from charter.cli import app
 from charter.examples import EXAMPLE_POLICY
@@ -29,8 +30,8 @@ def bundle() -> Bundle:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "charter.db"
+def db(store_target: str) -> str:
+    return store_target
 
 
 @pytest.fixture
@@ -66,17 +67,11 @@ def payloads(charter: Charter, kind: str = "decision") -> list[dict[str, Any]]:
     return [e.payload_object() for e in charter.store.entries(kinds=(kind,))]
 
 
-def raw(db: Path) -> sqlite3.Connection:
-    return sqlite3.connect(db, isolation_level=None)
-
-
-def drop_triggers(db: Path, table: str) -> None:
-    with raw(db) as connection:
-        for action in ("update", "delete"):
-            connection.execute(f"DROP TRIGGER IF EXISTS {table}_no_{action}")
-
-
-def db_bytes(db: Path) -> bytes:
+def db_bytes(db: str | Path) -> bytes:
+    """What the store holds on disk: the SQLite file and its WAL, or a database's rows."""
+    if "://" in str(db):
+        return stored_bytes(str(db))
+    db = Path(db)
     files = [db, db.with_name(db.name + "-wal")]
     return b"".join(f.read_bytes() for f in files if f.exists())
 
@@ -392,7 +387,8 @@ class TestAudit:
             connection.execute(
                 "UPDATE ledger_entries SET payload = ? WHERE seq = ?", (forged, target)
             )
-        result = CliRunner().invoke(app, ["ledger", "verify", "--db", str(db)])
+        where = ["--store", str(db)] if "://" in str(db) else ["--db", str(db)]
+        result = CliRunner().invoke(app, ["ledger", "verify", *where])
         assert result.exit_code == 1
         assert f"entry {target}" in result.output
         assert json.loads(forged)["decision"]["verdict"] == "allow"

@@ -33,8 +33,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def charter(tmp_path: Path, clock: FakeClock) -> Charter:
-    with Charter(BUNDLE, tmp_path / "c.db", clock=clock, ids=sequential_ids()) as c:
+def charter(store_target: str, clock: FakeClock) -> Charter:
+    with Charter(BUNDLE, store_target, clock=clock, ids=sequential_ids()) as c:
         yield c
 
 

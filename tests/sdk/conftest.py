@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import socket
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -54,8 +53,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def charter(bundle: Bundle, tmp_path: Path, clock: FakeClock) -> Iterator[Charter]:
-    with make_charter(bundle, tmp_path / "charter.db", clock=clock) as opened:
+def charter(bundle: Bundle, store_target: str, clock: FakeClock) -> Iterator[Charter]:
+    with make_charter(bundle, store_target, clock=clock) as opened:
         yield opened
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from _api import Keys
@@ -26,8 +25,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def charter(bundle: Bundle, tmp_path: Path, clock: FakeClock) -> Iterator[Charter]:
-    with make_charter(bundle, tmp_path, clock=clock) as opened:
+def charter(bundle: Bundle, store_target: str, clock: FakeClock) -> Iterator[Charter]:
+    with make_charter(bundle, store_target, clock=clock) as opened:
         yield opened
 
 

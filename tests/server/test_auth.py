@@ -149,11 +149,13 @@ class TestAgentBinding:
 class TestRevocationElsewhere:
     """Keys revoked by another process stop working within the lookup cache's lifetime."""
 
-    def test_revoked_elsewhere_is_401(self, client: TestClient, charter: Charter, keys: Keys):
+    def test_revoked_elsewhere_is_401(
+        self, client: TestClient, charter: Charter, keys: Keys, store_target: str
+    ):
         """A key revoked in the database by the CLI is refused within a second."""
         assert client.get("/v1/ledger", headers=bearer(keys.auditor)).status_code == 200
         auditor = next(k["key_id"] for k in charter.list_keys() if k["role"] == "auditor")
-        other = open_store(charter.store.engine.url.database)  # type: ignore[attr-defined]
+        other = open_store(store_target)
         try:
             assert other.revoke_key(auditor, "2026-03-02T10:00:00.000000Z")
         finally:

@@ -53,9 +53,11 @@ def outcome(decision_id: str) -> tuple[NewEvent, IndexChange]:
     )
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=["file", "memory", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> SQLiteStore:
-    where = tmp_path / "charter.db" if request.param == "file" else "sqlite://"
+    where: str | Path = tmp_path / "charter.db" if request.param == "file" else "sqlite://"
+    if request.param == "postgresql":
+        where = request.getfixturevalue("postgres").database()
     with open_store(where) as opened:
         yield opened  # type: ignore[misc]
 

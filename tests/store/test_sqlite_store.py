@@ -30,6 +30,7 @@ from charter.store import (
     SchemaVersionError,
     SQLiteStore,
     StoreError,
+    StoreOpenError,
     _opening,
     checkpoint_store,
     open_store,
@@ -92,10 +93,17 @@ class TestOpen:
             open_store(path)
 
     def test_another_database_is_refused_by_name(self) -> None:
-        """A URL of another database than SQLite is named (its password hidden) and refused."""
-        with pytest.raises(StoreError, match="is not a SQLite database") as refused:
-            open_store("postgresql://charter:secret@db/ledger")
-        assert "postgresql://charter:***@db/ledger" in refused.value.message
+        """A URL of a database Charter does not store in is named (password hidden), refused."""
+        with pytest.raises(StoreError, match="neither a SQLite file nor a PostgreSQL") as refused:
+            open_store("mysql://charter:secret@db/ledger")
+        assert "mysql://charter:***@db/ledger" in refused.value.message
+        assert "secret" not in refused.value.message
+
+    def test_an_unreachable_postgres_is_named_without_its_password(self) -> None:
+        """A PostgreSQL server that does not answer is one error naming it, password hidden."""
+        with pytest.raises(StoreOpenError, match="cannot be reached") as refused:
+            open_store("postgresql://charter:secret@127.0.0.1:1/ledger")
+        assert "postgresql://charter:***@127.0.0.1:1/ledger" in refused.value.message
         assert "secret" not in refused.value.message
 
     def test_pragmas_are_set_on_every_connection(self, store: SQLiteStore) -> None:

@@ -24,6 +24,7 @@ from charter.server._errors import ApiError, from_charter_error
 from charter.server._metrics import Metrics
 from charter.server._schemas import AgentPut, OutcomeReport, RedeemRequest
 from charter.service import Charter, DecisionRecord, Principal
+from charter.store import PostgresStore
 
 __all__ = ["Handlers"]
 
@@ -269,7 +270,9 @@ class Handlers:
 
 
 def _writable(store: object) -> str:
-    """Whether a SQLite store's file and folder can be written; "ok" or why not."""
+    """Whether the store takes writes; "ok" or why not."""
+    if isinstance(store, PostgresStore):
+        return store.writable_problem() or "ok"
     engine = getattr(store, "engine", None)
     path = getattr(getattr(engine, "url", None), "database", None)
     if not isinstance(path, str) or not path or path == ":memory:":

@@ -18,6 +18,7 @@ from charter.policy import Bundle
 from charter.server._app import create_app
 from charter.server._body import DEFAULT_MAX_BODY
 from charter.service import Charter, WebhookNotifier
+from charter.store import is_postgres
 
 __all__ = ["NO_KEYS_HELP", "SWITCH_INTERVAL", "serve"]
 
@@ -125,7 +126,8 @@ def serve(
             notifications (`http://HOST:PORT` when None).
         ledger_writer: `"process"` commits ledger appends in a child process, so the
             SQLite work never holds the event loop's GIL (the default; it needs a
-            SQLite file); `"thread"` commits them from a thread of this process.
+            SQLite file); `"thread"` commits them from a thread of this process (always,
+            on PostgreSQL).
         say: where the startup notice goes.
 
     Raises:
@@ -137,6 +139,10 @@ def serve(
     # more decisions/s at 32 connections (bench/bench_server.py). This is the server
     # process's own setting; embedding Charter leaves the interpreter's alone.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    if isinstance(db, str) and is_postgres(db):
+        # PostgreSQL sequences appends itself and its driver waits without the GIL: a
+        # thread commits them, and the child process (a SQLite file's) does not apply.
+        ledger_writer = "thread"
     listener = _bind(host, port)
     with (
         listener,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Generator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Flow", "run", "run_async"]
 
@@ -21,20 +22,33 @@ T = TypeVar("T")
 Flow = Generator[Future[Any] | asyncio.Future[Any], Any, T]
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer(Generic[T]):
+    """What a flow returned when it stopped."""
+
+    value: T
+
+
+def _resume(
+    flow: Flow[T], waited: Any, failure: BaseException | None
+) -> Future[Any] | asyncio.Future[Any] | _Answer[T]:
+    """Send the flow what it waited for (or throw in its failure): its next future, or answer."""
+    try:
+        return flow.throw(failure) if failure is not None else flow.send(waited)
+    except StopIteration as done:
+        return _Answer(done.value)
+
+
 def run(flow: Flow[T]) -> T:
     """Drive `flow` on this thread, blocking on each future it yields."""
     waited: Any = None
     failure: BaseException | None = None
-    while True:
+    while not isinstance(step := _resume(flow, waited, failure), _Answer):
         try:
-            future = flow.throw(failure) if failure is not None else flow.send(waited)
-        except StopIteration as done:
-            result: T = done.value
-            return result
-        try:
-            waited, failure = future.result(), None
+            waited, failure = step.result(), None
         except BaseException as exc:  # handed back to the flow, which cleans up
             waited, failure = None, exc
+    return step.value
 
 
 async def run_async(flow: Flow[T]) -> T:
@@ -45,17 +59,13 @@ async def run_async(flow: Flow[T]) -> T:
     """
     waited: Any = None
     failure: BaseException | None = None
-    while True:
+    while not isinstance(step := _resume(flow, waited, failure), _Answer):
         try:
-            future = flow.throw(failure) if failure is not None else flow.send(waited)
-        except StopIteration as done:
-            result: T = done.value
-            return result
-        try:
-            if isinstance(future, asyncio.Future):
-                waited = await asyncio.shield(future)
+            if isinstance(step, asyncio.Future):
+                waited = await asyncio.shield(step)
             else:
-                waited = await asyncio.shield(asyncio.wrap_future(future))
+                waited = await asyncio.shield(asyncio.wrap_future(step))
             failure = None
         except BaseException as exc:  # handed back to the flow, which cleans up
             waited, failure = None, exc
+    return step.value

@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from charter.approvals import Approval
 from charter.errors import LedgerError, NotFound
@@ -20,6 +20,7 @@ from charter.policy import decide
 from charter.service._audit import load_recorded_bundle
 from charter.service._records import ApprovalView, DecisionRecord, DecisionView, state_of
 from charter.service._session import Session
+from charter.store import ApprovalFilters, DecisionFilters
 
 __all__ = ["Queries"]
 
@@ -115,27 +116,10 @@ class Queries:
         return self._views(rows)
 
     def search_decisions(
-        self,
-        *,
-        agent: str | None = None,
-        action: str | None = None,
-        verdict: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        before_seq: int | None = None,
-        limit: int = 50,
+        self, *, limit: int = 50, **filters: Unpack[DecisionFilters]
     ) -> list[DecisionView]:
         """Decisions matching every filter given, newest first (`before_seq` pages)."""
-        rows = self._s.store.decision_rows(
-            agent=agent,
-            action=action,
-            verdict=verdict,
-            since=since,
-            until=until,
-            before_seq=before_seq,
-            limit=limit,
-        )
-        return self._views(rows)
+        return self._views(self._s.store.decision_rows(limit=limit, **filters))
 
     def ledger_page(self, after: int = 0, limit: int = 100) -> list[LedgerEntry]:
         """Up to `limit` entries after `after`, in order."""
@@ -174,16 +158,9 @@ class Queries:
         context = payload.get("request", {}).get("context", {})
         return ApprovalView(approval.to_json(), decision, context, profile, text)
 
-    def count_approvals(
-        self,
-        *,
-        state: str | None = "pending",
-        group: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-    ) -> int:
-        """How many approvals match the filters."""
-        return self._s.store.count_approvals(state=state, group=group, agent=agent, action=action)
+    def count_approvals(self, **filters: Unpack[ApprovalFilters]) -> int:
+        """How many approvals match the filters (`state` is `pending` unless given)."""
+        return self._s.store.count_approvals(**filters)
 
     def get_approval(self, approval_id: str) -> ApprovalView | None:
         """An approval with its decision, the agent's context and its runbook."""
@@ -191,19 +168,10 @@ class Queries:
         return None if approval is None else self.view(approval)
 
     def approvals(
-        self,
-        *,
-        state: str | None = "pending",
-        group: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
+        self, *, limit: int = 100, offset: int = 0, **filters: Unpack[ApprovalFilters]
     ) -> list[ApprovalView]:
         """Approvals by deadline, then highest risk first, filtered as asked."""
-        rows = self._s.store.approval_rows(
-            state=state, group=group, agent=agent, action=action, limit=limit, offset=offset
-        )
+        rows = self._s.store.approval_rows(limit=limit, offset=offset, **filters)
         out = []
         for row in rows:
             approval = self._s.desk.get(row["id"])  # the newest state, even mid-commit

@@ -11,10 +11,12 @@ process); `verify_store` checks the whole ledger.
 """
 
 from charter.store._group import GroupCommitWriter, LedgerWriter
-from charter.store._opening import open_store
+from charter.store._opening import is_postgres, migrate_store, open_store
 from charter.store._port import (
+    ApprovalFilters,
     ApprovalRows,
     BundleConflictError,
+    DecisionFilters,
     DecisionIndex,
     IndexChange,
     KeyRows,
@@ -31,12 +33,15 @@ from charter.store._port import (
     checkpoint_store,
     verify_store,
 )
+from charter.store._postgres import PostgresStore
 from charter.store._process import ProcessCommitWriter
 from charter.store._sqlite import SQLiteStore
 
 __all__ = [
+    "ApprovalFilters",
     "ApprovalRows",
     "BundleConflictError",
+    "DecisionFilters",
     "DecisionIndex",
     "GroupCommitWriter",
     "IndexChange",
@@ -46,6 +51,7 @@ __all__ = [
     "LedgerStore",
     "LedgerTransaction",
     "LedgerWriter",
+    "PostgresStore",
     "ProcessCommitWriter",
     "SQLiteStore",
     "SchemaVersionError",
@@ -55,6 +61,8 @@ __all__ = [
     "StoreError",
     "StoreOpenError",
     "checkpoint_store",
+    "is_postgres",
+    "migrate_store",
     "open_store",
     "verify_store",
 ]

@@ -22,11 +22,18 @@ from sqlalchemy.engine import Connection, ExceptionContext, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool
 
-from charter.store._port import SchemaVersionError, StoreError, StoreOpenError
+from charter.store._port import LedgerStore, SchemaVersionError, StoreError, StoreOpenError
 from charter.store._sqlite import _BUSY_TIMEOUT_MS, _PRAGMAS, _WRITE, SQLiteStore
 from charter.store._tables import meta
 
-__all__ = ["HEAD_REVISION", "open_store"]
+__all__ = [
+    "HEAD_REVISION",
+    "is_postgres",
+    "known_revisions",
+    "migrate_store",
+    "open_store",
+    "upgrade",
+]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration this code ships; a test pins it to Alembic's own head.
@@ -78,6 +85,15 @@ def _sqlite_setup(engine: Engine, shown: str, *, read_only: bool = False) -> Non
             cursor.close()
 
 
+_POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
+
+
+def is_postgres(target: str | os.PathLike[str]) -> bool:
+    """Whether `target` is a PostgreSQL URL (`postgresql://...`, `postgres://...`)."""
+    scheme, separator, _ = os.fspath(target).partition("://")
+    return bool(separator) and scheme.split("+")[0].lower() in _POSTGRES_SCHEMES
+
+
 def _url(target: str | os.PathLike[str]) -> str:
     text = os.fspath(target)
     return text if "://" in text else f"sqlite:///{text}"
@@ -103,26 +119,31 @@ def _migrations() -> tuple[Any, Any]:
     return config, ScriptDirectory.from_config(config)
 
 
-def _migrate(connection: Connection) -> None:
-    """Bring the schema to this code's head revision, or refuse a newer one."""
-    if _current_revision(connection) == HEAD_REVISION:
-        return
-    from alembic import command  # noqa: PLC0415 - see `_migrations`
-    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+def known_revisions() -> set[str]:
+    """Every schema revision this code's migrations know."""
+    return {script.revision for script in _migrations()[1].walk_revisions()}
 
-    config, script = _migrations()
-    current = MigrationContext.configure(connection).get_current_revision()
-    head = script.get_current_head()
-    if current == head:
-        return
-    known = {revision.revision for revision in script.walk_revisions()}
-    if current is not None and current not in known:
-        raise SchemaVersionError(
-            f"the database schema is at revision `{current}`, newer than this Charter"
-            f" (`{head}`): upgrade Charter to open it"
-        )
+
+def upgrade(connection: Connection) -> None:
+    """Run the packaged migrations up to the head, on `connection`'s transaction."""
+    from alembic import command  # noqa: PLC0415 - see `_migrations`
+
+    config, _ = _migrations()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+def _migrate(connection: Connection) -> None:
+    """Bring the schema to this code's head revision, or refuse a newer one."""
+    current = _current_revision(connection)
+    if current == HEAD_REVISION:
+        return
+    if current is not None and current not in known_revisions():
+        raise SchemaVersionError(
+            f"the database schema is at revision `{current}`, newer than this Charter"
+            f" (`{HEAD_REVISION}`): upgrade Charter to open it"
+        )
+    upgrade(connection)
 
 
 def _log_id(connection: Connection, log_id: str | None) -> str:
@@ -138,8 +159,13 @@ def _log_id(connection: Connection, log_id: str | None) -> str:
 
 def open_store(
     target: str | os.PathLike[str], *, log_id: str | None = None, read_only: bool = False
-) -> SQLiteStore:
+) -> LedgerStore:
     """Open a store at a path or database URL: for writing, or only for reading.
+
+    A PostgreSQL URL (`postgresql://user@host/db`) opens a `PostgresStore` (with the
+    `postgres` extra installed): its schema must already be this code's (run
+    `migrate_store`, the `charter migrate` command, to create or upgrade it), and it is
+    never changed by opening. Everything else below is about SQLite.
 
     For writing (the default) a missing or empty file is created and an older schema
     migrated; a file holding anything but a Charter ledger is refused, untouched.
@@ -160,15 +186,20 @@ def open_store(
             this Charter does not read.
         SchemaVersionError: the database was migrated by a newer Charter.
         StoreError: `log_id` does not match the stored one, or `target` is a URL of
-            another database than SQLite.
+            another database than SQLite or PostgreSQL.
     """
+    if is_postgres(target):
+        # Imported only for a PostgreSQL URL: the driver is an extra.
+        from charter.store._postgres_open import open_postgres  # noqa: PLC0415
+
+        return open_postgres(os.fspath(target), log_id=log_id, read_only=read_only)
     if read_only:
         return _open_reader(target, log_id)
     url = make_url(_url(target))
     if url.get_backend_name() != "sqlite":
         raise StoreError(
-            f"`{url.render_as_string(hide_password=True)}` is not a SQLite database:"
-            " Charter's ledger is stored in SQLite"
+            f"`{url.render_as_string(hide_password=True)}` is neither a SQLite file nor a"
+            " PostgreSQL database (`postgresql://...`): Charter stores its ledger in one of those"
         )
     foreign = _foreign_problem(url.database)
     if foreign is not None:
@@ -185,6 +216,38 @@ def open_store(
         engine.dispose()
         raise
     return SQLiteStore(engine, chosen)
+
+
+def migrate_store(target: str | os.PathLike[str]) -> tuple[str | None, str]:
+    """Create or upgrade a store's schema to this code's head: (revision before, after).
+
+    For PostgreSQL this is the only thing that changes a schema (`open_store` refuses
+    one that is not this code's); a SQLite file is migrated by any writer's opening as
+    well, and this does the same.
+
+    Raises:
+        StoreOpenError: the store cannot be reached or opened, or holds another
+            application's tables.
+        SchemaVersionError: its schema is newer than this code.
+    """
+    if is_postgres(target):
+        from charter.store._postgres_open import migrate_postgres  # noqa: PLC0415
+
+        return migrate_postgres(os.fspath(target))
+    before = None
+    if "://" not in os.fspath(target):
+        path = Path(target)
+        if path.is_file() and path.stat().st_size and _foreign_problem(str(path)) is None:
+            connection = _read_only_connection(path)
+            try:
+                row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+                before = None if row is None else str(row[0])
+            except sqlite3.DatabaseError:  # an empty database: nothing to upgrade from
+                before = None
+            finally:
+                connection.close()
+    open_store(target).close()
+    return before, HEAD_REVISION
 
 
 def _reader_path(target: str | os.PathLike[str]) -> Path:
@@ -280,10 +343,9 @@ def _revision_problem(revision: str | None) -> str | None:
     """Why a reader cannot read a schema at `revision`, or None when it is this code's."""
     if revision == HEAD_REVISION:
         return None
-    known = {script.revision for script in _migrations()[1].walk_revisions()}
     if revision is None:
         return "is not a Charter ledger (its schema has no revision)"
-    if revision in known:
+    if revision in known_revisions():
         return (
             f"has an older schema (revision `{revision}`) than this Charter reads"
             f" (`{HEAD_REVISION}`): open it once with a command that writes to it, such as"

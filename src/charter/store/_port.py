@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -42,8 +42,10 @@ from charter.ledger import (
 )
 
 __all__ = [
+    "ApprovalFilters",
     "ApprovalRows",
     "BundleConflictError",
+    "DecisionFilters",
     "DecisionIndex",
     "IndexChange",
     "KeyRows",
@@ -243,6 +245,37 @@ class LedgerLog(LedgerReader, Protocol):
         """Record a signed checkpoint."""
 
 
+class DecisionFilters(TypedDict, total=False):
+    """The filters of `DecisionIndex.decision_rows`; one that is None or left out is none.
+
+    `since` and `until` bound the decision's time (both inclusive); `before_seq` keeps
+    the rows before that seq, to page back from the last one seen.
+    """
+
+    agent: str | None
+    action: str | None
+    verdict: str | None
+    since: str | None
+    until: str | None
+    before_seq: int | None
+
+
+class ApprovalFilters(TypedDict, total=False):
+    """The filters of `ApprovalRows`' queries; one that is None is none.
+
+    `state` is `pending` when left out (None: every state); `group` keeps the approvals
+    routed to that reviewer group, `shape` those of that argument shape, and `due_by`
+    those whose deadline is at or before that time.
+    """
+
+    state: str | None
+    group: str | None
+    agent: str | None
+    action: str | None
+    shape: str | None
+    due_by: str | None
+
+
 class DecisionIndex(Protocol):
     """The decisions index: one row per decision, written with its ledger entries."""
 
@@ -257,15 +290,7 @@ class DecisionIndex(Protocol):
         """The decisions-index row found by id, by grant, or by (agent, idempotency key)."""
 
     def decision_rows(
-        self,
-        *,
-        agent: str | None = None,
-        action: str | None = None,
-        verdict: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        before_seq: int | None = None,
-        limit: int = 50,
+        self, *, limit: int = 50, **filters: Unpack[DecisionFilters]
     ) -> list[dict[str, Any]]:
         """Decisions-index rows matching every filter given, newest first."""
 
@@ -279,30 +304,11 @@ class ApprovalRows(Protocol):
         """The approvals row found by its id or its decision's id."""
 
     def approval_rows(
-        self,
-        *,
-        state: str | None = "pending",
-        group: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-        shape: str | None = None,
-        due_by: str | None = None,
-        limit: int | None = 100,
-        offset: int = 0,
+        self, *, limit: int | None = 100, offset: int = 0, **filters: Unpack[ApprovalFilters]
     ) -> list[dict[str, Any]]:
-        """Approvals rows matching every filter given, by deadline then highest risk.
+        """Approvals rows matching every filter given, by deadline then highest risk."""
 
-        `due_by` keeps those whose deadline is at or before that time.
-        """
-
-    def count_approvals(
-        self,
-        *,
-        state: str | None = "pending",
-        group: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-    ) -> int:
+    def count_approvals(self, **filters: Unpack[ApprovalFilters]) -> int:
         """How many approvals match the filters."""
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Engine, and_, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from charter.store._port import StoreError
+from charter.store._port import ApprovalFilters, StoreError
 from charter.store._tables import api_keys, approvals, meta
 
 __all__ = ["SQLiteApprovalRows", "SQLiteKeyRows"]
@@ -47,43 +47,31 @@ class SQLiteApprovalRows(_OnEngine):
         return None if row is None else dict(row)
 
     @staticmethod
-    def _approval_filters(
-        state: str | None, group: str | None, agent: str | None, action: str | None
-    ) -> list[Any]:
+    def _approval_filters(filters: ApprovalFilters) -> list[Any]:
         c = approvals.c
         out: list[Any] = []
-        if state is not None:
+        if (state := filters.get("state", "pending")) is not None:
             out.append(c.state == state)
-        if group is not None:
+        if (group := filters.get("group")) is not None:
             # `groups` is a JSON list of names; a quoted match cannot hit a longer name.
             out.append(c.groups.contains(json.dumps(group), autoescape=True))
-        if agent is not None:
+        if (agent := filters.get("agent")) is not None:
             out.append(c.agent == agent)
-        if action is not None:
+        if (action := filters.get("action")) is not None:
             out.append(c.action == action)
+        if (shape := filters.get("shape")) is not None:
+            out.append(c.shape == shape)
+        if (due_by := filters.get("due_by")) is not None:
+            out.append(c.deadline <= due_by)
         return out
 
     def approval_rows(
-        self,
-        *,
-        state: str | None = "pending",
-        group: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-        shape: str | None = None,
-        due_by: str | None = None,
-        limit: int | None = 100,
-        offset: int = 0,
+        self, *, limit: int | None = 100, offset: int = 0, **filters: Unpack[ApprovalFilters]
     ) -> list[dict[str, Any]]:
         """`ApprovalRows.approval_rows`; rows alike in deadline and risk go by id."""
-        conditions = self._approval_filters(state, group, agent, action)
-        if shape is not None:
-            conditions.append(approvals.c.shape == shape)
-        if due_by is not None:
-            conditions.append(approvals.c.deadline <= due_by)
         query = (
             select(approvals)
-            .where(and_(True, *conditions))
+            .where(and_(True, *self._approval_filters(filters)))
             .order_by(approvals.c.deadline, approvals.c.risk.desc(), approvals.c.id)
             .offset(offset)
         )
@@ -92,16 +80,9 @@ class SQLiteApprovalRows(_OnEngine):
         with self._engine.connect() as connection:
             return [dict(r) for r in connection.execute(query).mappings()]
 
-    def count_approvals(
-        self,
-        *,
-        state: str | None = "pending",
-        group: str | None = None,
-        agent: str | None = None,
-        action: str | None = None,
-    ) -> int:
+    def count_approvals(self, **filters: Unpack[ApprovalFilters]) -> int:
         """How many approvals match the filters."""
-        conditions = self._approval_filters(state, group, agent, action)
+        conditions = self._approval_filters(filters)
         query = select(func.count()).select_from(approvals).where(and_(True, *conditions))
         with self._engine.connect() as connection:
             return int(connection.execute(query).scalar() or 0)

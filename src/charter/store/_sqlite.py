@@ -12,16 +12,14 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     Engine,
-    and_,
     insert,
-    select,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -30,16 +28,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from charter.ledger import (
     GENESIS,
     ChainHead,
-    Checkpoint,
     LedgerEntry,
     NewEvent,
     PreparedEvent,
-    SignedCheckpoint,
     link_entries,
     prepare_event,
 )
+from charter.store._core import WRITE, CoreStore
 from charter.store._port import (
-    BundleConflictError,
     IndexChange,
     LedgerTransaction,
     SetOnceConflict,
@@ -49,16 +45,13 @@ from charter.store._port import (
 from charter.store._service_rows import SQLiteApprovalRows, SQLiteKeyRows
 from charter.store._tables import (
     approvals,
-    bundles,
-    checkpoints,
     decisions,
     ledger_entries,
 )
 
 __all__ = ["SQLiteStore"]
 
-_PAGE = 1000  # rows per read transaction when streaming entries
-_WRITE = "charter_write"  # execution option: this connection is about to write
+_WRITE = WRITE  # execution option: this connection is about to write
 _BUSY_TIMEOUT_MS = 30_000
 # executemany needs every row to name the same columns
 _INDEX_DEFAULTS: dict[str, Any] = {
@@ -66,15 +59,6 @@ _INDEX_DEFAULTS: dict[str, Any] = {
     for column in decisions.columns
     if column.name not in ("id", "seq", "at", "agent", "action", "verdict")
 }
-
-_ENTRY_COLUMNS = (
-    ledger_entries.c.seq,
-    ledger_entries.c.kind,
-    ledger_entries.c.at,
-    ledger_entries.c.payload,
-    ledger_entries.c.leaf_hash,
-    ledger_entries.c.chain_hash,
-)
 
 
 # The decisions index through the driver: the SQL text is built from the table's own
@@ -437,7 +421,7 @@ class _SQLiteAppender(_KeptConnection):
         return entries
 
 
-class SQLiteStore(SQLiteApprovalRows, SQLiteKeyRows):
+class SQLiteStore(SQLiteApprovalRows, SQLiteKeyRows, CoreStore):
     """A `LedgerStore` on a SQLite database through SQLAlchemy Core and its driver.
 
     Safe to share between threads: each call checks a connection out of the pool for
@@ -445,40 +429,13 @@ class SQLiteStore(SQLiteApprovalRows, SQLiteKeyRows):
     """
 
     def __init__(self, engine: Engine, log_id: str, *, read_only: bool = False) -> None:
-        self._engine = engine
-        self._log_id = log_id
-        self._read_only = read_only
+        super().__init__(engine, log_id, read_only=read_only)
         database = engine.url.database
         # A file gets kept connections for its hot paths; memory stays on the pool, and
         # so does a reader, whose pool opens the file read-only.
         path = database if database not in (None, "", ":memory:") and not read_only else None
         self._appender = _SQLiteAppender(path) if path else None
         self._lookups = _SQLiteLookups(path) if path else None
-
-    @property
-    def log_id(self) -> str:
-        """The ledger's identity, fixed when the store was created."""
-        return self._log_id
-
-    @property
-    def engine(self) -> Engine:
-        """The SQLAlchemy engine, for tools and tests that need raw access."""
-        return self._engine
-
-    @property
-    def read_only(self) -> bool:
-        """Whether the store was opened for reading only (every write then refuses)."""
-        return self._read_only
-
-    def _refuse_writes(self) -> None:
-        if self._read_only:
-            raise StoreError(
-                f"the ledger `{self._engine.url.database}` was opened read-only: it takes no writes"
-            )
-
-    def _writing(self) -> Connection:
-        self._refuse_writes()
-        return self._engine.connect().execution_options(**{_WRITE: True})
 
     def transaction(self) -> AbstractContextManager[LedgerTransaction]:
         """A transaction to stage appends in; they commit together when the block ends.
@@ -547,14 +504,6 @@ class SQLiteStore(SQLiteApprovalRows, SQLiteKeyRows):
         with _set_once():
             return self._appender.try_append(prepared, indexes)
 
-    def entry(self, seq: int) -> LedgerEntry | None:
-        """The entry at `seq`, or None."""
-        with self._engine.connect() as connection:
-            row = connection.execute(
-                select(*_ENTRY_COLUMNS).where(ledger_entries.c.seq == seq)
-            ).first()
-        return None if row is None else LedgerEntry(*row)
-
     def decision_row(
         self,
         *,
@@ -581,134 +530,6 @@ class SQLiteStore(SQLiteApprovalRows, SQLiteKeyRows):
         if self._lookups is not None:
             return self._lookups.decision_row(where, params)
         return _decision_row(self._engine, where, params)
-
-    def decision_rows(
-        self,
-        *,
-        agent: str | None = None,
-        action: str | None = None,
-        verdict: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        before_seq: int | None = None,
-        limit: int = 50,
-    ) -> list[dict[str, Any]]:
-        """Decisions-index rows matching every filter given, newest first."""
-        c = decisions.c
-        conditions = [
-            condition
-            for condition in (
-                c.agent == agent if agent is not None else None,
-                c.action == action if action is not None else None,
-                c.verdict == verdict if verdict is not None else None,
-                c.at >= since if since is not None else None,
-                c.at <= until if until is not None else None,
-                c.seq < before_seq if before_seq is not None else None,
-            )
-            if condition is not None
-        ]
-        query = select(decisions).where(and_(True, *conditions))
-        with self._engine.connect() as connection:
-            rows = connection.execute(query.order_by(c.seq.desc()).limit(limit)).mappings()
-            return [dict(r) for r in rows]
-
-    @staticmethod
-    def _head(connection: Connection) -> ChainHead:
-        row = connection.execute(
-            select(ledger_entries.c.seq, ledger_entries.c.chain_hash)
-            .order_by(ledger_entries.c.seq.desc())
-            .limit(1)
-        ).first()
-        return GENESIS if row is None else ChainHead(row.seq, row.chain_hash)
-
-    def head(self) -> ChainHead:
-        """The last entry's seq and chain hash (`GENESIS` when empty)."""
-        with self._engine.connect() as connection:
-            return self._head(connection)
-
-    def count(self) -> int:
-        """The number of entries: the head's seq."""
-        return self.head().seq
-
-    def entries(
-        self, after: int = 0, limit: int | None = None, kinds: Collection[str] | None = None
-    ) -> Iterator[LedgerEntry]:
-        """Stream entries after `after` in seq order, a page per short read transaction."""
-        remaining = limit
-        while remaining is None or remaining > 0:
-            page = _PAGE if remaining is None else min(_PAGE, remaining)
-            query = select(*_ENTRY_COLUMNS).where(ledger_entries.c.seq > after)
-            if kinds is not None:
-                query = query.where(ledger_entries.c.kind.in_(list(kinds)))
-            with self._engine.connect() as connection:
-                rows = connection.execute(query.order_by(ledger_entries.c.seq).limit(page)).all()
-            for row in rows:
-                yield LedgerEntry(*row)
-            if len(rows) < page:
-                return
-            after = rows[-1].seq
-            if remaining is not None:
-                remaining -= len(rows)
-
-    def put_bundle(self, version: str, content: bytes) -> None:
-        """Store a bundle's content under its version, once; repeating it is a no-op."""
-        with self._writing() as connection, connection.begin():
-            stored = connection.execute(
-                select(bundles.c.content).where(bundles.c.version == version)
-            ).scalar()
-            if stored is None:
-                connection.execute(insert(bundles).values(version=version, content=content))
-            elif bytes(stored) != content:
-                raise BundleConflictError(
-                    f"the bundle version `{version}` is already stored with other content"
-                )
-
-    def get_bundle(self, version: str) -> bytes | None:
-        """Return a stored bundle's content, or None."""
-        with self._engine.connect() as connection:
-            stored = connection.execute(
-                select(bundles.c.content).where(bundles.c.version == version)
-            ).scalar()
-        return None if stored is None else bytes(stored)
-
-    def bundle_versions(self) -> list[str]:
-        """Every stored bundle version, sorted."""
-        with self._engine.connect() as connection:
-            return list(
-                connection.execute(select(bundles.c.version).order_by(bundles.c.version)).scalars()
-            )
-
-    def add_checkpoint(self, signed: SignedCheckpoint) -> None:
-        """Record a signed checkpoint; one per tree size."""
-        checkpoint = signed.checkpoint
-        try:
-            with self._writing() as connection, connection.begin():
-                connection.execute(
-                    insert(checkpoints).values(
-                        tree_size=checkpoint.tree_size,
-                        origin=checkpoint.origin,
-                        root_hash=checkpoint.root_hash,
-                        chain_head=checkpoint.chain_head,
-                        at=checkpoint.at,
-                        key_id=signed.key_id,
-                        signature=signed.signature,
-                    )
-                )
-        except IntegrityError:
-            raise StoreError(
-                f"a checkpoint for tree size `{checkpoint.tree_size}` is already stored"
-            ) from None
-
-    def latest_checkpoint(self) -> SignedCheckpoint | None:
-        """The checkpoint with the largest tree size, or None."""
-        with self._engine.connect() as connection:
-            row = connection.execute(
-                select(checkpoints).order_by(checkpoints.c.tree_size.desc()).limit(1)
-            ).first()
-        if row is None:
-            return None
-        checkpoint = Checkpoint(row.origin, row.tree_size, row.root_hash, row.chain_head, row.at)
-        return SignedCheckpoint(checkpoint, row.key_id, row.signature)
 
     def close(self) -> None:
         """Close the kept connections and dispose of the connection pool."""

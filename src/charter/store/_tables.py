@@ -9,6 +9,7 @@ tables; this module is what the adapters query with.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Index,
@@ -33,10 +34,13 @@ __all__ = [
 
 metadata = MetaData()
 
+#: A ledger position: BIGINT on PostgreSQL, INTEGER (SQLite's 64-bit rowid) on SQLite.
+SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
 ledger_entries = Table(
     "ledger_entries",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("seq", SEQ, primary_key=True, autoincrement=False),
     Column("kind", String(64), nullable=False),
     Column("at", String(40), nullable=False),
     Column("payload", Text, nullable=False),
@@ -56,7 +60,7 @@ bundles = Table(
 checkpoints = Table(
     "checkpoints",
     metadata,
-    Column("tree_size", Integer, primary_key=True, autoincrement=False),
+    Column("tree_size", SEQ, primary_key=True, autoincrement=False),
     Column("origin", String(100), nullable=False),
     Column("root_hash", String(64), nullable=False),
     Column("chain_head", String(64), nullable=False),
@@ -78,7 +82,7 @@ decisions = Table(
     "decisions",
     metadata,
     Column("id", String(64), primary_key=True),
-    Column("seq", Integer, nullable=False, unique=True),
+    Column("seq", SEQ, nullable=False, unique=True),
     Column("agent", String(256), nullable=False),
     Column("action", String(256), nullable=False),
     Column("verdict", String(32), nullable=False),
@@ -88,8 +92,8 @@ decisions = Table(
     Column("grant_id", String(64), nullable=True, unique=True),
     Column("grant_args_hash", String(80), nullable=True),
     Column("grant_expires_at", String(40), nullable=True),
-    Column("redeemed_seq", Integer, nullable=True),
-    Column("outcome_seq", Integer, nullable=True),
+    Column("redeemed_seq", SEQ, nullable=True),
+    Column("outcome_seq", SEQ, nullable=True),
     Column("outcome_success", Boolean, nullable=True),
     Column("approval_state", String(16), nullable=True),
     Index("ix_decisions_idempotency", "agent", "idempotency_key"),
@@ -124,8 +128,8 @@ approvals = Table(
     Column("deadline", String(40), nullable=False),
     Column("risk", Integer, nullable=False),
     Column("shape", String(64), nullable=False),
-    Column("opened_seq", Integer, nullable=False),
-    Column("updated_seq", Integer, nullable=False),
+    Column("opened_seq", SEQ, nullable=False),
+    Column("updated_seq", SEQ, nullable=False),
     Column("body", Text, nullable=False),
     Index("ix_approvals_state_deadline", "state", "deadline", "risk"),
     Index("ix_approvals_agent_state", "agent", "state"),

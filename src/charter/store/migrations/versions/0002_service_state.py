@@ -18,13 +18,16 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
+#: A ledger position: BIGINT on PostgreSQL, INTEGER on SQLite (as in 0001).
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 def upgrade() -> None:
     """Create the decisions index and the API key table."""
     op.create_table(
         "decisions",
         sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column("seq", sa.Integer, nullable=False, unique=True),
+        sa.Column("seq", SEQ, nullable=False, unique=True),
         sa.Column("agent", sa.String(256), nullable=False),
         sa.Column("action", sa.String(256), nullable=False),
         sa.Column("verdict", sa.String(32), nullable=False),
@@ -34,8 +37,8 @@ def upgrade() -> None:
         sa.Column("grant_id", sa.String(64), nullable=True, unique=True),
         sa.Column("grant_args_hash", sa.String(80), nullable=True),
         sa.Column("grant_expires_at", sa.String(40), nullable=True),
-        sa.Column("redeemed_seq", sa.Integer, nullable=True),
-        sa.Column("outcome_seq", sa.Integer, nullable=True),
+        sa.Column("redeemed_seq", SEQ, nullable=True),
+        sa.Column("outcome_seq", SEQ, nullable=True),
         sa.Column("outcome_success", sa.Boolean, nullable=True),
         sa.UniqueConstraint("agent", "idempotency_key", name="uq_decisions_idempotency"),
     )

@@ -22,6 +22,9 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+#: A ledger position: BIGINT on PostgreSQL, INTEGER on SQLite (as in 0001).
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 def upgrade() -> None:
     """Create the approvals table and the new columns; relax the idempotency constraint."""
@@ -37,8 +40,8 @@ def upgrade() -> None:
         sa.Column("deadline", sa.String(40), nullable=False),
         sa.Column("risk", sa.Integer, nullable=False),
         sa.Column("shape", sa.String(64), nullable=False),
-        sa.Column("opened_seq", sa.Integer, nullable=False),
-        sa.Column("updated_seq", sa.Integer, nullable=False),
+        sa.Column("opened_seq", SEQ, nullable=False),
+        sa.Column("updated_seq", SEQ, nullable=False),
         sa.Column("body", sa.Text, nullable=False),
     )
     op.create_index("ix_approvals_state_deadline", "approvals", ["state", "deadline", "risk"])

@@ -27,17 +27,27 @@ SET_ONCE = {
 
 
 def upgrade() -> None:
-    """Create the set-once triggers (SQLite)."""
-    if op.get_bind().dialect.name == "sqlite":
-        for column, message in SET_ONCE.items():
+    """Create the set-once triggers."""
+    dialect = op.get_bind().dialect.name
+    for column, message in SET_ONCE.items():
+        if dialect == "sqlite":
             op.execute(
                 f"CREATE TRIGGER decisions_{column}_once BEFORE UPDATE OF {column} ON decisions"
                 f" WHEN OLD.{column} IS NOT NULL BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            )
+        elif dialect == "postgresql":  # `charter_refuse` is migration 0001's
+            op.execute(
+                f"CREATE TRIGGER decisions_{column}_once BEFORE UPDATE OF {column} ON decisions"
+                f" FOR EACH ROW WHEN (OLD.{column} IS NOT NULL)"
+                f" EXECUTE FUNCTION charter_refuse('{message}')"
             )
 
 
 def downgrade() -> None:
     """Drop the triggers."""
-    if op.get_bind().dialect.name == "sqlite":
-        for column in SET_ONCE:
+    dialect = op.get_bind().dialect.name
+    for column in SET_ONCE:
+        if dialect == "sqlite":
             op.execute(f"DROP TRIGGER IF EXISTS decisions_{column}_once")
+        elif dialect == "postgresql":
+            op.execute(f"DROP TRIGGER IF EXISTS decisions_{column}_once ON decisions")
