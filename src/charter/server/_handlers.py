@@ -9,7 +9,6 @@ about HTTP beyond `ApiError`.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, TypeVar
 
@@ -24,7 +23,7 @@ from charter.server._errors import ApiError, from_charter_error
 from charter.server._metrics import Metrics
 from charter.server._schemas import AgentPut, OutcomeReport, RedeemRequest
 from charter.service import Charter, DecisionRecord, Principal
-from charter.store import PostgresStore
+from charter.store._core import CoreStore
 
 __all__ = ["Handlers"]
 
@@ -271,16 +270,5 @@ class Handlers:
 
 def _writable(store: object) -> str:
     """Whether the store takes writes; "ok" or why not."""
-    if isinstance(store, PostgresStore):
-        return store.writable_problem() or "ok"
-    engine = getattr(store, "engine", None)
-    path = getattr(getattr(engine, "url", None), "database", None)
-    if not isinstance(path, str) or not path or path == ":memory:":
-        return "ok"
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    for target in (path, folder):
-        if os.path.exists(target) and not os.access(target, os.W_OK):
-            return f"not writable: `{target}`"
-    if not os.path.exists(path):
-        return f"missing: `{path}`"
-    return "ok"
+    problem = store.writable_problem() if isinstance(store, CoreStore) else None
+    return problem or "ok"

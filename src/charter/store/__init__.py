@@ -10,6 +10,8 @@ threads append through one batching writer (`ProcessCommitWriter` runs it in a c
 process); `verify_store` checks the whole ledger.
 """
 
+from typing import Any
+
 from charter.store._group import GroupCommitWriter, LedgerWriter
 from charter.store._opening import is_postgres, migrate_store, open_store
 from charter.store._port import (
@@ -33,9 +35,18 @@ from charter.store._port import (
     checkpoint_store,
     verify_store,
 )
-from charter.store._postgres import PostgresStore
 from charter.store._process import ProcessCommitWriter
 from charter.store._sqlite import SQLiteStore
+
+
+def __getattr__(name: str) -> Any:
+    # The PostgreSQL adapter's imports cost every command's start; only its users pay.
+    if name == "PostgresStore":
+        from charter.store._postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ApprovalFilters",

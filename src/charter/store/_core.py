@@ -8,21 +8,56 @@ dialect-specific write) and its lookups.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+import contextlib
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import Engine, and_, insert, select
+from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from charter.ledger import GENESIS, ChainHead, Checkpoint, LedgerEntry, SignedCheckpoint
-from charter.store._port import BundleConflictError, StoreError
-from charter.store._tables import bundles, checkpoints, decisions, ledger_entries
+from charter.ledger import (
+    GENESIS,
+    ChainHead,
+    Checkpoint,
+    LedgerEntry,
+    NewEvent,
+    PreparedEvent,
+    SignedCheckpoint,
+    link_entries,
+    prepare_event,
+)
+from charter.store._port import (
+    BundleConflictError,
+    IndexChange,
+    LedgerTransaction,
+    SetOnceConflict,
+    StagedTransaction,
+    StoreError,
+)
+from charter.store._tables import approvals, bundles, checkpoints, decisions, ledger_entries
 
-__all__ = ["ENTRY_COLUMNS", "PAGE", "WRITE", "CoreStore"]
+__all__ = [
+    "ENTRY_COLUMNS",
+    "PAGE",
+    "WRITE",
+    "CoreStore",
+    "apply_index",
+    "set_once",
+    "update_decision",
+    "upsert_approval",
+]
 
 PAGE = 1000  # rows per read transaction when streaming entries
 WRITE = "charter_write"  # execution option: this connection is about to write
+
+# executemany needs every row to name the same columns
+_INDEX_DEFAULTS: dict[str, Any] = {
+    column.name: None
+    for column in decisions.columns
+    if column.name not in ("id", "seq", "at", "agent", "action", "verdict")
+}
 
 ENTRY_COLUMNS = (
     ledger_entries.c.seq,
@@ -32,6 +67,90 @@ ENTRY_COLUMNS = (
     ledger_entries.c.leaf_hash,
     ledger_entries.c.chain_hash,
 )
+
+
+def apply_index(
+    entries: Sequence[LedgerEntry],
+    changes: Sequence[IndexChange | None],
+    insert_rows: Callable[[list[dict[str, Any]]], None],
+    update_row: Callable[[str, dict[str, Any]], None],
+    upsert_approval: Callable[[Mapping[str, Any], int], None],
+) -> None:
+    """Apply index changes in entry order: inserts batched, then updates as they come."""
+    rows: list[dict[str, Any]] = []
+    for entry, change in zip(entries, changes, strict=True):
+        if change is None:
+            continue
+        if change.insert:
+            rows.append(
+                {
+                    **_INDEX_DEFAULTS,
+                    **change.values,
+                    "id": change.decision_id,
+                    "seq": entry.seq,
+                    "at": entry.at,
+                }
+            )
+        elif change.values or change.seq_column is not None:
+            if rows:  # an update may touch a row inserted earlier in this batch
+                insert_rows(rows)
+                rows = []
+            values = dict(change.values)
+            if change.seq_column is not None:
+                values[change.seq_column] = entry.seq
+            update_row(change.decision_id, values)
+        if change.approval is not None:
+            upsert_approval(change.approval, entry.seq)
+    if rows:
+        insert_rows(rows)
+
+
+#: What the set-once triggers' abort says (migration 0004), on either database.
+_SET_ONCE_MARK = "set-once:"
+
+
+@contextlib.contextmanager
+def set_once() -> Iterator[None]:
+    """Raise the set-once triggers' abort as `SetOnceConflict`: a caller's refusal."""
+    try:
+        yield
+    except DBAPIError as error:
+        said = str(error.orig)
+        if _SET_ONCE_MARK not in said:
+            raise
+        # PostgreSQL adds its context on further lines: the message is the first.
+        raise SetOnceConflict(said[said.index(_SET_ONCE_MARK) :].splitlines()[0]) from error
+
+
+def _insert_decisions(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert decisions-index rows in one executemany."""
+    connection.execute(insert(decisions), rows)
+
+
+def update_decision(connection: Connection, decision_id: str, values: dict[str, Any]) -> None:
+    """Set `values` on one decisions-index row."""
+    for name in values:  # names come from code, never from clients; checked all the same
+        if name not in decisions.c:
+            raise StoreError(f"the decisions index has no column `{name}`")
+    connection.execute(update(decisions).where(decisions.c.id == decision_id).values(**values))
+
+
+def upsert_approval(
+    connection: Connection, row: Mapping[str, Any], seq: int, dialect_insert: Any
+) -> None:
+    """Write an approval as it stands after the entry at `seq` (insert or replace).
+
+    `dialect_insert` is the dialect's `insert` (SQLite's or PostgreSQL's), whose
+    `ON CONFLICT ... DO UPDATE` both spell the same way.
+    """
+    values = {**row, "updated_seq": seq}
+    values.setdefault("opened_seq", seq)
+    for name in values:
+        if name not in approvals.c:
+            raise StoreError(f"the approvals table has no column `{name}`")
+    statement = dialect_insert(approvals).values(**values)
+    changed = {k: statement.excluded[k] for k in values if k not in ("id", "opened_seq")}
+    connection.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changed))
 
 
 class CoreStore:
@@ -77,6 +196,66 @@ class CoreStore:
     def _writing(self) -> Connection:
         self._refuse_writes()
         return self._engine.connect().execution_options(**{WRITE: True})
+
+    def transaction(self) -> AbstractContextManager[LedgerTransaction]:
+        """A transaction to stage appends in; they commit together when the block ends.
+
+        An exception in the block aborts it: nothing staged is written.
+        """
+        self._refuse_writes()
+        return StagedTransaction.around(self.append)  # type: ignore[attr-defined]
+
+    def _prepared(
+        self,
+        events: Sequence[NewEvent | PreparedEvent],
+        indexes: Sequence[IndexChange | None] | None,
+    ) -> list[PreparedEvent]:
+        """The events validated and encoded for an append, before anything is written."""
+        self._refuse_writes()
+        prepared = [prepare_event(item) for item in events]
+        if indexes is not None and len(indexes) != len(prepared):
+            raise StoreError("`indexes` must pair one change (or None) with each event")
+        return prepared
+
+    def _insert_linked(
+        self,
+        connection: Connection,
+        prepared: list[PreparedEvent],
+        indexes: Sequence[IndexChange | None] | None,
+        dialect_insert: Any,
+    ) -> list[LedgerEntry]:
+        """Link `prepared` after the head and insert it with its index changes.
+
+        The caller's transaction holds whatever makes it the only appender now.
+        """
+        entries = link_entries(self._head(connection), prepared)
+        connection.execute(
+            insert(ledger_entries),
+            [
+                {
+                    "seq": entry.seq,
+                    "kind": entry.kind,
+                    "at": entry.at,
+                    "payload": entry.payload,
+                    "leaf_hash": entry.leaf_hash,
+                    "chain_hash": entry.chain_hash,
+                }
+                for entry in entries
+            ],
+        )
+        if indexes is not None:
+            apply_index(
+                entries,
+                indexes,
+                lambda rows: _insert_decisions(connection, rows),
+                lambda decision_id, values: update_decision(connection, decision_id, values),
+                lambda row, seq: upsert_approval(connection, row, seq, dialect_insert),
+            )
+        return entries
+
+    def writable_problem(self) -> str | None:
+        """Why the store takes no writes now, or None when it does (for `/readyz`)."""
+        return "opened read-only" if self._read_only else None
 
     def entry(self, seq: int) -> LedgerEntry | None:
         """The entry at `seq`, or None."""

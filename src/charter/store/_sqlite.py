@@ -10,16 +10,15 @@ other rows are queried by `_service_rows`, and `_opening` opens the store.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     Engine,
-    insert,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -32,21 +31,16 @@ from charter.ledger import (
     NewEvent,
     PreparedEvent,
     link_entries,
-    prepare_event,
 )
-from charter.store._core import WRITE, CoreStore
+from charter.store._core import WRITE, CoreStore, apply_index, set_once
 from charter.store._port import (
     IndexChange,
-    LedgerTransaction,
-    SetOnceConflict,
-    StagedTransaction,
     StoreError,
 )
 from charter.store._service_rows import SQLiteApprovalRows, SQLiteKeyRows
 from charter.store._tables import (
     approvals,
     decisions,
-    ledger_entries,
 )
 
 __all__ = ["SQLiteStore"]
@@ -54,11 +48,6 @@ __all__ = ["SQLiteStore"]
 _WRITE = WRITE  # execution option: this connection is about to write
 _BUSY_TIMEOUT_MS = 30_000
 # executemany needs every row to name the same columns
-_INDEX_DEFAULTS: dict[str, Any] = {
-    column.name: None
-    for column in decisions.columns
-    if column.name not in ("id", "seq", "at", "agent", "action", "verdict")
-}
 
 
 # The decisions index through the driver: the SQL text is built from the table's own
@@ -161,21 +150,6 @@ _HEAD_SQL = "SELECT seq, chain_hash FROM ledger_entries ORDER BY seq DESC LIMIT 
 _BEGIN_SQL = "BEGIN IMMEDIATE"
 
 
-#: What the set-once triggers' abort says (migration 0004).
-_SET_ONCE_MARK = "set-once:"
-
-
-@contextlib.contextmanager
-def _set_once() -> Iterator[None]:
-    """Raise the set-once triggers' abort as `SetOnceConflict`: a caller's refusal."""
-    try:
-        yield
-    except IntegrityError as error:
-        if _SET_ONCE_MARK in str(error.orig):
-            raise SetOnceConflict(str(error.orig)) from error
-        raise
-
-
 def _busy(error: BaseException | None) -> bool:
     """Whether a driver error is SQLITE_BUSY: another connection holds the write lock."""
     return isinstance(error, sqlite3.OperationalError) and (
@@ -187,42 +161,6 @@ _ENTRY_ROW_SQL = "(?, ?, ?, ?, ?, ?)"
 _INSERT_ENTRIES_SQL = (
     "INSERT INTO ledger_entries (seq, kind, at, payload, leaf_hash, chain_hash) VALUES "
 )
-
-
-def _apply_index(
-    entries: Sequence[LedgerEntry],
-    changes: Sequence[IndexChange | None],
-    insert_rows: Callable[[list[dict[str, Any]]], None],
-    update_row: Callable[[str, dict[str, Any]], None],
-    upsert_approval: Callable[[Mapping[str, Any], int], None],
-) -> None:
-    """Apply index changes in entry order: inserts batched, then updates as they come."""
-    rows: list[dict[str, Any]] = []
-    for entry, change in zip(entries, changes, strict=True):
-        if change is None:
-            continue
-        if change.insert:
-            rows.append(
-                {
-                    **_INDEX_DEFAULTS,
-                    **change.values,
-                    "id": change.decision_id,
-                    "seq": entry.seq,
-                    "at": entry.at,
-                }
-            )
-        elif change.values or change.seq_column is not None:
-            if rows:  # an update may touch a row inserted earlier in this batch
-                insert_rows(rows)
-                rows = []
-            values = dict(change.values)
-            if change.seq_column is not None:
-                values[change.seq_column] = entry.seq
-            update_row(change.decision_id, values)
-        if change.approval is not None:
-            upsert_approval(change.approval, entry.seq)
-    if rows:
-        insert_rows(rows)
 
 
 def _upsert_approval_row(cursor: Any, row: Mapping[str, Any], seq: int) -> None:
@@ -399,7 +337,7 @@ class _SQLiteAppender(_KeptConnection):
                         ],
                     )
                 if indexes is not None:
-                    _apply_index(
+                    apply_index(
                         entries,
                         indexes,
                         lambda rows: _insert_decision_rows(cursor, rows),
@@ -437,54 +375,20 @@ class SQLiteStore(SQLiteApprovalRows, SQLiteKeyRows, CoreStore):
         self._appender = _SQLiteAppender(path) if path else None
         self._lookups = _SQLiteLookups(path) if path else None
 
-    def transaction(self) -> AbstractContextManager[LedgerTransaction]:
-        """A transaction to stage appends in; they commit together when the block ends.
-
-        An exception in the block aborts it: nothing staged is written.
-        """
-        self._refuse_writes()
-        return StagedTransaction.around(self.append)
-
     def append(
         self,
         events: Sequence[NewEvent | PreparedEvent],
         indexes: Sequence[IndexChange | None] | None = None,
     ) -> list[LedgerEntry]:
         """Append events atomically after the current head and return their entries."""
-        self._refuse_writes()
-        prepared = [prepare_event(item) for item in events]
+        prepared = self._prepared(events, indexes)
         if not prepared:
             return []
-        if indexes is not None and len(indexes) != len(prepared):
-            raise StoreError("`indexes` must pair one change (or None) with each event")
         if self._appender is not None:
-            with _set_once():
+            with set_once():
                 return self._appender.append(prepared, indexes)
-        with _set_once(), self._writing() as connection, connection.begin():
-            entries = link_entries(self._head(connection), prepared)
-            connection.execute(
-                insert(ledger_entries),
-                [
-                    {
-                        "seq": entry.seq,
-                        "kind": entry.kind,
-                        "at": entry.at,
-                        "payload": entry.payload,
-                        "leaf_hash": entry.leaf_hash,
-                        "chain_hash": entry.chain_hash,
-                    }
-                    for entry in entries
-                ],
-            )
-            if indexes is not None:
-                _apply_index(
-                    entries,
-                    indexes,
-                    lambda rows: _insert_decisions(connection, rows),
-                    lambda decision_id, values: _update_decision(connection, decision_id, values),
-                    lambda row, seq: _upsert_approval(connection, row, seq),
-                )
-        return entries
+        with set_once(), self._writing() as connection, connection.begin():
+            return self._insert_linked(connection, prepared, indexes, sqlite_insert)
 
     def try_append(
         self,
@@ -495,13 +399,10 @@ class SQLiteStore(SQLiteApprovalRows, SQLiteKeyRows, CoreStore):
 
         Only a store on a file can tell without waiting; one in memory always answers None.
         """
-        self._refuse_writes()
-        prepared = [prepare_event(item) for item in events]
-        if indexes is not None and len(indexes) != len(prepared):
-            raise StoreError("`indexes` must pair one change (or None) with each event")
+        prepared = self._prepared(events, indexes)
         if self._appender is None or not prepared:
             return None
-        with _set_once():
+        with set_once():
             return self._appender.try_append(prepared, indexes)
 
     def decision_row(
@@ -531,6 +432,21 @@ class SQLiteStore(SQLiteApprovalRows, SQLiteKeyRows, CoreStore):
             return self._lookups.decision_row(where, params)
         return _decision_row(self._engine, where, params)
 
+    def writable_problem(self) -> str | None:
+        """Why the file takes no writes now (not writable, gone), or None when it does."""
+        path = self._engine.url.database
+        if self._read_only:
+            return "opened read-only"
+        if not path or path == ":memory:":
+            return None
+        folder = os.path.dirname(os.path.abspath(path)) or "."
+        for target in (path, folder):
+            if os.path.exists(target) and not os.access(target, os.W_OK):
+                return f"not writable: `{target}`"
+        if not os.path.exists(path):
+            return f"missing: `{path}`"
+        return None
+
     def close(self) -> None:
         """Close the kept connections and dispose of the connection pool."""
         for kept in (self._appender, self._lookups):
@@ -543,12 +459,3 @@ class SQLiteStore(SQLiteApprovalRows, SQLiteKeyRows, CoreStore):
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-def _upsert_approval(connection: Connection, row: Mapping[str, Any], seq: int) -> None:
-    """Write an approval as it stands after the entry at `seq` (insert or replace)."""
-    values = {**row, "updated_seq": seq}
-    values.setdefault("opened_seq", seq)
-    statement = sqlite_insert(approvals).values(**values)
-    changed = {k: statement.excluded[k] for k in values if k not in ("id", "opened_seq")}
-    connection.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changed))
