@@ -27,7 +27,7 @@ from charter.store._port import (
     IndexChange,
     StoreError,
 )
-from charter.store._service_rows import SQLiteApprovalRows, SQLiteKeyRows
+from charter.store._service_rows import CoreApprovalRows, CoreKeyRows
 from charter.store._tables import decisions, meta
 
 __all__ = ["SEQUENCER_LOCK", "PostgresStore"]
@@ -37,7 +37,7 @@ __all__ = ["SEQUENCER_LOCK", "PostgresStore"]
 SEQUENCER_LOCK = 0x43484152544552  # "CHARTER"
 
 
-class PostgresStore(SQLiteApprovalRows, SQLiteKeyRows, CoreStore):
+class PostgresStore(CoreApprovalRows, CoreKeyRows, CoreStore):
     """A `LedgerStore` on a PostgreSQL database; build it with `open_store(URL)`.
 
     Safe to share between threads and between processes: each call checks a connection

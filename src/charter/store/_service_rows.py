@@ -1,8 +1,9 @@
-"""The rows the service keeps beside the ledger, on SQLite: approvals, API keys, secrets.
+"""The rows the service keeps beside the ledger: approvals, API keys, secrets.
 
-`SQLiteStore` takes these queries from the classes here; none of them is on the ledger's
-append path (an approval's row is written with its entry, by the appender), and each
-method is its own short transaction.
+Both adapters (`SQLiteStore`, `PostgresStore`) take these queries from the classes here,
+in SQLAlchemy Core that reads the same on either database; none of them is on the
+ledger's append path (an approval's row is written with its entry, by the appender), and
+each method is its own short transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Connection
 from charter.store._port import ApprovalFilters, StoreError
 from charter.store._tables import api_keys, approvals, meta
 
-__all__ = ["SQLiteApprovalRows", "SQLiteKeyRows"]
+__all__ = ["CoreApprovalRows", "CoreKeyRows"]
 
 
 class _OnEngine:
@@ -29,7 +30,7 @@ class _OnEngine:
     _writing: Callable[[], Connection]
 
 
-class SQLiteApprovalRows(_OnEngine):
+class CoreApprovalRows(_OnEngine):
     """The `ApprovalRows` port: approvals as they stand now."""
 
     def approval_row(
@@ -88,7 +89,7 @@ class SQLiteApprovalRows(_OnEngine):
             return int(connection.execute(query).scalar() or 0)
 
 
-class SQLiteKeyRows(_OnEngine):
+class CoreKeyRows(_OnEngine):
     """The `KeyRows` and `Secrets` ports: API key rows, and the store's own secrets."""
 
     def secret(self, name: str) -> bytes:

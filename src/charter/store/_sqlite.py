@@ -37,7 +37,7 @@ from charter.store._port import (
     IndexChange,
     StoreError,
 )
-from charter.store._service_rows import SQLiteApprovalRows, SQLiteKeyRows
+from charter.store._service_rows import CoreApprovalRows, CoreKeyRows
 from charter.store._tables import (
     approvals,
     decisions,
@@ -359,7 +359,7 @@ class _SQLiteAppender(_KeptConnection):
         return entries
 
 
-class SQLiteStore(SQLiteApprovalRows, SQLiteKeyRows, CoreStore):
+class SQLiteStore(CoreApprovalRows, CoreKeyRows, CoreStore):
     """A `LedgerStore` on a SQLite database through SQLAlchemy Core and its driver.
 
     Safe to share between threads: each call checks a connection out of the pool for
