@@ -43,6 +43,30 @@ def test_apply_returns_a_new_state_and_leaves_the_old_one() -> None:
     assert restored.autonomy == {}
 
 
+def test_changes_folded_in_any_order_end_as_the_ledger_orders_them() -> None:
+    """A replica reads another's entries after its own: the newest change still wins."""
+    changes = [
+        (1, events.halt(AT, "agent", "support-bot", "runaway", "ops")),
+        (2, events.autonomy_changed(AT, "support-bot", 3, "trusted", "ops")),
+        (3, events.resume(AT, "agent", "support-bot", "ops")),
+        (4, events.halt(AT, "all", None, "incident", "ops")),
+        (5, events.autonomy_changed(AT, "support-bot", 1, "slip", "ops")),
+    ]
+    in_order = ServiceState()
+    for seq, event in changes:
+        in_order = in_order.apply_event(event, seq)
+    assert in_order.halts == {("all", None): Halt("all", None, "incident")}
+    assert in_order.autonomy == {"support-bot": 1}
+    for order in ([4, 2, 0, 1, 3], [3, 4, 1, 2, 0], [0, 0, 4, 3, 3, 2, 1]):
+        shuffled = ServiceState()
+        for i in order:
+            shuffled = shuffled.apply_event(changes[i][1], changes[i][0])
+        assert shuffled.halts == in_order.halts
+        assert shuffled.autonomy == in_order.autonomy
+    # Without a position (an event not yet committed) a change applies as it comes.
+    assert in_order.apply_event(changes[2][1]).halts == in_order.halts
+
+
 def test_kinds_that_carry_no_state_pass_through() -> None:
     """An outcome, a key or an approval step leaves the state as it is."""
     state = ServiceState()

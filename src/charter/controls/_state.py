@@ -41,6 +41,10 @@ class ServiceState:
     registry: Mapping[str, AgentProfile] = field(default_factory=dict)
     deployed: str | None = None
     spending: BudgetSpending = field(default_factory=BudgetSpending)
+    #: The ledger position of the last change of each halt, autonomy override and
+    #: registry entry: a change older than the one in force is ignored, so a replica that
+    #: reads another's entries after its own ends where the ledger's order says.
+    versions: Mapping[tuple[str, str | None, str | None], int] = field(default_factory=dict)
 
     @classmethod
     def fold(cls, entries: Iterable[LedgerEntry], *, budget_cutoff: str = "") -> ServiceState:
@@ -56,21 +60,29 @@ class ServiceState:
             if entry.kind == events.DECISION and entry.at < budget_cutoff:
                 continue
             if entry.kind in FOLDED_KINDS:
-                state = state.apply(entry.kind, entry.at, entry.payload_object())
+                state = state.apply(entry.kind, entry.at, entry.payload_object(), entry.seq)
         return state
 
-    def apply_event(self, event: NewEvent) -> ServiceState:
-        """`apply` for an event as the service queues it."""
-        return self.apply(event.kind, event.at, event.payload)
+    def apply_event(self, event: NewEvent, seq: int | None = None) -> ServiceState:
+        """`apply` for an event as the service queues it (committed at `seq`, if known)."""
+        return self.apply(event.kind, event.at, event.payload, seq)
 
     def apply_entry(self, entry: LedgerEntry) -> ServiceState:
         """`apply` for an entry read back from the ledger."""
         if entry.kind not in FOLDED_KINDS:
             return self
-        return self.apply(entry.kind, entry.at, entry.payload_object())
+        return self.apply(entry.kind, entry.at, entry.payload_object(), entry.seq)
 
-    def apply(self, kind: str, at: str, payload: Mapping[str, Any]) -> ServiceState:
-        """The state after one event; kinds that carry no state leave it as it is."""
+    def apply(
+        self, kind: str, at: str, payload: Mapping[str, Any], seq: int | None = None
+    ) -> ServiceState:
+        """The state after one event; kinds that carry no state leave it as it is.
+
+        With `seq` (the entry's ledger position), a halt, resume, autonomy change or
+        agent update that is not newer than the last change of the same halt, agent or
+        override is ignored: folding entries out of order, or one twice, ends where the
+        ledger's order does.
+        """
         if kind == events.DECISION:
             decision = payload["decision"]
             budgets = payload.get("budgets")
@@ -79,27 +91,46 @@ class ServiceState:
                     decision["agent"], dt.datetime.fromisoformat(at), decision["risk"], budgets
                 )
             return self
-        if kind == events.HALT:
+        if kind in (events.HALT, events.RESUME):
             key = (payload["scope"], payload.get("target"))
+            versions = self._newer(("halt", *key), seq)
+            if versions is None:
+                return self
+            if kind == events.RESUME:
+                halts = {k: v for k, v in self.halts.items() if k != key}
+                return replace(self, halts=halts, versions=versions)
             halt = Halt(key[0], key[1], payload.get("reason", ""))
-            return replace(self, halts={**self.halts, key: halt})
-        if kind == events.RESUME:
-            key = (payload["scope"], payload.get("target"))
-            return replace(self, halts={k: v for k, v in self.halts.items() if k != key})
+            return replace(self, halts={**self.halts, key: halt}, versions=versions)
         if kind == events.AUTONOMY_CHANGED:
             agent, level = payload["agent"], payload["level"]
+            versions = self._newer(("autonomy", agent, None), seq)
+            if versions is None:
+                return self
             levels = {k: v for k, v in self.autonomy.items() if k != agent}
             if level is not None:
                 levels[agent] = int(level)
-            return replace(self, autonomy=levels)
+            return replace(self, autonomy=levels, versions=versions)
         if kind == events.AGENT_UPDATED:
             profile = _profile(payload["agent"])
             if profile is None:
                 return self
-            return replace(self, registry={**self.registry, profile.id: profile})
+            versions = self._newer(("agent", profile.id, None), seq)
+            if versions is None:
+                return self
+            return replace(self, registry={**self.registry, profile.id: profile}, versions=versions)
         if kind == events.POLICY_DEPLOYED:
             return replace(self, deployed=payload["version"])
         return self
+
+    def _newer(
+        self, key: tuple[str, str | None, str | None], seq: int | None
+    ) -> Mapping[tuple[str, str | None, str | None], int] | None:
+        """The versions with `key` at `seq`; None when the change in force is as new."""
+        if seq is None:
+            return self.versions
+        if self.versions.get(key, 0) >= seq:
+            return None
+        return {**self.versions, key: seq}
 
     def spend(self, agent: str, at: dt.datetime, risk: int, budgets: Iterable[str]) -> None:
         """Count an allowed decision against its budgets.

@@ -172,6 +172,8 @@ def serve(
         # Deadlines that fell due while the server was down fire now, then as they come.
         charter.fire_due()
         charter.start_timers()
+        # Halts, autonomy changes and revocations made by other processes: within a second.
+        charter.start_following()
         config = uvicorn.Config(
             app,
             host=host,
@@ -186,4 +188,5 @@ def serve(
             uvicorn.Server(config).run(sockets=[listener])
         finally:
             charter.stop_timers()
+            charter.stop_following()
             notifier.close(timeout=5)

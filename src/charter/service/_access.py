@@ -221,6 +221,10 @@ class KeyRing:
             lambda: next((r for r in self._store.key_rows() if r["key_id"] == key_id), None),
         )
 
+    def forget_cached(self) -> None:
+        """Drop every cached lookup: a key revoked elsewhere stops working at once."""
+        self._cache.clear()
+
     def list(self) -> list[dict[str, Any]]:
         """Every key, oldest first, without its hash."""
         return [{k: v for k, v in r.items() if k != "key_hash"} for r in self._store.key_rows()]

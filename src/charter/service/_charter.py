@@ -31,6 +31,7 @@ from charter.service._deciding import Deciding, keyed, refused_or
 from charter.service._desk import ApprovalDesk
 from charter.service._drive import run, run_async
 from charter.service._fleet import Fleet
+from charter.service._follow import Follower
 from charter.service._grants import Grants
 from charter.service._queries import Queries
 from charter.service._records import DecisionRecord, Redemption
@@ -100,6 +101,8 @@ class Charter:
         store: LedgerStore = db if not isinstance(db, str | Path) else open_store(db)
         try:
             keys, secret, desk = KeyRing(store, clock), store.secret("grants"), ApprovalDesk(store)
+            # Read before the fold: what lands meanwhile is read again, and folds the same.
+            folded_through = store.head().seq
             state = _opening_state(store, bundle)
             committer: LedgerWriter = (
                 ProcessCommitWriter(store) if writer == "process" else GroupCommitWriter(store)
@@ -125,6 +128,7 @@ class Charter:
         self._approvals = Approvals(s, self._queries, self._deciding)
         self._grants = Grants(s, self._approvals)
         self._fleet = Fleet(s)
+        self._follower = Follower(s, folded_through)
         try:
             self._fleet.deploy(bundle)
         except BaseException:
@@ -166,6 +170,7 @@ class Charter:
     def close(self) -> None:
         """Stop the timers, flush pending ledger writes and close the store."""
         self._approvals.stop_timers()
+        self._follower.stop()
         self._session.writer.close()
         self._session.store.close()
 
@@ -285,6 +290,11 @@ class Charter:
     fire_due = delegate("_approvals", Approvals.fire_due)
     start_timers = delegate("_approvals", Approvals.start_timers)
     stop_timers = delegate("_approvals", Approvals.stop_timers)
+    #: Fold what other processes append (halts, autonomy, agents, key revocations), once.
+    catch_up = delegate("_follower", Follower.catch_up)
+    #: Follow the ledger in a background thread (what `charter serve` runs).
+    start_following = delegate("_follower", Follower.start)
+    stop_following = delegate("_follower", Follower.stop)
     watch = delegate("_approvals", Approvals.watch)
     wait_decision = delegate("_approvals", Approvals.wait_decision)
     record_event = delegate("_fleet", Fleet.record_event)

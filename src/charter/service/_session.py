@@ -103,7 +103,7 @@ class Session:
         The state changes only once the entry is durable: a failed commit changes nothing.
         """
         entry = self.writer.submit(event, None, awaited=True).result()
-        self.state = self.state.apply_event(event)
+        self.state = self.state.apply_event(event, entry.seq)
         return entry
 
     def issue(self, decision_id: str, args_hash: str, now: dt.datetime) -> GrantTicket:
