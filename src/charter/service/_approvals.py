@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,11 +30,10 @@ from charter.service._desk import SETTLED_STATES, approval_row
 from charter.service._queries import Queries
 from charter.service._records import ApprovalView, DecisionView
 from charter.service._session import Session
+from charter.service._ticker import Ticker
 from charter.store import IndexChange
 
 __all__ = ["Approvals"]
-
-_log = logging.getLogger("charter.service")
 
 
 def _reviewer(principal: Principal) -> Reviewer:
@@ -49,8 +47,7 @@ class Approvals:
         self._s = session
         self._queries = queries
         self._deciding = deciding
-        self._timer: threading.Thread | None = None
-        self._timer_stop = threading.Event()
+        self._timers = Ticker("charter-approval-timers", self.fire_due)
 
     # -- steps -------------------------------------------------------------------------
 
@@ -258,27 +255,11 @@ class Approvals:
 
     def start_timers(self, interval: float = 0.5) -> None:
         """Run approval deadlines in a background thread until `stop_timers` or `close`."""
-        if self._timer is not None:
-            return
-        self._timer_stop.clear()
-
-        def run() -> None:
-            while not self._timer_stop.wait(interval):
-                try:
-                    self.fire_due()
-                except Exception:  # a failing store must not kill the timers
-                    _log.exception("firing approval deadlines failed; retrying")
-
-        self._timer = threading.Thread(target=run, name="charter-approval-timers", daemon=True)
-        self._timer.start()
+        self._timers.start(interval)
 
     def stop_timers(self) -> None:
         """Stop the timer thread, if running."""
-        if self._timer is None:
-            return
-        self._timer_stop.set()
-        self._timer.join()
-        self._timer = None
+        self._timers.stop()
 
     def watch(self, decision_id: str, callback: Callable[[], None]) -> Callable[[], None]:
         """Call `callback` (in a Charter thread) once the decision's approval settles.

@@ -11,15 +11,11 @@ entries again, or another's late, leaves the state the ledger's order gives.
 
 from __future__ import annotations
 
-import logging
-import threading
-
 from charter.ledger import events
 from charter.service._session import Session
+from charter.service._ticker import Ticker
 
 __all__ = ["FOLLOWED_KINDS", "Follower"]
-
-_log = logging.getLogger("charter.service")
 
 #: The kinds another process may append that change what this one decides or admits.
 FOLLOWED_KINDS = frozenset(
@@ -44,8 +40,7 @@ class Follower:
     def __init__(self, session: Session, after: int) -> None:
         self._s = session
         self._after = after
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._ticker = Ticker("charter-ledger-follower", self.catch_up)
 
     @property
     def position(self) -> int:
@@ -77,31 +72,8 @@ class Follower:
 
     def start(self, interval: float = 0.25) -> None:
         """Catch up every `interval` seconds in a background thread until `stop`."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-
-        def run() -> None:
-            failing = False
-            while not self._stop.wait(interval):
-                try:
-                    self.catch_up()
-                except Exception:  # a store that is away must not end the following
-                    if not failing:  # said once per outage, not four times a second
-                        _log.exception("reading the ledger's new entries failed; retrying")
-                    failing = True
-                else:
-                    if failing:
-                        _log.warning("reading the ledger's new entries works again")
-                    failing = False
-
-        self._thread = threading.Thread(target=run, name="charter-ledger-follower", daemon=True)
-        self._thread.start()
+        self._ticker.start(interval)
 
     def stop(self) -> None:
         """Stop the background thread, if running."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
+        self._ticker.stop()

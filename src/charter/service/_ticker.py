@@ -1,0 +1,63 @@
+"""A background thread that does one piece of work every interval until stopped.
+
+The approval timers and the ledger follower both run this way: the work is retried at
+the next tick when it fails (a store that is away must not end it), and the failure is
+logged once per outage rather than at every tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+__all__ = ["Ticker"]
+
+_log = logging.getLogger("charter.service")
+
+
+class Ticker:
+    """Calls `work` every `interval` seconds in a daemon thread named `name`.
+
+    Args:
+        name: the thread's name, also how the log names the work.
+        work: what to do at each tick; an exception is logged and retried next tick.
+    """
+
+    def __init__(self, name: str, work: Callable[[], object]) -> None:
+        self._name = name
+        self._work = work
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self, interval: float) -> None:
+        """Start ticking, unless already started."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(interval,), name=self._name, daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        failing = False
+        while not self._stop.wait(interval):
+            try:
+                self._work()
+            except Exception:
+                if not failing:
+                    _log.exception("%s failed; retrying at every tick", self._name)
+                failing = True
+            else:
+                if failing:
+                    _log.warning("%s works again", self._name)
+                failing = False
+
+    def stop(self) -> None:
+        """Stop and wait for the thread, if running."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
