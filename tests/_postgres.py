@@ -19,6 +19,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -75,10 +76,15 @@ class Cluster:
         self._template_ready = False
 
     @classmethod
-    def start(cls) -> Cluster:
-        """Start a throwaway server, or use `CHARTER_TEST_POSTGRES`."""
+    def start(cls, *, private: bool = False) -> Cluster:
+        """Start a throwaway server, or use `CHARTER_TEST_POSTGRES`.
+
+        `private` always starts one of its own, whatever `CHARTER_TEST_POSTGRES` says:
+        a server a test may stop, freeze and start again (`halt`, `freeze`, `resume`)
+        without disturbing the session's. `stored_bytes` does not look at its files.
+        """
         given = os.environ.get("CHARTER_TEST_POSTGRES")
-        if given:
+        if given and not private:
             return cls(given, None, [])
         binaries = _binaries()
         folder = Path(tempfile.mkdtemp(prefix="charter-pg-"))
@@ -110,10 +116,13 @@ class Cluster:
         )  # fmt: skip
         cluster = cls(f"postgresql://charter@127.0.0.1:{port}/postgres", folder, runner)
         cluster._binaries = binaries
-        _RUNNING.append(cluster)
+        cluster._options = options
+        if not private:
+            _RUNNING.append(cluster)
         return cluster
 
     _binaries: Path
+    _options: str
 
     @property
     def data(self) -> Path | None:
@@ -126,6 +135,49 @@ class Cluster:
             raise RuntimeError("the server was not started by the tests")
         command = [*self._runner, str(self._binaries / "pg_ctl"), "-D", str(self._folder / "data")]
         subprocess.run([*command, *args], check=True, capture_output=True, timeout=120)
+
+    def halt(self, mode: str = "immediate") -> None:
+        """Stop the server as an outage would, keeping its data for `resume`.
+
+        `immediate` is a crash (no shutdown checkpoint, clients cut off); `fast` is an
+        orderly stop that still disconnects every client at once.
+        """
+        self.pg_ctl("-m", mode, "-w", "-t", "60", "stop")
+
+    def resume(self) -> None:
+        """Start the server `halt` stopped, on the same port and data folder."""
+        assert self._folder is not None  # `pg_ctl` refuses a server it did not start
+        # The log file, as at the first start: without one the server would hold the
+        # pipes `pg_ctl` was given, and `subprocess.run` would wait on them forever.
+        self.pg_ctl("-l", str(self._folder / "log"), "-o", self._options, "-w", "-t", "60", "start")
+
+    def _processes(self) -> list[int]:
+        """The server's processes: the postmaster (from its pid file) and its children."""
+        assert self._folder is not None
+        postmaster = int((self._folder / "data" / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # The parent's pid is the second field after the parenthesised name.
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def freeze(self) -> None:
+        """Stop every process of the server (SIGSTOP): a host gone silent, not refusing.
+
+        Connections stay open and connecting still reaches the listen queue, but nothing
+        answers, as with a database host that is black-holed or hung. `thaw` ends it.
+        """
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a `freeze`d server run again (SIGCONT)."""
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def url(self, database: str) -> str:
         """The URL of `database` on this server."""

@@ -609,6 +609,23 @@ def migrate_command(db: DbOption = None, store_url: StoreOption = None) -> None:
         out.print(f"{_shown(target)}: schema upgraded from revision {before} to {after}")
 
 
+def _workers(value: str) -> int:
+    """`--workers`: a count of processes, or `auto` (0: one per core); else exit 2."""
+    if value.strip().lower() == "auto":
+        return 0
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        err.print(
+            f"error: --workers `{value}` must be a number of processes, or `auto` (one per core)",
+            markup=False,
+        )
+        raise typer.Exit(2)
+    return count
+
+
 @app.command("serve")
 def serve_command(
     policy: Annotated[Path, typer.Option("--policy", help="The policy bundle folder.")],
@@ -618,6 +635,15 @@ def serve_command(
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="The TCP port (0: any free one).")
     ] = 8470,
+    workers: Annotated[
+        str,
+        typer.Option(
+            "--workers",
+            metavar="N|auto",
+            help="Processes serving the API: a number, or `auto` (one per CPU core);"
+            " more than one needs a PostgreSQL --store.",
+        ),
+    ] = "1",
     max_body: Annotated[
         int, typer.Option("--max-body", help="The largest request body, in bytes.")
     ] = 1024 * 1024,
@@ -652,9 +678,10 @@ def serve_command(
         ),
     ] = LedgerWriterChoice.process,
 ) -> None:
-    """Serve the HTTP API and the reviewer UI (one uvicorn worker) until interrupted."""
+    """Serve the HTTP API and the reviewer UI until interrupted (SIGTERM drains first)."""
     from charter.server import serve  # noqa: PLC0415 - keeps every other command's start fast
 
+    processes = _workers(workers)
     bundle = _load(policy)
     target = _target(db, store_url, default=Path("charter.db"))
     try:
@@ -663,6 +690,7 @@ def serve_command(
             target,
             host=host,
             port=port,
+            workers=processes,
             max_body=max_body,
             max_pending=max_pending,
             idempotency_ttl=idempotency_ttl,

@@ -19,7 +19,8 @@ CharterError                    base of everything Charter raises on purpose
 │   ├── EventError              an event cannot enter the ledger (kind, time or payload)
 │   ├── CheckpointError         a checkpoint or key is malformed, or its signature fails
 │   ├── ProofError              a Merkle proof does not prove what it claims
-│   └── StoreError              the store cannot do what was asked (`charter.store`)
+│   ├── StoreError              the store cannot do what was asked (`charter.store`)
+│   └── StoreUnavailable        the database cannot be reached or written now; fail closed
 └── ReplayError                 a recorded entry cannot be replayed (bundle missing, bad record)
 
 The three verification errors are `ValueError`s too, as they were before they joined the tree.
@@ -48,6 +49,7 @@ __all__ = [
     "ProofError",
     "ReplayError",
     "RequestInvalid",
+    "StoreUnavailable",
     "TooManyPending",
 ]
 
@@ -180,6 +182,27 @@ class LedgerError(CharterError):
     """The ledger could not be read or written as asked."""
 
     code = "ledger_error"
+
+
+class StoreUnavailable(LedgerError):
+    """The database cannot be reached or written now; nothing was acknowledged.
+
+    The outage kind of ledger failure (the server is down or unreachable, its connection
+    dropped, the disk is full or the file unwritable), as opposed to a request the store
+    refuses. For a decision it means `deny` (`verdict`, `reason`): the caller holds no
+    recorded decision and no grant, so the action must not run. It is transient: the
+    same call succeeds once the database is back, with no restart.
+
+    A connection lost while its commit was under way may have left the entry in the
+    ledger all the same, never acknowledged; ask again with the same idempotency key to
+    get that decision back rather than a second one.
+    """
+
+    code = "store_unavailable"
+    #: What a decision that meets this error comes to: the action must not run.
+    verdict = "deny"
+    #: The reason a refused decision gives, the same words on every front door.
+    reason = "store unavailable"
 
 
 class LedgerIntegrityError(LedgerError):

@@ -78,10 +78,10 @@ class ServiceState:
     ) -> ServiceState:
         """The state after one event; kinds that carry no state leave it as it is.
 
-        With `seq` (the entry's ledger position), a halt, resume, autonomy change or
-        agent update that is not newer than the last change of the same halt, agent or
-        override is ignored: folding entries out of order, or one twice, ends where the
-        ledger's order does.
+        With `seq` (the entry's ledger position), a halt, resume, autonomy change, agent
+        update or deploy that is not newer than the last change of the same halt, agent,
+        override or deployment is ignored: folding entries out of order, or one twice,
+        ends where the ledger's order does.
         """
         if kind == events.DECISION:
             decision = payload["decision"]
@@ -119,7 +119,10 @@ class ServiceState:
                 return self
             return replace(self, registry={**self.registry, profile.id: profile}, versions=versions)
         if kind == events.POLICY_DEPLOYED:
-            return replace(self, deployed=payload["version"])
+            versions = self._newer(("deployed", None, None), seq)
+            if versions is None:
+                return self
+            return replace(self, deployed=payload["version"], versions=versions)
         return self
 
     def _newer(
@@ -140,6 +143,10 @@ class ServiceState:
         recorded decision. Both pass the recorded time.
         """
         self.spending.add(agent, at, int(risk), tuple(budgets))
+
+    def unspend(self, agent: str, at: dt.datetime, risk: int, budgets: Iterable[str]) -> None:
+        """Take back `spend` for a decision whose entry was never committed."""
+        self.spending.remove(agent, at, int(risk), tuple(budgets))
 
     def profile(self, agent: str, bundle_agents: Mapping[str, AgentProfile]) -> AgentProfile | None:
         """The agent as decisions see it: the registry's entry, else the bundle's."""

@@ -8,7 +8,8 @@ people is different: it may take hours, so it holds no thread at all; the gatewa
 the event loop when the approval settles (`Charter.watch`).
 
 A failing ledger (`LedgerError`) becomes `CharterUnavailable`, as the server answers it
-with a 503: the decision could not be made durable, so nothing may act on it.
+with a 503: the decision could not be made durable, so nothing may act on it. A store
+that is away (`StoreUnavailable`) is `denied` as well, as the server's 503 says `deny`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from charter.errors import LedgerError, TooManyPending
+from charter.errors import LedgerError, StoreUnavailable, TooManyPending
 from charter.sdk._base import AsyncClientBase, SyncClientBase, _ClientSettings
 from charter.sdk._errors import CharterUnavailable, PendingLimitReached
 from charter.sdk._flow import Backoff, Decide, Fetch, Redeem, Report, Request
@@ -76,6 +77,9 @@ def _answer(charter: Charter, request: Request) -> Any:
     except TooManyPending as exc:
         # As the server answers it (429 naming the decision); `decide_flow` reads it.
         raise PendingLimitReached(None, exc.message, decision_id=exc.decision_id) from None
+    except StoreUnavailable as exc:
+        message = f"the ledger cannot be written: {exc.message}"
+        raise CharterUnavailable(message, denied=isinstance(request, Decide)) from exc
     except LedgerError as exc:
         raise CharterUnavailable(f"the ledger cannot be written: {exc.message}") from exc
 

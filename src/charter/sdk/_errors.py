@@ -178,14 +178,19 @@ class CharterUnavailable(CharterError):
     """Charter could not be asked: unreachable, timed out, or failing (5xx).
 
     Nothing was decided that the caller can rely on, so governed actions do not run unless
-    the client was built with `fail_open=True`.
+    the client was built with `fail_open=True`; and not even then when Charter answered
+    `denied`: it was reached, and its store was not (a decision 503 `store_unavailable`
+    is a `deny`), so the answer is Charter's own and the action must not run.
 
     Attributes:
         status: the HTTP status when the server answered, else None.
+        denied: Charter answered that the request is denied because it cannot record a
+            decision now (its store is away); `fail_open` does not apply.
     """
 
     code = "charter_unavailable"
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, denied: bool = False) -> None:
         self.status = status
+        self.denied = denied
         super().__init__(message)

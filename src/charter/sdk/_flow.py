@@ -26,8 +26,10 @@ clients cannot drift apart, and the flows can be tested by feeding them answers 
     decision cannot be resumed twice.
 
     Charter unavailable at decide or redeem: fail closed (re-raise), or with fail_open
-    run anyway and count it. A report that cannot be recorded never fails a call whose
-    action already ran (the caller might retry it): it is counted and logged instead.
+    run anyway and count it; but never when Charter answered the decision `denied` (its
+    store is away: it was reached, and said no). A report that cannot be recorded never
+    fails a call whose action already ran (the caller might retry it): it is counted
+    and logged instead.
 
 The clients write their own multi-step methods the same way: `decide_flow` decides and,
 when the pending cap refuses, reads the refused decision so the error carries it whole;
@@ -203,7 +205,8 @@ def governed_flow(
     Args:
         request: what to decide.
         args_now: the action's args as they are now, read again just before the run.
-        fail_open: run the action when Charter cannot be reached, instead of raising.
+        fail_open: run the action when Charter cannot be reached, instead of raising
+            (not when it answered `denied`, its store being away).
         clock: a monotonic clock in seconds, for the outcome's duration.
         wait: seconds to wait for people when the decision needs them; 0 raises
             `ApprovalRequired` at once.
@@ -218,6 +221,7 @@ def governed_flow(
         ApprovalRequired: the decision needs people and they have not settled it within
             `wait` seconds.
         CharterUnavailable: Charter could not be asked and the client fails closed; or
+            it answered `denied` (its store is away), whatever `fail_open` says; or
             it stopped answering while the call waited for people (a decision that
             needs people never runs unapproved, whatever `fail_open` says).
         GrantRefused: the grant was refused (already used, expired, arguments changed).
@@ -225,7 +229,7 @@ def governed_flow(
     try:
         decided: DecisionResult = yield request
     except CharterUnavailable as exc:
-        if not fail_open:
+        if not fail_open or exc.denied:
             raise
         yield FailOpen("decide", request.action, exc)
         return (yield Run())  # no decision was recorded, so there is nothing to report to

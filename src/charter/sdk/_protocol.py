@@ -107,7 +107,8 @@ def error_from_answer(status: int, content: bytes) -> CharterError:
 
     A 429 `too_many_pending` is `PendingLimitReached`: a recorded refusal, not to be
     retried. Other 5xx and 429 answers mean Charter cannot answer now
-    (`CharterUnavailable`), whatever the body.
+    (`CharterUnavailable`), whatever the body; one whose error says `verdict: deny`
+    (503 `store_unavailable` to a decision) is `denied` as well.
     """
     try:
         document = json.loads(content)
@@ -122,8 +123,13 @@ def error_from_answer(status: int, content: bytes) -> CharterError:
             named = document.get("decision_id")
         return PendingLimitReached(None, message, decision_id=_text(named))
     if status >= 500 or status == 429:
+        # A decision asked for while Charter's store is away is answered 503 with
+        # `verdict: deny`: Charter's own answer, which failing open must not override.
+        denied = isinstance(error, dict) and error.get("verdict") == "deny"
         return CharterUnavailable(
-            f"charter answered {status}{f' ({code})' if code else ''}: {message}", status=status
+            f"charter answered {status}{f' ({code})' if code else ''}: {message}",
+            status=status,
+            denied=denied,
         )
     if code in _GRANT_CODES:
         return GrantRefused(code, message)

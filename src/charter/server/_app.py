@@ -36,7 +36,7 @@ from charter.errors import CharterError
 from charter.model import MAX_ID
 from charter.server._approvals import BODY_MODELS, approval_routes, long_poll
 from charter.server._body import DEFAULT_MAX_BODY, read_body, receive_body
-from charter.server._errors import ApiError, error_response, from_charter_error
+from charter.server._errors import ApiError, error_response, from_charter_error, from_outage
 from charter.server._handlers import Handlers
 from charter.server._metrics import CONTENT_TYPE_LATEST, Metrics
 from charter.server._openapi import documented
@@ -70,7 +70,8 @@ _ERRORS: dict[int, str] = {
     413: "The body is larger than the limit.",
     422: "The body or a parameter is wrong (the error names the field).",
     429: "The agent has as many approvals pending as it may; this one was refused.",
-    503: "The ledger cannot be written or read now.",
+    503: "The ledger cannot be written or read now (`store_unavailable` when the database "
+    "is away, with `Retry-After`; a decision is then also a `deny`, recorded nowhere).",
 }
 
 _BODY_MODELS: tuple[type[BaseModel], ...] = (
@@ -454,6 +455,8 @@ async def _answer_error(exc: Exception, scope: Scope, receive: Receive, send: Se
         error = exc
     elif isinstance(exc, CharterError):
         error = from_charter_error(exc)
+    elif (outage := from_outage(exc)) is not None:
+        error = outage
     else:  # never a stack trace to the client
         _log.error("unhandled error", exc_info=exc)
         error = _INTERNAL
@@ -602,6 +605,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error
 
     async def internal(_request: Request, exc: Exception) -> Response:
+        outage = from_outage(exc)
+        if outage is not None:
+            return error_response(outage)
         _log.error("unhandled error", exc_info=exc)
         return error_response(ApiError("internal", "an internal error; it has been logged"))
 

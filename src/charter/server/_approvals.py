@@ -310,9 +310,10 @@ async def long_poll(
     """Answer the decision once its approval settles, or as it stands after `wait` s.
 
     The gateway calls back (in its own thread) when the approval settles; the event loop
-    is woken through `call_soon_threadsafe`, so a waiting agent costs no thread. The
-    decision is also read again every `RECHECK` seconds: an approval settled by another
-    process on the same ledger has no callback here.
+    is woken through `call_soon_threadsafe`, so a waiting agent costs no thread. An
+    approval settled by another process on the same ledger calls back too, once this
+    process's follower has read the step; the decision is also read again every
+    `RECHECK` seconds, in case the follower is behind (its store away, say).
     """
     loop = asyncio.get_running_loop()
     settled = asyncio.Event()

@@ -5,6 +5,9 @@ Every error the API answers is `{"error": {"code": ..., "message": ..., "field":
 `field` names the offending value (a dotted path into the body, a query parameter or a
 header) when one is to blame, else null. The gateway's `CharterError` codes pass through
 unchanged; the HTTP layer adds only the codes of its own checks (body, auth, routing).
+
+A store that is away is 503 `store_unavailable` with `Retry-After`, on every route; a
+decision asked for then is also a `deny`, and its error says so (`store_unavailable_deny`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,19 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from charter.errors import CharterError, LedgerError, TooManyPending
+from charter.errors import CharterError, LedgerError, StoreUnavailable, TooManyPending
+from charter.store._opening import unavailable
 
-__all__ = ["STATUS", "ApiError", "error_body", "error_response", "from_charter_error"]
+__all__ = [
+    "RETRY_AFTER",
+    "STATUS",
+    "ApiError",
+    "error_body",
+    "error_response",
+    "from_charter_error",
+    "from_outage",
+    "store_unavailable_deny",
+]
 
 _log = logging.getLogger("charter.server")
 
@@ -55,7 +68,12 @@ STATUS: Mapping[str, int] = {
     "not_ready": 503,
     "ledger_error": 503,
     "store_error": 503,
+    "store_unavailable": 503,
 }
+
+#: Seconds a client should wait before asking again, by code (the `Retry-After` header).
+#: An outage ends by itself (the pool reconnects), so a second is enough to try again.
+RETRY_AFTER: Mapping[str, int] = {"store_unavailable": 1}
 
 
 class ApiError(Exception):
@@ -103,6 +121,27 @@ def from_charter_error(exc: CharterError) -> ApiError:
     return ApiError(exc.code, exc.message, field or None, status=status, extra=extra)
 
 
+def store_unavailable_deny(exc: StoreUnavailable) -> ApiError:
+    """A decision asked for while the store is away: 503, and a `deny`, unrecorded.
+
+    The error carries `verdict: deny` with the reason `store unavailable`, in the
+    shape of a decision's reasons, so a client that reads only the verdict still does
+    not act; it carries no id, seq or grant because nothing was recorded.
+    """
+    reasons = [{"code": exc.code, "message": exc.reason}]
+    return ApiError(exc.code, exc.message, extra={"verdict": exc.verdict, "reasons": reasons})
+
+
+def from_outage(exc: BaseException) -> ApiError | None:
+    """The 503 for an error that is not Charter's own but means the store is away, or None.
+
+    Catches what reaches the HTTP layer from a store path that names no outage itself
+    (a driver error raised as it came), so that it is answered 503, never 500.
+    """
+    found = unavailable(exc)
+    return None if found is None else from_charter_error(found)
+
+
 def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
     """The JSON body of an error answer (`extra` keys go beside the code)."""
     return {"error": {"code": code, "message": message, "field": field, **extra}}
@@ -111,6 +150,9 @@ def error_body(code: str, message: str, field: str | None = None, **extra: Any) 
 def error_response(error: ApiError) -> JSONResponse:
     """The HTTP answer for `error`; a 401 says which scheme to authenticate with."""
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    retry = RETRY_AFTER.get(error.code)
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
     if error.close:
         headers["Connection"] = "close"
     return JSONResponse(

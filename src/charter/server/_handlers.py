@@ -9,23 +9,26 @@ about HTTP beyond `ApiError`.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from charter.errors import CharterError, GrantRefused
+from charter.errors import CharterError, GrantRefused, StoreUnavailable
 from charter.model import ActionRequest, AgentProfile
 from charter.server._auth import authorize, require_agent
 from charter.server._body import parse_json, parse_request
-from charter.server._errors import ApiError, from_charter_error
+from charter.server._errors import ApiError, from_charter_error, store_unavailable_deny
 from charter.server._metrics import Metrics
 from charter.server._schemas import AgentPut, OutcomeReport, RedeemRequest
 from charter.service import Charter, DecisionRecord, Principal
 from charter.store._core import CoreStore
+from charter.store._opening import unavailable
 
-__all__ = ["Handlers"]
+__all__ = ["READY_TIMEOUT", "Handlers"]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -56,6 +59,7 @@ class Handlers:
     def __init__(self, charter: Charter, metrics: Metrics) -> None:
         self.charter = charter
         self.metrics = metrics
+        self._probe = _StoreProbe(charter, READY_TIMEOUT)
 
     def _call(self, operation: str, auth: str | None) -> Principal:
         return authorize(self.charter, auth, operation)
@@ -80,8 +84,23 @@ class Handlers:
         The body is parsed once (`parse_request`) and checked field by field once
         (`ActionRequest.from_json`); only an agent key naming another agent, which is
         recorded and so waits on the ledger, takes a worker thread. The decision is awaited
-        until its entry is durable.
+        until its entry is durable. A store that is away at any step (the key's lookup,
+        the idempotency index, the commit) makes the answer a `deny`, unrecorded: 503
+        `store_unavailable` (`store_unavailable_deny`).
         """
+        try:
+            return await self._decide_async(auth, body, header_key, started)
+        except Exception as exc:
+            # `StoreUnavailable`, or a driver's error from a store path that names no
+            # outage itself; anything else is answered as it is.
+            outage = unavailable(exc)
+            if outage is None:
+                raise
+            raise store_unavailable_deny(outage) from None
+
+    async def _decide_async(
+        self, auth: str | None, body: bytes, header_key: str | None, started: float
+    ) -> DecisionRecord:
         principal = self._call("create_decision", auth)
         value, trusted = parse_request(body, header_key)
         if (
@@ -95,6 +114,8 @@ class Handlers:
         try:
             request = ActionRequest.from_json(value, trusted=trusted)
             record = await self.charter.decide_async(request)
+        except StoreUnavailable:
+            raise
         except CharterError as exc:
             raise from_charter_error(exc) from None
         metrics = self.metrics
@@ -255,17 +276,64 @@ class Handlers:
     # -- health ------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
-        """Whether the bundle is loaded and the store answers and is writable."""
+        """Whether the bundle is loaded, the store answers and is writable, the writer runs.
+
+        The store is asked in a bounded time (`READY_TIMEOUT`), so the answer comes
+        promptly whatever the database does; once the database is back, so is `ok`.
+        """
         checks: dict[str, str] = {}
         checks["bundle"] = "ok" if self.charter.bundle is not None else "not loaded"
-        try:
-            self.charter.store.head()
-        except Exception as exc:  # any failure means not ready; the check says why
-            checks["store"] = f"unreadable: {exc}"
-        else:
-            checks["store"] = _writable(self.charter.store)
+        checks["store"] = self._probe.check()
         checks["ledger_writer"] = self.charter.writer_problem() or "ok"
         return all(v == "ok" for v in checks.values()), checks
+
+
+#: Seconds `/readyz` waits for the store before saying it did not answer: a readiness
+#: probe must answer well within a load balancer's own timeout, whatever the database
+#: host does (a host gone silent holds a query until the TCP timeouts give up).
+READY_TIMEOUT = 2.0
+
+
+class _StoreProbe:
+    """Asks the store whether it answers and takes writes, waiting a bounded time.
+
+    The question runs in a daemon thread, one at a time: a poll that finds the last one
+    still unanswered (a host gone silent) waits on that one, for at most its bound,
+    rather than piling up threads stuck behind the same dead connection.
+    """
+
+    def __init__(self, charter: Charter, timeout: float) -> None:
+        self._charter = charter
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._asking: Future[str] | None = None
+        self._since = 0.0
+
+    def check(self) -> str:
+        """`ok`, or why the store cannot be used now."""
+        with self._lock:
+            if self._asking is None or self._asking.done():
+                self._asking = Future()
+                self._since = time.monotonic()
+                threading.Thread(
+                    target=self._ask, args=(self._asking,), name="charter-readiness", daemon=True
+                ).start()
+            asking, since = self._asking, self._since
+        try:
+            return asking.result(timeout=self._timeout)
+        except TimeoutError:
+            waited = time.monotonic() - since
+            return f"store unavailable: no answer from the database for {waited:.1f} s"
+
+    def _ask(self, answer: Future[str]) -> None:
+        store = self._charter.store
+        try:
+            store.head()  # an indexed read of the ledger itself: the cheapest real question
+            said = _writable(store)
+        except Exception as exc:  # any failure means not ready; the check says why
+            outage = unavailable(exc)
+            said = outage.message if outage is not None else f"unreadable: {exc}"
+        answer.set_result(said)
 
 
 def _writable(store: object) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from charter import approvals as machine
 from charter.approvals import Approval, ApprovalState, Reviewer, Step
-from charter.errors import RequestInvalid
+from charter.errors import Conflict, RequestInvalid
 from charter.ledger import LedgerEntry, NewEvent, events
 from charter.model import ActionRequest, json_value
 from charter.service._access import Principal
@@ -31,7 +31,7 @@ from charter.service._queries import Queries
 from charter.service._records import ApprovalView, DecisionView
 from charter.service._session import Session
 from charter.service._ticker import Ticker
-from charter.store import IndexChange
+from charter.store import IndexChange, SetOnceConflict
 
 __all__ = ["Approvals"]
 
@@ -120,8 +120,11 @@ class Approvals:
             )
             future = self._apply(step, at)
         assert isinstance(pending.future, Future)  # queued for this thread, not a loop
-        pending.future.result()
-        return self._finish([(step, future)])[0]
+        try:
+            pending.future.result()
+        finally:  # the step is settled (taken back if it failed) whatever the re-decision did
+            views = self._finish([(step, future)])
+        return views[0]
 
     def decide_batch(
         self, approval_ids: Sequence[str], reviewer: Principal, *, approve: bool, reason: str = ""
@@ -169,7 +172,7 @@ class Approvals:
             for approval in sorted(due.values(), key=lambda a: a.deadline):
                 step = machine.expire(approval, at, s.bundle.routes)
                 applied.append((step, self._apply(step, at)))
-        return self._finish(applied) if applied else []
+        return self._finish(applied, timer=True) if applied else []
 
     def scrubbed(self, approval: Approval) -> Approval:
         """The approval with the bundle's data rules applied to every argument it holds.
@@ -216,18 +219,29 @@ class Approvals:
             values.update(grant.index_values())
         # Denied or expired: nobody will run it, so only the ledger's form is kept.
         kept = self.scrubbed(approval) if step.settled and not values.get("grant_id") else approval
+        # The step replaces the row only if it is still the one the step started from: of
+        # two replicas (or a timer and a reviewer) acting on one approval, one wins.
+        started_from = s.desk.get(approval.id)
+        prior = None if started_from is None else approval_row(started_from)["body"]
         future = s.writer.submit(
             NewEvent(step.kind, at, payload),
-            IndexChange(approval.decision_id, values, approval=approval_row(kept)),
+            IndexChange(
+                approval.decision_id, values, approval=approval_row(kept), approval_prior=prior
+            ),
         )
         s.desk.put(kept)
+        s.stepping[approval.id] += 1
         return future
 
-    def _finish(self, steps: Sequence[tuple[Step, Future[LedgerEntry]]]) -> list[ApprovalView]:
+    def _finish(
+        self, steps: Sequence[tuple[Step, Future[LedgerEntry]]], *, timer: bool = False
+    ) -> list[ApprovalView]:
         """Wait for steps to be durable, tell who waits, and answer the approvals.
 
         A step whose commit failed is taken back (the desk reloads the stored state) and
-        its error raised after the others have settled.
+        its error raised after the others have settled. A step another process's step
+        beat is a `Conflict` for a reviewer, and nothing for the `timer`: the deadline
+        was fired, or the approval settled, elsewhere.
         """
         s = self._s
         failure: BaseException | None = None
@@ -238,8 +252,18 @@ class Approvals:
             except BaseException as exc:
                 with s.lock:
                     s.desk.reload(step.approval.id)
+                    self._stepped(step.approval.id)
+                if isinstance(exc, SetOnceConflict):
+                    if timer:
+                        continue
+                    exc = Conflict(
+                        f"approval {step.approval.id} was changed by another step while this"
+                        " one was recorded (another reviewer's or replica's); read it again"
+                    )
                 failure = failure or exc
                 continue
+            with s.lock:
+                self._stepped(step.approval.id)
             if step.settled:
                 s.desk.settled(step.approval.decision_id)
             if step.kind == events.APPROVAL_ESCALATED:
@@ -250,6 +274,13 @@ class Approvals:
         if failure is not None:
             raise failure
         return views
+
+    def _stepped(self, approval_id: str) -> None:
+        """One queued step of the approval is settled; the caller holds the lock."""
+        stepping = self._s.stepping
+        stepping[approval_id] -= 1
+        if stepping[approval_id] <= 0:
+            del stepping[approval_id]
 
     # -- timers and waiting ------------------------------------------------------------
 

@@ -49,19 +49,19 @@ from charter.store import (
 __all__ = ["Charter"]
 
 
-def _opening_state(store: LedgerStore, bundle: Bundle) -> ServiceState:
-    """The state the ledger's history leaves, folded from its entries.
+def _opening_state(store: LedgerStore, bundle: Bundle, head: int) -> ServiceState:
+    """The state the ledger's history leaves through `head`, folded from its entries.
 
     Decisions older than the longest budget window of the live bundle can never count
-    again: the fold skips them undecoded, so opening a large ledger is quick.
+    again: the fold skips them undecoded, so opening a large ledger is quick. What lands
+    after `head` meanwhile is the follower's to fold (decisions counted once).
     """
-    head = store.head().seq
     cutoff = ""
     if head:
         last = next(iter(store.entries(after=head - 1)))
         horizon = max((b.window_seconds for b in bundle.spec.budgets), default=0)
         cutoff = format_time(dt.datetime.fromisoformat(last.at) - dt.timedelta(seconds=horizon))
-    return ServiceState.fold(store.entries(), budget_cutoff=cutoff)
+    return ServiceState.fold(store.entries(limit=head), budget_cutoff=cutoff)
 
 
 class Charter:
@@ -101,9 +101,10 @@ class Charter:
         store: LedgerStore = db if not isinstance(db, str | Path) else open_store(db)
         try:
             keys, secret, desk = KeyRing(store, clock), store.secret("grants"), ApprovalDesk(store)
-            # Read before the fold: what lands meanwhile is read again, and folds the same.
+            # The fold stops here and the follower starts here: what other processes
+            # append meanwhile is read once.
             folded_through = store.head().seq
-            state = _opening_state(store, bundle)
+            state = _opening_state(store, bundle, folded_through)
             committer: LedgerWriter = (
                 ProcessCommitWriter(store) if writer == "process" else GroupCommitWriter(store)
             )

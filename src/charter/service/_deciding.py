@@ -30,7 +30,7 @@ from charter.service._queries import Queries
 from charter.service._records import DecisionRecord, conflict_message, payload_hash
 from charter.service._session import AnyFuture, Session
 from charter.service._tickets import GrantTicket
-from charter.store import IndexChange
+from charter.store import IndexChange, SetOnceConflict
 
 __all__ = ["Deciding"]
 
@@ -46,6 +46,8 @@ class _Pending:
     grant: GrantTicket | None
     future: AnyFuture
     approval: dict[str, Any] | None = None
+    #: The budgets its allow was counted against (given back if it is never recorded).
+    spent: tuple[str, ...] = ()
 
 
 _Slot = _Pending | DecisionRecord | Future[DecisionRecord]
@@ -183,6 +185,7 @@ class Deciding:
         if allowed and counted:
             # Recorded time must be what the engine saw: replay parses `at` back into `now`.
             state.spend(request.agent, dt.datetime.fromisoformat(at), decision.risk, counted)
+            s.own_spending.add(decision_id)
         event = events.decision(
             at,
             decision_id,
@@ -196,7 +199,12 @@ class Deciding:
             idempotency=idempotency,
             grant=grant.to_record() if grant is not None else None,
         )
-        change = IndexChange(decision_id, index, insert=True)
+        # Checked again where the row is written, under the ledger's sequencer: another
+        # process may be deciding under the same key right now.
+        since = None
+        if key is not None:
+            since = format_time(now - dt.timedelta(seconds=s.settings.idempotency_ttl))
+        change = IndexChange(decision_id, index, insert=True, key_since=since)
         needs_people = not allowed and verdict in (Verdict.REQUIRE_APPROVAL, Verdict.ESCALATE)
         if not needs_people or modifies is not None:
             future = (
@@ -204,7 +212,8 @@ class Deciding:
                 if asynchronous
                 else s.writer.submit(event, change, awaited=awaited)
             )
-            return _Pending(request, decision_id, at, decision, grant, future)
+            spent = tuple(counted) if allowed else ()
+            return _Pending(request, decision_id, at, decision, grant, future, spent=spent)
         return self._open(request, decision, event, change, profile, asynchronous, awaited)
 
     def _open(
@@ -346,10 +355,14 @@ class Deciding:
                 if isinstance(slot, _Pending):
                     try:
                         entry = yield slot.future
+                    except SetOnceConflict as refused:
+                        self._unopened(slot)
+                        record = self._winner(slot, refused)
                     except BaseException:
                         self._unopened(slot)
                         raise
-                    record = self._recorded(slot, entry)
+                    else:
+                        record = self._recorded(slot, entry)
                     if position in waiting:  # later requests (in any thread) wait on this one
                         marker, waiter = waiting.pop(position)
                         waiter.set_result(record)
@@ -384,11 +397,38 @@ class Deciding:
             self._s.notify(events.APPROVAL_OPENED, slot.approval["id"])
         return record
 
+    def _winner(self, slot: _Pending, refused: SetOnceConflict) -> DecisionRecord:
+        """The decision another process recorded first under this one's idempotency key.
+
+        Raises:
+            IdempotencyConflict: the winner was a different request under the same key.
+            SetOnceConflict: `refused`, when no other decision holds the key.
+        """
+        request, key = slot.request, slot.request.idempotency_key
+        if key is None:
+            raise refused
+        row = self._s.store.decision_row(agent=request.agent, idempotency_key=key)
+        if row is None:
+            raise refused
+        if row["payload_hash"] != payload_hash(request):
+            raise IdempotencyConflict(conflict_message(key))
+        return self._queries.record_of(row, request, replayed=True)
+
     def _unopened(self, slot: _Pending) -> None:
-        """Forget the approval of a decision that was never committed: nobody can act on it."""
-        if slot.approval is not None and slot.approval["id"] is not None:
-            with self._s.lock:
-                self._s.desk.forget(slot.approval["id"])
+        """Undo what a decision that was never committed did in memory.
+
+        Nobody can act on its approval, and its allow spent no budget: the state must
+        stay what the ledger's fold gives, or the next decision would record (and replay
+        would find) more spending than the ledger holds.
+        """
+        s = self._s
+        with s.lock:
+            if slot.approval is not None and slot.approval["id"] is not None:
+                s.desk.forget(slot.approval["id"])
+            if slot.spent:
+                moment = dt.datetime.fromisoformat(slot.at)
+                s.state.unspend(slot.request.agent, moment, slot.decision.risk, slot.spent)
+                s.own_spending.discard(slot.decision_id)
 
     def _earlier(
         self, request: ActionRequest, now: dt.datetime | None = None

@@ -99,6 +99,24 @@ class ApprovalDesk:
         if row is not None:
             self.put(Approval.from_json(json.loads(row["body"])))
 
+    def refresh(self, approval_id: str) -> Approval | None:
+        """Take the stored state of an approval another process may have stepped on.
+
+        The one held here stays when it is what the store holds (this process's own
+        step, read back), so nothing of it changes, down to its arguments' order.
+        Returns the approval as it now stands, or None if the store has no such row.
+        """
+        row = self._store.approval_row(approval_id=approval_id)
+        if row is None:
+            return None
+        held = self._pending.get(approval_id)
+        if held is not None and approval_row(held)["body"] == row["body"]:
+            return held
+        stored = Approval.from_json(json.loads(row["body"]))
+        self.forget(approval_id)
+        self.put(stored)
+        return stored
+
     def pending_for(self, agent: str) -> int:
         """How many approvals the agent has pending."""
         return self._per_agent[agent]

@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -72,6 +73,13 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Where approval notifications go (set by the server); None sends none.
     notifier: Any = None
+    #: Decisions made here that spent budget, until the follower reads them back: their
+    #: spending is counted already, so the follower skips them (it counts other
+    #: processes' decisions).
+    own_spending: set[str] = field(default_factory=set)
+    #: Approvals with a step of this process queued and not yet settled: the follower
+    #: leaves them be (reloading the stored row would take the queued step back).
+    stepping: Counter[str] = field(default_factory=Counter)
 
     def stamp(self) -> str:
         """Now, in the ledger's time form."""

@@ -2,7 +2,8 @@
 
 The approval timers and the ledger follower both run this way: the work is retried at
 the next tick when it fails (a store that is away must not end it), and the failure is
-logged once per outage rather than at every tick.
+logged once per outage rather than at every tick. `poke` runs the work at once instead
+of at the next tick (a notification that something changed).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Ticker:
         self._work = work
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._poked = threading.Event()
 
     def start(self, interval: float) -> None:
         """Start ticking, unless already started."""
@@ -42,7 +44,12 @@ class Ticker:
 
     def _run(self, interval: float) -> None:
         failing = False
-        while not self._stop.wait(interval):
+        while True:
+            self._poked.wait(interval)
+            # Cleared before the work, so a poke during it runs the work once more.
+            self._poked.clear()
+            if self._stop.is_set():
+                return
             try:
                 self._work()
             except Exception:
@@ -54,10 +61,15 @@ class Ticker:
                     _log.warning("%s works again", self._name)
                 failing = False
 
+    def poke(self) -> None:
+        """Do the work now rather than at the next tick (if started); never blocks."""
+        self._poked.set()
+
     def stop(self) -> None:
         """Stop and wait for the thread, if running."""
         if self._thread is None:
             return
         self._stop.set()
+        self._poked.set()
         self._thread.join()
         self._thread = None

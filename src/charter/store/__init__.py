@@ -15,9 +15,11 @@ from typing import Any
 from charter.store._group import GroupCommitWriter, LedgerWriter
 from charter.store._opening import is_postgres, migrate_store, open_store
 from charter.store._port import (
+    AppendNotices,
     ApprovalFilters,
     ApprovalRows,
     BundleConflictError,
+    Closeable,
     DecisionFilters,
     DecisionIndex,
     IndexChange,
@@ -49,9 +51,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AppendNotices",
     "ApprovalFilters",
     "ApprovalRows",
     "BundleConflictError",
+    "Closeable",
     "DecisionFilters",
     "DecisionIndex",
     "GroupCommitWriter",

@@ -30,6 +30,7 @@ from charter.ledger import (
 )
 from charter.store._port import (
     BundleConflictError,
+    Closeable,
     IndexChange,
     LedgerTransaction,
     SetOnceConflict,
@@ -44,6 +45,7 @@ __all__ = [
     "WRITE",
     "CoreStore",
     "apply_index",
+    "changed_meanwhile",
     "set_once",
     "update_decision",
     "upsert_approval",
@@ -74,13 +76,28 @@ def apply_index(
     changes: Sequence[IndexChange | None],
     insert_rows: Callable[[list[dict[str, Any]]], None],
     update_row: Callable[[str, dict[str, Any]], None],
-    upsert_approval: Callable[[Mapping[str, Any], int], None],
+    upsert_approval: Callable[[Mapping[str, Any], int, str | None], None],
+    key_used: Callable[[str, str, str], bool],
 ) -> None:
-    """Apply index changes in entry order: inserts batched, then updates as they come."""
+    """Apply index changes in entry order: inserts batched, then updates as they come.
+
+    `key_used(agent, key, since)` says whether a stored decision of the agent has the
+    idempotency key at or after `since` (see `IndexChange.key_since`).
+
+    Raises:
+        SetOnceConflict: a step's approval changed meanwhile, or a key was taken.
+    """
     rows: list[dict[str, Any]] = []
     for entry, change in zip(entries, changes, strict=True):
         if change is None:
             continue
+        if change.key_since is not None:
+            agent, key = change.values["agent"], change.values["idempotency_key"]
+            if key_used(agent, key, change.key_since):
+                raise SetOnceConflict(
+                    f"{_SET_ONCE_MARK} idempotency key `{key}` of agent `{agent}` was taken"
+                    " by another decision meanwhile"
+                )
         if change.insert:
             rows.append(
                 {
@@ -100,7 +117,7 @@ def apply_index(
                 values[change.seq_column] = entry.seq
             update_row(change.decision_id, values)
         if change.approval is not None:
-            upsert_approval(change.approval, entry.seq)
+            upsert_approval(change.approval, entry.seq, change.approval_prior)
     if rows:
         insert_rows(rows)
 
@@ -127,6 +144,13 @@ def _insert_decisions(connection: Connection, rows: list[dict[str, Any]]) -> Non
     connection.execute(insert(decisions), rows)
 
 
+def _key_used(connection: Connection, agent: str, key: str, since: str) -> bool:
+    """Whether a stored decision of `agent` has idempotency key `key` at or after `since`."""
+    c = decisions.c
+    query = select(c.id).where(c.agent == agent, c.idempotency_key == key, c.at >= since)
+    return connection.execute(query.limit(1)).first() is not None
+
+
 def update_decision(connection: Connection, decision_id: str, values: dict[str, Any]) -> None:
     """Set `values` on one decisions-index row."""
     for name in values:  # names come from code, never from clients; checked all the same
@@ -135,13 +159,29 @@ def update_decision(connection: Connection, decision_id: str, values: dict[str, 
     connection.execute(update(decisions).where(decisions.c.id == decision_id).values(**values))
 
 
+def changed_meanwhile(approval_id: object) -> SetOnceConflict:
+    """The refusal of a step whose approval another step changed since it was read."""
+    return SetOnceConflict(
+        f"{_SET_ONCE_MARK} approval {approval_id} was changed by another step meanwhile"
+        " (another replica's, or a timer's): read it again"
+    )
+
+
 def upsert_approval(
-    connection: Connection, row: Mapping[str, Any], seq: int, dialect_insert: Any
+    connection: Connection,
+    row: Mapping[str, Any],
+    seq: int,
+    dialect_insert: Any,
+    prior: str | None = None,
 ) -> None:
     """Write an approval as it stands after the entry at `seq` (insert or replace).
 
     `dialect_insert` is the dialect's `insert` (SQLite's or PostgreSQL's), whose
-    `ON CONFLICT ... DO UPDATE` both spell the same way.
+    `ON CONFLICT ... DO UPDATE ... WHERE` both spell the same way. With `prior`, the row
+    is replaced only if its body is still `prior` (see `IndexChange.approval_prior`).
+
+    Raises:
+        SetOnceConflict: the stored body is no longer `prior`.
     """
     values = {**row, "updated_seq": seq}
     values.setdefault("opened_seq", seq)
@@ -150,7 +190,16 @@ def upsert_approval(
             raise StoreError(f"the approvals table has no column `{name}`")
     statement = dialect_insert(approvals).values(**values)
     changed = {k: statement.excluded[k] for k in values if k not in ("id", "opened_seq")}
-    connection.execute(statement.on_conflict_do_update(index_elements=["id"], set_=changed))
+    upsert = statement.on_conflict_do_update(index_elements=["id"], set_=changed)
+    if prior is None:
+        connection.execute(upsert)
+        return
+    # RETURNING, not rowcount: the drivers do not all count an upsert's row.
+    guarded = statement.on_conflict_do_update(
+        index_elements=["id"], set_=changed, where=approvals.c.body == prior
+    ).returning(approvals.c.id)
+    if connection.execute(guarded).first() is None:
+        raise changed_meanwhile(row.get("id"))
 
 
 class CoreStore:
@@ -249,13 +298,20 @@ class CoreStore:
                 indexes,
                 lambda rows: _insert_decisions(connection, rows),
                 lambda decision_id, values: update_decision(connection, decision_id, values),
-                lambda row, seq: upsert_approval(connection, row, seq, dialect_insert),
+                lambda row, seq, prior: upsert_approval(
+                    connection, row, seq, dialect_insert, prior
+                ),
+                lambda agent, key, since: _key_used(connection, agent, key, since),
             )
         return entries
 
     def writable_problem(self) -> str | None:
         """Why the store takes no writes now, or None when it does (for `/readyz`)."""
         return "opened read-only" if self._read_only else None
+
+    def listen_appends(self, wake: Callable[[], None]) -> Closeable | None:
+        """None: this database announces nothing, so followers poll (see `AppendNotices`)."""
+        return None
 
     def entry(self, seq: int) -> LedgerEntry | None:
         """The entry at `seq`, or None."""

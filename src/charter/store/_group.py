@@ -9,6 +9,12 @@ Blocking callers wait on a `concurrent.futures.Future` each (`submit`). Callers 
 event loop (`submit_async`) get an `asyncio.Future` of that loop instead: after a commit
 the writer hands the whole batch's results to each loop in one `call_soon_threadsafe`,
 rather than waking the loop and bridging a thread future once per event.
+
+A failed commit answers every caller in it with the error and nothing else: no caller
+is told its entry is durable unless its transaction committed. An outage (the database
+away, the disk full) is answered as `StoreUnavailable`, and it stops nothing: the next
+batch is tried afresh, on a new connection, so appends work again as soon as the
+database does, with no restart.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Protocol, TypeAlias
 from sqlalchemy.exc import IntegrityError
 
 from charter.ledger import LedgerEntry, NewEvent, PreparedEvent, prepare_event
+from charter.store._opening import unavailable
 from charter.store._port import IndexChange, LedgerLog, SetOnceConflict, StoreError
 
 __all__ = ["GroupCommitWriter", "LedgerWriter", "append_units", "settle_waiters"]
@@ -89,6 +96,12 @@ class LedgerWriter(Protocol):
 def _taken(waiter: _Waiter) -> bool:
     """Whether the writer takes an event up: a thread future's caller may cancel it first."""
     return not isinstance(waiter, Future) or waiter.set_running_or_notify_cancel()
+
+
+def _heard(future: asyncio.Future[LedgerEntry]) -> None:
+    """Mark a settled future's failure as read (see `submit_many_async`)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _resolve(done: _Outcome) -> None:
@@ -198,7 +211,8 @@ class GroupCommitWriter:
                     indexes if any(i is not None for i in indexes) else None,
                 )
             except Exception as error:  # as the thread would answer it: this caller's
-                settle_waiters([(future, error) for _, future, _ in items])
+                failure = _named(error)
+                settle_waiters([(future, failure) for _, future, _ in items])
                 return True
             if entries is None:
                 return False
@@ -272,6 +286,11 @@ class GroupCommitWriter:
             for (event, index), future in zip(events, futures, strict=True)
         ]
         self._put(items)
+        for follower in futures[1:]:
+            # The group shares one outcome and its caller awaits the first future: a
+            # failure left unread on the others is that same failure, already heard,
+            # not one for asyncio to log as "never retrieved" when they are collected.
+            follower.add_done_callback(_heard)
         return futures
 
     def problem(self) -> str | None:
@@ -335,7 +354,8 @@ class GroupCommitWriter:
                 else []
             )
         except BaseException as error:  # every waiting caller must hear about it
-            settle_waiters([(waiter, error) for unit in units for _, waiter, _ in unit])
+            failure = _named(error) if isinstance(error, Exception) else error
+            settle_waiters([(waiter, failure) for unit in units for _, waiter, _ in unit])
             return
         finally:
             # Committed (or failed): no longer ahead of anyone. Said before the callers
@@ -347,6 +367,11 @@ class GroupCommitWriter:
 
 
 _Pairs: TypeAlias = "Sequence[tuple[NewEvent | PreparedEvent, IndexChange | None]]"
+
+
+def _named(error: Exception) -> Exception:
+    """`error` as its caller hears it: an outage as `StoreUnavailable`, else itself."""
+    return unavailable(error) or error
 
 
 def _append_pairs(store: LedgerLog, pairs: _Pairs) -> list[LedgerEntry]:
@@ -378,7 +403,7 @@ def append_units(store: LedgerLog, units: Sequence[_Pairs]) -> list[LedgerEntry 
             try:
                 one_by_one.extend(_append_pairs(store, unit))
             except Exception as alone:  # this unit's own answer
-                one_by_one.extend([alone] * len(unit))
+                one_by_one.extend([_named(alone)] * len(unit))
         return one_by_one
-    except Exception as error:  # the whole batch: nobody's entry was written
-        return [error] * len(pairs)
+    except Exception as error:  # the whole batch failed: none of it is acknowledged
+        return [_named(error)] * len(pairs)

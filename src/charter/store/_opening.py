@@ -19,9 +19,10 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text
 from sqlalchemy.engine import Connection, ExceptionContext, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import QueuePool
 
+from charter.errors import StoreUnavailable
 from charter.store._port import LedgerStore, SchemaVersionError, StoreError, StoreOpenError
 from charter.store._sqlite import _BUSY_TIMEOUT_MS, _PRAGMAS, _WRITE, SQLiteStore
 from charter.store._tables import meta
@@ -32,6 +33,7 @@ __all__ = [
     "known_revisions",
     "migrate_store",
     "open_store",
+    "unavailable",
     "upgrade",
 ]
 
@@ -46,21 +48,96 @@ _LEDGER_TABLES = frozenset({"alembic_version", "ledger_entries", "meta"})
 _DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
+#: SQLite's primary result codes for a file it cannot use now, whatever was asked of it:
+#: its I/O failed, the disk is full, the file cannot be opened or written, or another
+#: process held the write lock past the busy timeout.
+_SQLITE_OUTAGES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
+#: PostgreSQL's SQLSTATE classes that say the server cannot serve now: a connection
+#: exception (08), insufficient resources (53: disk full, out of memory, too many
+#: connections), a system error (58: I/O).
+_POSTGRES_OUTAGE_CLASSES = ("08", "53", "58")
+#: ... and single codes: the server shutting down, crashed or still starting (57P01-03),
+#: a read-only standby answering where the primary was (25006, after a failover).
+_POSTGRES_OUTAGES = frozenset({"57P01", "57P02", "57P03", "25006"})
+
+
+def _first_line(error: BaseException) -> str:
+    said = str(error).strip()
+    return said.splitlines()[0].strip() if said else type(error).__name__
+
+
+def _driver_outage(driver: BaseException) -> str | None:
+    """Why a driver's error means the database is away, or None when it means something else.
+
+    Read from the error's own fields (SQLite's result code, PostgreSQL's SQLSTATE), so
+    that psycopg, an optional extra, need not be imported to tell.
+    """
+    if isinstance(driver, sqlite3.Error):
+        code = getattr(driver, "sqlite_errorcode", None)
+        # An extended code (SQLITE_IOERR_WRITE, ...) carries its primary one in the low byte.
+        return _first_line(driver) if code is not None and code & 0xFF in _SQLITE_OUTAGES else None
+    if not hasattr(driver, "sqlstate"):  # neither driver's: not ours to judge
+        return None
+    state = getattr(driver, "sqlstate", None)
+    if state is None:
+        # psycopg's errors without a server's answer: connecting failed, the connection
+        # dropped or was closed under the call. The client's own mistakes have a state.
+        named = {kind.__name__ for kind in type(driver).__mro__}
+        return _first_line(driver) if "OperationalError" in named else None
+    if state.startswith(_POSTGRES_OUTAGE_CLASSES) or state in _POSTGRES_OUTAGES:
+        return _first_line(driver)
+    return None
+
+
+def unavailable(error: BaseException, *, lost: bool = False) -> StoreUnavailable | None:
+    """The outage `error` stands for, as `StoreUnavailable`; None when it is anything else.
+
+    An outage is the database being away, not the request being wrong: the server down
+    or unreachable, its connection dropped (`lost`, or SQLAlchemy says it invalidated
+    the connection), a read-only standby, a full disk, an unwritable file. A refused row
+    (a constraint, a set-once trigger) or a bug is not one, and keeps its own error.
+    """
+    if isinstance(error, StoreUnavailable):
+        return error
+    driver: BaseException | None = error
+    if isinstance(error, DBAPIError):
+        driver = error.orig
+        # SQLite has no connection to lose: its "disconnect" is a store used after
+        # `close`, a caller's mistake.
+        lost = lost or (error.connection_invalidated and not isinstance(driver, sqlite3.Error))
+    why = _driver_outage(driver) if driver is not None else None
+    if why is None and lost:
+        why = "the connection to the database was lost"
+    return None if why is None else StoreUnavailable(f"store unavailable: {why}")
+
+
 def _sqlite_setup(engine: Engine, shown: str, *, read_only: bool = False) -> None:
     """Take transactions over from pysqlite, set the connection pragmas, name damage.
 
     A writing store sets WAL and `synchronous=FULL`; a reading one sets nothing that
     could write (not even the journal mode) and turns on `query_only` as well. A page
     found damaged by any statement raises `StoreOpenError` naming the file (`shown`),
-    as a file damaged in its header does at opening, not a driver error.
+    as a file damaged in its header does at opening, not a driver error; a file that
+    cannot be used now (a full disk, gone unwritable) raises `StoreUnavailable`.
     """
     pragmas = ("query_only=ON",) if read_only else _PRAGMAS
 
     @event.listens_for(engine, "handle_error")
-    def _damaged(context: ExceptionContext) -> None:
+    def _damaged(context: ExceptionContext) -> BaseException | None:
         error = context.original_exception
         if isinstance(error, sqlite3.DatabaseError) and error.sqlite_errorcode in _DAMAGED:
             raise StoreOpenError(shown, f"cannot be read: {error}") from None
+        # A full disk or a file gone unwritable is an outage the caller fails closed on
+        # (and that ends when it does), not an internal error.
+        return unavailable(error)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:

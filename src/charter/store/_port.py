@@ -42,9 +42,11 @@ from charter.ledger import (
 )
 
 __all__ = [
+    "AppendNotices",
     "ApprovalFilters",
     "ApprovalRows",
     "BundleConflictError",
+    "Closeable",
     "DecisionFilters",
     "DecisionIndex",
     "IndexChange",
@@ -122,7 +124,12 @@ class IndexChange:
     sets `values` on the decision's row (nothing when empty), and `seq_column`, if given,
     to the entry's seq. `approval`, when given, is an approvals row written as it stands
     after the entry (inserted or replaced; the store fills in its `updated_seq`, and
-    `opened_seq` when new).
+    `opened_seq` when new). With `approval_prior` (the `body` the step started from) the
+    row is replaced only if its body is still that one; otherwise another process took a
+    step on it first and the append is refused (`SetOnceConflict`): one step wins.
+    With `key_since` (an RFC 3339 time), an inserted row's idempotency key must not be
+    on another decision of its agent at or after that time, or the append is refused the
+    same way: of two processes deciding under one key at once, one decision is kept.
     """
 
     decision_id: str
@@ -130,6 +137,8 @@ class IndexChange:
     insert: bool = False
     seq_column: str | None = None
     approval: Mapping[str, Any] | None = None
+    approval_prior: str | None = None
+    key_since: str | None = None
 
 
 class LedgerReader(Protocol):
@@ -339,7 +348,27 @@ class Secrets(Protocol):
         """A random 32-byte secret kept in the store, created on first use."""
 
 
-class LedgerStore(LedgerLog, DecisionIndex, ApprovalRows, KeyRows, Secrets, Protocol):
+class Closeable(Protocol):
+    """Something running that stops when closed."""
+
+    def close(self) -> None:
+        """Stop it and release what it holds."""
+
+
+class AppendNotices(Protocol):
+    """Being told when another process appends, sooner than a poll would find out."""
+
+    def listen_appends(self, wake: Callable[[], None]) -> Closeable | None:
+        """Call `wake` (from a thread of the store's) soon after each append commits.
+
+        None when the store cannot tell (a SQLite file): followers poll only. A `wake`
+        is a hint to read the ledger, never a promise that every append is announced.
+        """
+
+
+class LedgerStore(
+    LedgerLog, DecisionIndex, ApprovalRows, KeyRows, Secrets, AppendNotices, Protocol
+):
     """Durable storage for everything the service keeps: every port above, and `close`.
 
     A caller that needs less should ask for less (`LedgerReader` to verify or replay,

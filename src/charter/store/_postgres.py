@@ -8,6 +8,10 @@ batch, not per entry. The database is the judge of what must happen once: a seco
 redemption or outcome aborts in the set-once triggers (migration 0004), an idempotency
 key's row is read in the same database every replica writes to.
 
+Each appending transaction also sends `NOTIFY charter_ledger` with its new head: the
+notification is delivered when the transaction commits, so a replica listening on the
+channel (`AppendListener`) reads what was appended at once instead of at its next poll.
+
 The SQL every database shares is `CoreStore`'s; this module adds the appends, the
 index writes that go with them and the lookups.
 """
@@ -15,26 +19,30 @@ index writes that go with them and the lookups.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from charter.ledger import LedgerEntry, NewEvent, PreparedEvent
 from charter.store._core import CoreStore, set_once
 from charter.store._port import (
+    Closeable,
     IndexChange,
     StoreError,
 )
 from charter.store._service_rows import CoreApprovalRows, CoreKeyRows
 from charter.store._tables import decisions, meta
 
-__all__ = ["SEQUENCER_LOCK", "PostgresStore"]
+__all__ = ["APPENDED_CHANNEL", "SEQUENCER_LOCK", "PostgresStore"]
 
 #: The advisory lock every appending transaction holds: one ledger, one sequencer.
 #: (A constant of Charter's own, so it cannot collide with another application's.)
 SEQUENCER_LOCK = 0x43484152544552  # "CHARTER"
+
+#: The channel every append notifies, with the new head's seq as the payload.
+APPENDED_CHANNEL = "charter_ledger"
 
 
 class PostgresStore(CoreApprovalRows, CoreKeyRows, CoreStore):
@@ -56,7 +64,7 @@ class PostgresStore(CoreApprovalRows, CoreKeyRows, CoreStore):
             return []
         with set_once(), self._writing() as connection, connection.begin():
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK})
-            return self._insert_linked(connection, prepared, indexes, pg_insert)
+            return self._linked_and_announced(connection, prepared, indexes)
 
     def try_append(
         self,
@@ -73,7 +81,21 @@ class PostgresStore(CoreApprovalRows, CoreKeyRows, CoreStore):
             ).scalar()
             if not locked:
                 return None
-            return self._insert_linked(connection, prepared, indexes, pg_insert)
+            return self._linked_and_announced(connection, prepared, indexes)
+
+    def _linked_and_announced(
+        self,
+        connection: Connection,
+        prepared: list[PreparedEvent],
+        indexes: Sequence[IndexChange | None] | None,
+    ) -> list[LedgerEntry]:
+        """Insert the batch and queue its notification (sent if and when it commits)."""
+        entries = self._insert_linked(connection, prepared, indexes, pg_insert)
+        connection.execute(
+            text("SELECT pg_notify(:channel, :head)"),
+            {"channel": APPENDED_CHANNEL, "head": str(entries[-1].seq)},
+        )
+        return entries
 
     def decision_row(
         self,
@@ -124,6 +146,17 @@ class PostgresStore(CoreApprovalRows, CoreKeyRows, CoreStore):
         with self._engine.connect() as connection:
             read_only = connection.execute(text("SHOW transaction_read_only")).scalar()
         return "not writable: the database is read-only (a standby?)" if read_only == "on" else None
+
+    def listen_appends(self, wake: Callable[[], None]) -> Closeable | None:
+        """Call `wake` soon after any process's append commits (`LISTEN`, own connection).
+
+        A read-only store may listen too: listening writes nothing. The listener
+        reconnects by itself when its connection drops; see `AppendListener`.
+        """
+        from charter.store._postgres_listen import AppendListener  # noqa: PLC0415
+
+        url = self._engine.url.set(drivername="postgresql")
+        return AppendListener(url.render_as_string(hide_password=False), APPENDED_CHANNEL, wake)
 
     def close(self) -> None:
         """Dispose of the connection pool; the store is unusable afterwards."""

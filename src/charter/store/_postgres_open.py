@@ -7,6 +7,12 @@ migrations started together run one after the other. `open_postgres` refuses a
 database whose schema is older or newer than this code's, naming the command that fixes
 it, and one that cannot be reached, naming why; a reader's connections are read-only
 transactions, so reading changes nothing.
+
+Once open, the store fails closed and comes back by itself: every error that means the
+server is away (down, unreachable, restarting, a standby) is raised as
+`StoreUnavailable`, whichever call met it; each connection is pinged as it leaves the
+pool, so one the server dropped is replaced rather than used; and connecting, or waiting
+on a host gone silent, is bounded by the timeouts below rather than by the kernel's.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError
 
+from charter.store._opening import unavailable
 from charter.store._port import SchemaVersionError, StoreError, StoreOpenError
 from charter.store._postgres import PostgresStore
 from charter.store._tables import meta
@@ -29,6 +36,23 @@ __all__ = ["migrate_postgres", "open_postgres", "postgres_url"]
 _MIGRATION_LOCK = 0x4348415254455201
 #: Tables every Charter ledger has, whatever its revision.
 _LEDGER_TABLES = frozenset({"alembic_version", "ledger_entries", "meta"})
+
+#: libpq's settings that bound how long a call waits on a server that does not answer.
+#: Without them a host that is black-holed (packets dropped, nothing refused) holds a
+#: connection attempt for the kernel's SYN retries and a sent query for its TCP
+#: retransmissions, minutes each: a decision would hang instead of failing closed.
+_TIMEOUTS: dict[str, Any] = {
+    # Seconds to connect (libpq's floor is 2), well below the SDK's 10 s request
+    # timeout, so the agent hears the server's "store unavailable" rather than its own.
+    "connect_timeout": 5,
+    # Milliseconds sent data may stay unacknowledged before the connection is dropped.
+    "tcp_user_timeout": 10_000,
+    # An idle or waiting connection is probed after 5 s, every 2 s, dropped after 3 misses.
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 
 
 def postgres_url(target: str) -> URL:
@@ -50,7 +74,7 @@ def _engine(url: URL, *, read_only: bool) -> Engine:
             "a PostgreSQL store needs the `postgres` extra:"
             " pip install 'charter-governance[postgres]'"
         ) from None
-    connect_args: dict[str, Any] = {"connect_timeout": 10, "application_name": "charter"}
+    connect_args: dict[str, Any] = {**_TIMEOUTS, "application_name": "charter"}
     if read_only:
         connect_args["options"] = "-c default_transaction_read_only=on"
     return create_engine(
@@ -61,6 +85,20 @@ def _engine(url: URL, *, read_only: bool) -> Engine:
         pool_recycle=3600,
         connect_args=connect_args,
     )
+
+
+def _fail_closed(engine: Engine) -> None:
+    """Raise each outage `engine` meets as `StoreUnavailable`, whatever call met it.
+
+    Installed once the store is open: opening names an unreachable server with the
+    `StoreOpenError` that says which store, before anything runs on it.
+    """
+
+    @event.listens_for(engine, "handle_error")
+    def _outage(context: ExceptionContext) -> BaseException | None:
+        if context.is_pre_ping:
+            return None  # the pool replaces the dead connection itself and connects anew
+        return unavailable(context.original_exception, lost=context.is_disconnect)
 
 
 def _unreachable(shown: str, error: DBAPIError) -> StoreOpenError:
@@ -154,6 +192,7 @@ def open_postgres(target: str, *, log_id: str | None, read_only: bool) -> Postgr
     except BaseException:
         engine.dispose()
         raise
+    _fail_closed(engine)
     return PostgresStore(engine, chosen, read_only=read_only)
 
 

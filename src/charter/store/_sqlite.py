@@ -32,7 +32,7 @@ from charter.ledger import (
     PreparedEvent,
     link_entries,
 )
-from charter.store._core import WRITE, CoreStore, apply_index, set_once
+from charter.store._core import WRITE, CoreStore, apply_index, changed_meanwhile, set_once
 from charter.store._port import (
     IndexChange,
     StoreError,
@@ -163,8 +163,10 @@ _INSERT_ENTRIES_SQL = (
 )
 
 
-def _upsert_approval_row(cursor: Any, row: Mapping[str, Any], seq: int) -> None:
-    """`_upsert_approval` through a driver cursor (SQLite's `ON CONFLICT ... DO UPDATE`)."""
+def _upsert_approval_row(
+    cursor: Any, row: Mapping[str, Any], seq: int, prior: str | None = None
+) -> None:
+    """`upsert_approval` through a driver cursor (SQLite's `ON CONFLICT ... DO UPDATE`)."""
     values = {**row, "updated_seq": seq}
     values.setdefault("opened_seq", seq)
     for name in values:  # names come from code, never from clients; checked all the same
@@ -177,10 +179,27 @@ def _upsert_approval_row(cursor: Any, row: Mapping[str, Any], seq: int) -> None:
         f"INSERT INTO approvals ({names}) VALUES ({marks})"  # noqa: S608
         f" ON CONFLICT (id) DO UPDATE SET {changed}"
     )
+    params = list(values.values())
+    if prior is not None:
+        statement += " WHERE approvals.body = ?"
+        params.append(prior)
     try:
-        cursor.execute(statement, list(values.values()))
+        cursor.execute(statement, params)
     except sqlite3.Error as error:
         raise IntegrityError.instance(statement, None, error, sqlite3.Error) from error
+    if prior is not None and cursor.rowcount != 1:
+        raise changed_meanwhile(row.get("id"))
+
+
+_KEY_USED_SQL = (
+    "SELECT 1 FROM decisions WHERE agent = ? AND idempotency_key = ? AND at >= ? LIMIT 1"
+)
+
+
+def _key_used(cursor: Any, agent: str, key: str, since: str) -> bool:
+    """`CoreStore`'s idempotency key check, through a driver cursor."""
+    cursor.execute(_KEY_USED_SQL, (agent, key, since))
+    return cursor.fetchone() is not None
 
 
 class _KeptConnection:
@@ -344,7 +363,10 @@ class _SQLiteAppender(_KeptConnection):
                         lambda decision_id, values: _update_decision_row(
                             cursor, decision_id, values
                         ),
-                        lambda approval, seq: _upsert_approval_row(cursor, approval, seq),
+                        lambda approval, seq, prior: _upsert_approval_row(
+                            cursor, approval, seq, prior
+                        ),
+                        lambda agent, key, since: _key_used(cursor, agent, key, since),
                     )
                 statement = "COMMIT"
                 cursor.execute(statement)
