@@ -31,7 +31,7 @@ from charter._cli_store import open_reading as _open_reading
 from charter._cli_store import open_writing as _open_writing
 from charter._cli_store import shown as _shown
 from charter._cli_store import target as _target
-from charter.errors import CharterError, PolicyInvalid, Problem, RequestInvalid
+from charter.errors import CharterError, PolicyInvalid, Problem, RequestInvalid, StoreUnavailable
 from charter.examples import EXAMPLE_POLICY
 from charter.ledger import (
     ReplayReport,
@@ -214,8 +214,17 @@ def decide_command(
     db: Annotated[
         Path | None, typer.Option("--db", help="Also record the decision in this ledger.")
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Also record the decision in this store: a PostgreSQL URL or a SQLite file.",
+        ),
+    ] = None,
 ) -> None:
     """Decide one action request and print the decision (exit 0 whatever the verdict)."""
+    # No CHARTER_STORE here: deciding records nothing unless asked to on the command line.
+    where = _target(db, store) if db is not None or store is not None else None
     bundle = _load(policy)
     raw = _read_request(request)
     try:
@@ -224,22 +233,22 @@ def decide_command(
         err.print(f"error: malformed request: {exc.message}")
         raise typer.Exit(2) from None
     moment = _parse_now(now)
-    if db is not None and autonomy is not None:
+    if where is not None and autonomy is not None:
         err.print(
             "error: `--autonomy` only applies to a decision that is not recorded; a recorded "
             "decision uses the autonomy level the ledger holds for the agent"
         )
         raise typer.Exit(2)
-    if db is not None:
+    if where is not None:
         try:
-            with Charter(bundle, db, clock=lambda: moment) as charter:
+            with Charter(bundle, where, clock=lambda: moment) as charter:
                 record = charter.decide(parsed)
-        except StoreOpenError as exc:
+        except (StoreOpenError, StoreUnavailable) as exc:
             err.print(f"error: {exc.message}", markup=False)
             raise typer.Exit(2) from None
         if explain:
             _explain(record.decision)
-            out.print(f"recorded as entry {record.seq} of {db} (decision {record.id})")
+            out.print(f"recorded as entry {record.seq} of {_shown(where)} (decision {record.id})")
         else:
             print(json.dumps(record.to_json(), indent=2, ensure_ascii=False))
         return
@@ -550,18 +559,30 @@ def init(
 
 @app.command()
 def demo(
-    db: Annotated[Path, typer.Option("--db", help="The demo ledger file.")] = Path(
-        "charter-demo.db"
-    ),
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="The demo ledger file.  [default: charter-demo.db]"),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="The demo's store instead: a PostgreSQL URL (migrated with `charter migrate`)"
+            " or a SQLite file.",
+        ),
+    ] = None,
     requests: Annotated[int, typer.Option("--requests", "-n", help="How many requests.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated traffic.")] = 7,
 ) -> None:
     """Run a simulated fleet of agents through the example policy, then audit the ledger."""
     from charter.demo import run_demo  # noqa: PLC0415 - keeps every other command's start fast
 
+    # No CHARTER_STORE here: the demo's simulated traffic must never land in a real ledger
+    # because of the environment it was started in.
+    where = _target(db, store, default=Path("charter-demo.db"))
     try:
-        code = run_demo(db, requests, seed, out)
-    except StoreOpenError as exc:
+        code = run_demo(where, requests, seed, out)
+    except (StoreOpenError, StoreUnavailable) as exc:
         err.print(f"error: {exc.message}", markup=False)
         raise typer.Exit(2) from None
     raise typer.Exit(code)

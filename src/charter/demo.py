@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from charter.errors import CharterError
 from charter.examples import EXAMPLE_POLICY
@@ -322,9 +323,22 @@ def _approvals_summary(
     out.print(table)
 
 
-def _signing_key(db: Path) -> Ed25519PrivateKey:
-    """The demo's checkpoint key, kept beside its ledger so later runs sign with it too."""
-    path = db.with_name(db.stem + "-key.pem")
+def _key_path(db: str | Path) -> Path:
+    """Where the demo keeps its checkpoint key: beside a ledger file, else here."""
+    if isinstance(db, Path):
+        return db.with_name(db.stem + "-key.pem")
+    return Path("charter-demo-key.pem")
+
+
+def _shown(db: str | Path) -> str:
+    """The ledger as the demo names it: a database URL without its password."""
+    if isinstance(db, Path):
+        return str(db)
+    return make_url(db).render_as_string(hide_password=True)
+
+
+def _signing_key(path: Path) -> Ed25519PrivateKey:
+    """The demo's checkpoint key, kept (at `path`) so later runs sign with it too."""
     if path.exists():
         return load_private_key(path.read_bytes())
     key = generate_signing_key()
@@ -384,21 +398,28 @@ def _state_note(check: StateCheck | None) -> str:
     )
 
 
-def run_demo(db: Path, count: int, seed: int, out: Console) -> int:
-    """Run the demo into `db`; return the exit code (0 when the ledger verifies and replays)."""
+def run_demo(db: str | Path, count: int, seed: int, out: Console) -> int:
+    """Run the demo into `db`; return the exit code (0 when the ledger verifies and replays).
+
+    `db` is a SQLite file (created when missing) or a PostgreSQL URL (a database
+    `charter migrate` has made ready). A ledger that already holds entries is added to,
+    its simulated morning starting after the last one.
+    """
     started = time.perf_counter()
     bundle = load_bundle(EXAMPLE_POLICY)
     fleet = Fleet(seed)
     start = _START
-    if db.exists():
+    where = _shown(db)
+    if isinstance(db, str) or db.exists():
         with Charter(bundle, db) as existing:
             head = existing.store.head()
             if head.seq:
                 last = next(iter(existing.store.entries(after=head.seq - 1)))
                 start = dt.datetime.fromisoformat(last.at) + dt.timedelta(minutes=1)
     out.print(f"[bold]Charter demo[/bold]: {count} requests from a fleet of 4 agents")
-    out.print(f"policy  {EXAMPLE_POLICY}\nversion {bundle.version}\nledger  {db}\n")
-    key = _signing_key(db)
+    out.print(f"policy  {EXAMPLE_POLICY}\nversion {bundle.version}\nledger  {where}\n")
+    key_path = _key_path(db)
+    key = _signing_key(key_path)
     halt_at, resume_at = int(count * 0.6), int(count * 0.65)
     with Charter(bundle, db, clock=_clock(start, fleet.rng)) as charter:
         records, reviewed = _run_fleet(charter, fleet, count, (halt_at, resume_at), out)
@@ -442,11 +463,12 @@ def run_demo(db: Path, count: int, seed: int, out: Console) -> int:
             f"{what_if.changed} decisions would change ({moves})"
         )
     out.print(f"\ndone in {time.perf_counter() - started:.1f}s. Next:")
+    ledger = f"--db {db}" if isinstance(db, Path) else f"--store {where}"
     for line in (
-        f"charter serve --policy {EXAMPLE_POLICY} --db {db}   # then open http://127.0.0.1:8470/ui/",
-        f"charter ledger show --db {db} -n 5",
-        f"charter ledger verify --db {db} --public-key {db.stem}-key.pem.pub",
-        f"charter replay --db {db}",
+        f"charter serve --policy {EXAMPLE_POLICY} {ledger}   # then open http://127.0.0.1:8470/ui/",
+        f"charter ledger show {ledger} -n 5",
+        f"charter ledger verify {ledger} --public-key {key_path}.pub",
+        f"charter replay {ledger}",
         "charter init my-policy && charter check my-policy && charter test my-policy",
     ):
         out.print(f"  {line}")

@@ -213,20 +213,34 @@ class TestDecide:
         assert result.exit_code == 2
         assert "--now" in result.stderr
 
-    def test_db_records_the_decision(self, request_file: Path, tmp_path: Path) -> None:
-        """With `--db` the decision is recorded, and the output gives its id and position."""
-        db = tmp_path / "charter.db"
-        args = ("decide", "--policy", EXAMPLE_POLICY, "--request", request_file, "--db", db)
-        first = json.loads(run(*args, "--now", NOW).stdout)
+    def test_a_store_records_the_decision(self, request_file: Path, store_target: str) -> None:
+        """With `--store` (or `--db`) the decision is recorded: the output gives its place."""
+        args = ("decide", "--policy", EXAMPLE_POLICY, "--request", request_file)
+        first = json.loads(run(*args, "--store", store_target, "--now", NOW).stdout)
+        if "://" not in store_target:  # a file: `--db` is the same ledger
+            args = (*args, "--db", store_target)
+        else:
+            args = (*args, "--store", store_target)
         second = json.loads(run(*args, "--now", "2026-03-02T10:01:00Z").stdout)
         assert (first["seq"], second["seq"]) == (2, 3)  # after the deploy entry
         assert first["verdict"] == "allow"
         assert first["at"] == "2026-03-02T10:00:00.000000Z"
-        shown = run("ledger", "show", "--db", db, "--json")
+        shown = run("ledger", "show", "--store", store_target, "--json")
         entries = [json.loads(line) for line in shown.stdout.splitlines()]
         assert [e["kind"] for e in entries] == ["policy.deployed", "decision", "decision"]
         assert entries[1]["payload"]["decision_id"] == first["id"]
-        assert run("ledger", "verify", "--db", db).exit_code == 0
+        assert run("ledger", "verify", "--store", store_target).exit_code == 0
+        explained = run(*args, "--now", "2026-03-02T10:02:00Z", "--explain")
+        assert f"recorded as entry 4 of {store_target}" in explained.stdout
+        if "://" in store_target:  # a password in the URL is never printed
+            with_password = store_target.replace("charter@", "charter:s3cret@", 1)
+            assert with_password != store_target
+            again = run(
+                "decide", "--policy", EXAMPLE_POLICY, "--request", request_file,
+                "--store", with_password, "--now", "2026-03-02T10:03:00Z", "--explain",
+            )  # fmt: skip
+            assert "recorded as entry 5 of" in again.stdout
+            assert "s3cret" not in again.stdout
 
     def test_autonomy_is_not_silently_ignored_with_db(
         self, request_file: Path, tmp_path: Path
@@ -433,24 +447,28 @@ class TestInit:
 
 
 class TestDemo:
-    def test_runs_and_audits(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_runs_and_audits(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_target: str
+    ) -> None:
         """`demo` decides the traffic, prints the summary, and the ledger verifies and replays."""
         monkeypatch.chdir(tmp_path)
-        result = run("demo", "--requests", "1200")
+        result = run("demo", "--requests", "1200", "--store", store_target)
         assert result.exit_code == 0, result.output
+        named = f"--store {store_target}" if "://" in store_target else f"--db {store_target}"
+        assert f"charter replay {named}" in result.stdout  # what to run next, on this ledger
         for text in ("verdicts by agent", "top reasons", "risk distribution"):
             assert text in result.stdout
         assert "ledger verify: ok," in result.stdout
         assert re.search(r"replay under recorded versions: ok, 1\d\d\d decisions", result.stdout)
         assert "approvals (reviewers simulated)" in result.stdout
-        with Charter(EXAMPLE_POLICY, tmp_path / "charter-demo.db") as charter:
+        with Charter(EXAMPLE_POLICY, store_target) as charter:
             kinds = Counter(e.kind for e in charter.store.entries())
             assert kinds["decision"] >= 1200  # and the reviewers' modified requests
             assert kinds["approval.opened"] > 100
             assert kinds["approval.approved"] > 50
             assert kinds["approval.denied"] > 10
             assert kinds["approval.modified"] > 0
-        assert (tmp_path / "charter-demo.db").is_file()
+        assert not (tmp_path / "charter-demo.db").exists()  # the store named, no other
 
     def test_running_twice_appends(self, tmp_path: Path) -> None:
         """A second demo run appends to the same ledger, which still verifies and replays."""

@@ -227,14 +227,15 @@ class TestWhenTheDatabaseReturns:
         acknowledged = [d["id"] for d in (*before, pending, after.json())]
         assert acknowledged_ids_in_ledger(charter, acknowledged) == acknowledged
 
+    @pytest.mark.parametrize("round_", range(3))
     def test_a_crash_under_load_loses_no_acknowledged_decision(
-        self, charter: Charter, keys: Keys, cluster: Cluster
+        self, charter: Charter, keys: Keys, cluster: Cluster, round_: int
     ) -> None:
         """Decisions in flight as the server crashes: each 200 is in the ledger, the rest deny.
 
         The requests go through the event loop and the group-commit writer thread (no
         idempotency key: the hot path), many per transaction, while the server is killed
-        (`immediate`) mid-stream and started again.
+        (`immediate`) mid-stream and started again; each round crashes it a little later.
         """
         app = create_app(charter)
 
@@ -253,7 +254,7 @@ class TestWhenTheDatabaseReturns:
                     return answers
 
                 load = asyncio.create_task(stream(0, 240))
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05 + 0.04 * round_)
                 await asyncio.to_thread(cluster.halt, "immediate")
                 answers = await load
                 await asyncio.to_thread(cluster.resume)

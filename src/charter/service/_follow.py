@@ -62,6 +62,9 @@ FOLLOWED_KINDS = frozenset(
 )
 _WITH_DECISIONS = FOLLOWED_KINDS | {events.DECISION}
 
+#: Seconds between two reads at the least, however often appends are announced.
+SETTLE = 0.02
+
 
 class Follower:
     """Reads the ledger after a position and folds the followed kinds into the session.
@@ -74,7 +77,8 @@ class Follower:
     def __init__(self, session: Session, after: int) -> None:
         self._s = session
         self._after = after
-        self._ticker = Ticker("charter-ledger-follower", self.catch_up)
+        # Appends are announced per commit: under load, one read per SETTLE gathers many.
+        self._ticker = Ticker("charter-ledger-follower", self.catch_up, settle=SETTLE)
         self._listener: Closeable | None = None
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 __all__ = ["Ticker"]
@@ -23,11 +24,15 @@ class Ticker:
     Args:
         name: the thread's name, also how the log names the work.
         work: what to do at each tick; an exception is logged and retried next tick.
+        settle: the least time, in seconds, between two runs of the work when pokes
+            come faster: a burst of them (a notification per commit, under load) runs
+            it once per `settle`, not once per poke.
     """
 
-    def __init__(self, name: str, work: Callable[[], object]) -> None:
+    def __init__(self, name: str, work: Callable[[], object], *, settle: float = 0.0) -> None:
         self._name = name
         self._work = work
+        self._settle = settle
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._poked = threading.Event()
@@ -44,12 +49,17 @@ class Ticker:
 
     def _run(self, interval: float) -> None:
         failing = False
+        started = 0.0
         while True:
             self._poked.wait(interval)
+            gap = self._settle - (time.monotonic() - started)
+            if gap > 0 and self._stop.wait(gap):
+                return
             # Cleared before the work, so a poke during it runs the work once more.
             self._poked.clear()
             if self._stop.is_set():
                 return
+            started = time.monotonic()
             try:
                 self._work()
             except Exception:
