@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from charter._cli_halts import halt_command, halts_command, resume_command
 from charter._cli_store import (
     DbOption,
     StoreOption,
@@ -604,6 +605,9 @@ def main() -> None:
 # -- serve and keys (the HTTP API and its API keys) ------------------------------------
 
 app.add_typer(keys_app, name="keys")
+app.command("halt")(halt_command)
+app.command("resume")(resume_command)
+app.command("halts")(halts_command)
 
 
 class LedgerWriterChoice(enum.StrEnum):

@@ -37,6 +37,7 @@ from charter.model import MAX_ID
 from charter.server._approvals import BODY_MODELS, approval_routes, long_poll
 from charter.server._body import DEFAULT_MAX_BODY, read_body, receive_body
 from charter.server._errors import ApiError, error_response, from_charter_error, from_outage
+from charter.server._halts import HALT_BODIES, halt_routes
 from charter.server._handlers import Handlers
 from charter.server._metrics import CONTENT_TYPE_LATEST, Metrics
 from charter.server._openapi import documented
@@ -80,6 +81,7 @@ _BODY_MODELS: tuple[type[BaseModel], ...] = (
     OutcomeReport,
     AgentPut,
     *BODY_MODELS,
+    *HALT_BODIES,
 )
 
 
@@ -254,6 +256,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         return JSONResponse(answer, status_code=201 if created else 200)
 
     app.include_router(approval_routes(charter, max_body=max_body))
+    app.include_router(halt_routes(charter, max_body=max_body))
 
     @app.get(
         "/healthz",

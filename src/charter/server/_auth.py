@@ -34,6 +34,11 @@ ROUTE_ROLES: Mapping[str, frozenset[str]] = {
     "modify_approval": frozenset({"reviewer", "admin"}),
     "claim_approval": frozenset({"reviewer", "admin"}),
     "batch_approvals": frozenset({"reviewer", "admin"}),
+    # halts: whoever may see a runaway agent may stop it; letting it act again is an
+    # admin's call
+    "list_halts": frozenset({"reviewer", "policy-admin", "admin", "auditor"}),
+    "create_halt": frozenset({"reviewer", "admin"}),
+    "delete_halt": frozenset({"admin"}),
 }
 
 _NO_KEYS = (

@@ -1,0 +1,83 @@
+"""`charter halt`, `charter resume` and `charter halts` on a store, on both stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typer.testing import CliRunner
+
+from charter import Charter, Verdict
+from charter.cli import app
+from charter.examples import EXAMPLE_POLICY
+
+NOTE = {
+    "agent": "support-bot",
+    "action": "crm.note",
+    "args": {"customer_id": "c-1", "text": "called back"},
+    "context": {"confidence": 0.9, "rationale": "keeping the record current"},
+}
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_a_halt_from_the_command_line_stops_a_running_service(store_target: str) -> None:
+    """The service on the store follows the halt, denies, and allows again once resumed."""
+    with Charter(EXAMPLE_POLICY, store_target) as charter:
+        assert charter.decide(NOTE).verdict is Verdict.ALLOW
+        halted = run(
+            "halt", "--agent", "support-bot", "--reason", "notes loop", "--store", store_target
+        )
+        assert halted.exit_code == 0, halted.output
+        assert "halted agent `support-bot`" in halted.stdout
+        charter.catch_up()
+        record = charter.decide(NOTE)
+        assert record.verdict is Verdict.DENY
+        assert "notes loop" in " ".join(r.message for r in record.decision.reasons)
+
+        listed = run("halts", "--store", store_target)
+        assert listed.exit_code == 0
+        assert "support-bot" in listed.stdout
+        assert "notes loop" in listed.stdout
+
+        resumed = run("resume", "--agent", "support-bot", "--store", store_target)
+        assert resumed.exit_code == 0, resumed.output
+        charter.catch_up()
+        assert charter.decide(NOTE).verdict is Verdict.ALLOW
+        assert "no halts in force" in run("halts", "--store", store_target).stdout
+        kinds = [e.kind for e in charter.store.entries() if e.kind in ("halt", "resume")]
+        assert kinds == ["halt", "resume"]
+        assert charter.verify().ok
+
+
+def test_a_halt_survives_a_restart(store_target: str) -> None:
+    with Charter(EXAMPLE_POLICY, store_target):
+        pass
+    assert run("halt", "--all", "--reason", "incident 7", "--store", store_target).exit_code == 0
+    with Charter(EXAMPLE_POLICY, store_target) as charter:
+        assert charter.decide(NOTE).verdict is Verdict.DENY
+
+
+def test_resuming_what_is_not_halted_fails_and_records_nothing(store_target: str) -> None:
+    with Charter(EXAMPLE_POLICY, store_target) as charter:
+        before = charter.store.head().seq
+        result = run("resume", "--action", "crm.note", "--store", store_target)
+        assert result.exit_code == 1
+        assert "no halt of action `crm.note` is in force" in result.stderr
+        assert charter.store.head().seq == before
+
+
+def test_what_to_halt_is_said_exactly_once(store_target: str) -> None:
+    with Charter(EXAMPLE_POLICY, store_target) as charter:
+        before = charter.store.head().seq
+    for args in (
+        ("halt", "--reason", "x"),
+        ("halt", "--all", "--agent", "support-bot", "--reason", "x"),
+        ("halt", "--all", "--reason", "   "),
+        ("resume",),
+    ):
+        result = run(*args, "--store", store_target)
+        assert result.exit_code == 2, (args, result.output)
+    with Charter(EXAMPLE_POLICY, store_target) as charter:
+        assert charter.store.head().seq == before

@@ -1,0 +1,122 @@
+"""`/v1/halts`: list, halt and resume over HTTP, with who may do which, on both stores."""
+
+from __future__ import annotations
+
+from _api import Keys, bearer, refund
+from starlette.testclient import TestClient
+
+from charter import Charter
+
+
+def decide(client: TestClient, keys: Keys) -> dict[str, object]:
+    answer = client.post("/v1/decisions", json=refund(), headers=bearer(keys.agent))
+    assert answer.status_code == 200, answer.text
+    body: dict[str, object] = answer.json()
+    return body
+
+
+class TestHalting:
+    def test_a_halt_denies_the_next_decision_and_is_recorded(
+        self, client: TestClient, keys: Keys, charter: Charter
+    ) -> None:
+        assert decide(client, keys)["verdict"] == "allow"
+        answer = client.post(
+            "/v1/halts",
+            json={"scope": "agent", "target": "support-bot", "reason": "refund loop"},
+            headers=bearer(keys.reviewer),
+        )
+        assert answer.status_code == 201, answer.text
+        assert answer.json() == {
+            "halts": [{"scope": "agent", "target": "support-bot", "reason": "refund loop"}]
+        }
+        denied = decide(client, keys)
+        assert denied["verdict"] == "deny"
+        assert "refund loop" in str(denied["reasons"])
+        halts = [e for e in charter.store.entries() if e.kind == "halt"]
+        assert len(halts) == 1
+        payload = halts[0].payload_object()
+        assert payload["reason"] == "refund loop"
+        reviewer_id = next(k["key_id"] for k in charter.list_keys() if k["role"] == "reviewer")
+        assert payload["by"] == f"key:{reviewer_id}"
+
+    def test_the_halts_in_force_are_listed(self, client: TestClient, keys: Keys) -> None:
+        assert client.get("/v1/halts", headers=bearer(keys.auditor)).json() == {"halts": []}
+        for body in (
+            {"scope": "action", "target": "payments.refund", "reason": "bank outage"},
+            {"scope": "all", "reason": "incident 42"},
+        ):
+            assert (
+                client.post("/v1/halts", json=body, headers=bearer(keys.admin)).status_code == 201
+            )
+        listed = client.get("/v1/halts", headers=bearer(keys.reviewer)).json()["halts"]
+        assert {(h["scope"], h["target"]) for h in listed} == {
+            ("action", "payments.refund"),
+            ("all", None),
+        }
+
+    def test_resuming_lifts_the_halt_and_is_recorded(
+        self, client: TestClient, keys: Keys, charter: Charter
+    ) -> None:
+        body = {"scope": "agent", "target": "support-bot", "reason": "checking"}
+        client.post("/v1/halts", json=body, headers=bearer(keys.admin))
+        answer = client.delete(
+            "/v1/halts",
+            params={"scope": "agent", "target": "support-bot"},
+            headers=bearer(keys.admin),
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"halts": []}
+        assert decide(client, keys)["verdict"] == "allow"
+        assert [e.kind for e in charter.store.entries() if e.kind in ("halt", "resume")] == [
+            "halt",
+            "resume",
+        ]
+
+    def test_a_halt_not_in_force_cannot_be_lifted(self, client: TestClient, keys: Keys) -> None:
+        answer = client.delete(
+            "/v1/halts", params={"scope": "agent", "target": "nobody"}, headers=bearer(keys.admin)
+        )
+        assert answer.status_code == 404
+        assert "no halt of agent `nobody`" in answer.json()["error"]["message"]
+
+
+class TestWhoMay:
+    def test_agents_may_not_halt_or_list(self, client: TestClient, keys: Keys) -> None:
+        body = {"scope": "all", "reason": "me"}
+        assert client.post("/v1/halts", json=body, headers=bearer(keys.agent)).status_code == 403
+        assert client.get("/v1/halts", headers=bearer(keys.agent)).status_code == 403
+
+    def test_a_reviewer_may_halt_but_not_resume(self, client: TestClient, keys: Keys) -> None:
+        body = {"scope": "all", "reason": "stop everything"}
+        assert client.post("/v1/halts", json=body, headers=bearer(keys.reviewer)).status_code == 201
+        refused = client.delete("/v1/halts", params={"scope": "all"}, headers=bearer(keys.reviewer))
+        assert refused.status_code == 403
+        assert client.get("/v1/halts", headers=bearer(keys.admin)).json()["halts"] != []
+
+    def test_no_key_no_halt(self, client: TestClient) -> None:
+        assert client.post("/v1/halts", json={"scope": "all", "reason": "x"}).status_code == 401
+
+
+class TestBadInput:
+    def test_the_wrong_field_is_named(self, client: TestClient, keys: Keys) -> None:
+        cases = [
+            ({"scope": "everything", "reason": "x"}, "scope"),
+            ({"scope": "agent", "reason": "x"}, "target"),
+            ({"scope": "all", "target": "support-bot", "reason": "x"}, "target"),
+            ({"scope": "all", "reason": "   "}, "reason"),
+            ({"scope": "all"}, "reason"),
+            ({"scope": "all", "reason": "x", "extra": 1}, "extra"),
+        ]
+        for body, field in cases:
+            answer = client.post("/v1/halts", json=body, headers=bearer(keys.admin))
+            assert answer.status_code == 422, (body, answer.text)
+            assert answer.json()["error"]["field"] == field, (body, answer.json())
+        assert client.get("/v1/halts", headers=bearer(keys.admin)).json() == {"halts": []}
+
+    def test_a_body_that_is_not_json_is_refused(self, client: TestClient, keys: Keys) -> None:
+        answer = client.post(
+            "/v1/halts",
+            content=b"{not json",
+            headers={**bearer(keys.admin), "Content-Type": "application/json"},
+        )
+        assert answer.status_code == 400
