@@ -416,11 +416,15 @@ class Halt:
 
     def covers(self, request: ActionRequest) -> bool:
         """Whether this halt stops the request."""
+        return self.applies_to(request.agent, request.action)
+
+    def applies_to(self, agent: str, action: str) -> bool:
+        """Whether this halt stops `agent` doing `action` (a decision, or its grant)."""
         if self.scope == "all":
             return True
         if self.scope == "agent":
-            return self.target == request.agent
-        return self.target == request.action
+            return self.target == agent
+        return self.target == action
 
     def to_json(self) -> dict[str, Any]:
         """The halt as plain JSON."""

@@ -120,3 +120,46 @@ class TestBadInput:
             headers={**bearer(keys.admin), "Content-Type": "application/json"},
         )
         assert answer.status_code == 400
+
+
+class TestWhatAHaltFreezes:
+    def test_an_unredeemed_grant_waits_for_the_halt_to_be_lifted(
+        self, client: TestClient, keys: Keys
+    ) -> None:
+        grant = decide(client, keys)["grant"]
+        assert isinstance(grant, dict)
+        redeem = {"grant_id": grant["id"], "token": grant["token"], "args": refund()["args"]}
+        halt = {"scope": "action", "target": "payments.refund", "reason": "bank outage"}
+        client.post("/v1/halts", json=halt, headers=bearer(keys.admin))
+        refused = client.post("/v1/grants/redeem", json=redeem, headers=bearer(keys.agent))
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "halted"
+        assert "bank outage" in refused.json()["error"]["message"]
+        client.delete(
+            "/v1/halts",
+            params={"scope": "action", "target": "payments.refund"},
+            headers=bearer(keys.admin),
+        )
+        used = client.post("/v1/grants/redeem", json=redeem, headers=bearer(keys.agent))
+        assert used.status_code == 200, used.text
+
+    def test_a_pending_approval_is_marked_and_cannot_be_approved(
+        self, client: TestClient, keys: Keys, charter: Charter
+    ) -> None:
+        reviewer = charter.create_key("reviewer", label="fin@example.com", groups=("finance",))[1]
+        opened = client.post("/v1/decisions", json=refund(2500), headers=bearer(keys.agent))
+        approval_id = opened.json()["approval"]["id"]
+        halt = {"scope": "agent", "target": "support-bot", "reason": "suspicious refunds"}
+        client.post("/v1/halts", json=halt, headers=bearer(keys.admin))
+        shown = client.get(f"/v1/approvals/{approval_id}", headers=bearer(reviewer)).json()
+        assert shown["halted"] == "suspicious refunds"
+        approve = client.post(f"/v1/approvals/{approval_id}/approve", headers=bearer(reviewer))
+        assert approve.status_code == 409, approve.text
+        assert approve.json()["error"]["code"] == "halted"
+        denied = client.post(
+            f"/v1/approvals/{approval_id}/deny",
+            json={"reason": "not while halted"},
+            headers=bearer(reviewer),
+        )
+        assert denied.status_code == 200, denied.text
+        assert denied.json()["halted"] is None  # settled: nothing left to freeze

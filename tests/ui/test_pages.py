@@ -283,6 +283,25 @@ class TestPages:
         assert cross.status_code == 403
         assert charter.get_approval(approval_id).state == "pending"  # type: ignore[union-attr]
 
+    def test_a_halted_approval_is_marked_and_stays_pending(
+        self, charter: Charter, client: TestClient
+    ):
+        """Under a halt the card says so, and approving it from the card changes nothing."""
+        token = sign_in(client, finance_key(charter))
+        approval_id = pending_refund(charter)
+        charter.halt("agent", "support-bot", reason="refunds to one card", by="ops")
+        card = client.get(f"/ui/approvals/{approval_id}")
+        assert 'data-testid="halted-banner"' in card.text
+        assert "refunds to one card" in card.text
+        client.post(
+            f"/ui/approvals/{approval_id}/approve",
+            data={"csrf": token, "note": "fine"},
+            follow_redirects=False,
+        )
+        assert charter.get_approval(approval_id).state == "pending"  # type: ignore[union-attr]
+        charter.resume("agent", "support-bot", by="ops")
+        assert 'data-testid="halted-banner"' not in client.get(f"/ui/approvals/{approval_id}").text
+
     def test_approve_from_the_card(self, charter: Charter, client: TestClient):
         """The card's approve form settles the approval and returns to the inbox."""
         token = sign_in(client, finance_key(charter))

@@ -44,7 +44,9 @@ T = TypeVar("T")
 #: balancers, and each poll re-checks the key, so a revoked key stops waiting soon.
 LONG_POLL_MAX = 30.0
 
-_GRANT_CODES = frozenset({"grant_unknown", "grant_used", "grant_expired", "args_mismatch"})
+_GRANT_CODES = frozenset(
+    {"grant_unknown", "grant_used", "grant_expired", "args_mismatch", "halted"}
+)
 _BY_CODE: Mapping[str, Callable[[str], CharterError]] = {
     "idempotency_conflict": IdempotencyConflict,
     "not_found": NotFound,

@@ -63,6 +63,11 @@ class ApprovalAnswer(BaseModel):
     risk: int
     args: dict[str, Any]
     args_hash: str
+    halted: str | None = Field(
+        None,
+        description="The reason of the halt that freezes this pending approval: it cannot "
+        "be approved (it may be denied) until the halt is lifted.",
+    )
 
 
 class ApprovalList(BaseModel):

@@ -53,6 +53,7 @@ STATUS: Mapping[str, int] = {
     "grant_expired": 403,
     "args_mismatch": 403,
     "grant_used": 409,
+    "halted": 409,
     # what is asked for
     "not_found": 404,
     "method_not_allowed": 405,

@@ -71,9 +71,32 @@ class Approvals:
         Raises:
             NotFound: no such approval.
             Forbidden: the key cannot review, or its groups are not the route's.
-            Conflict: the approval is settled, or this person has already approved it.
+            Conflict: the approval is settled, this person has already approved it, or a
+                halt covers it (`halted`).
         """
-        return self._step(approval_id, reviewer, lambda a, r, at: machine.vote(a, r, at, note))
+
+        def vote(approval: Approval, who: Reviewer, at: str) -> Step:
+            self._not_halted(approval)
+            return machine.vote(approval, who, at, note)
+
+        return self._step(approval_id, reviewer, vote)
+
+    def _not_halted(self, approval: Approval) -> None:
+        """Refuse to approve what a halt covers: a halt freezes pending approvals too.
+
+        Denying stays open (it lets nothing run), and the approval waits, pending, for
+        the halt to be lifted or its deadline.
+
+        Raises:
+            Conflict: `halted`, naming the halt.
+        """
+        for halt in self._s.state.halts.values():
+            if halt.applies_to(approval.agent, approval.action):
+                raise Conflict(
+                    f"`{approval.action}` by `{approval.agent}` is halted ({halt.reason}):"
+                    " it cannot be approved until the halt is lifted",
+                    code="halted",
+                )
 
     def deny(self, approval_id: str, reviewer: Principal, *, reason: str) -> ApprovalView:
         """Refuse an approval with a reason the agent receives.
@@ -145,6 +168,9 @@ class Approvals:
                 raise RequestInvalid(
                     "ids", "a batch must be of one agent, action and argument shape"
                 )
+            if approve:
+                for approval in approvals:
+                    self._not_halted(approval)
             steps = [
                 machine.vote(a, who, at, reason) if approve else machine.deny(a, who, at, reason)
                 for a in approvals

@@ -103,6 +103,17 @@ class Grants:
                 refusal = _USED
             elif at > row["grant_expires_at"]:
                 refusal = ("grant_expired", f"the grant expired at {row['grant_expires_at']}")
+            elif halt := next(
+                (h for h in s.state.halts.values() if h.applies_to(row["agent"], row["action"])),
+                None,
+            ):
+                # A halt stops what was allowed before it, too: the grant stays unused and
+                # redeems once the halt is lifted (if it has not expired by then).
+                refusal = (
+                    "halted",
+                    f"`{row['action']}` by `{row['agent']}` is halted ({halt.reason});"
+                    " the grant redeems once the halt is lifted",
+                )
             else:
                 try:
                     presented = content_hash(json_value(dict(args), "args"))

@@ -156,7 +156,17 @@ class Queries:
                     recorded = load_recorded_bundle(s.store, decision["policy_version"])
                     text = recorded.runbooks.get(runbook) if recorded else None
         context = payload.get("request", {}).get("context", {})
-        return ApprovalView(approval.to_json(), decision, context, profile, text)
+        halted = None
+        if approval.pending:
+            halted = next(
+                (
+                    h.reason or "halted"
+                    for h in s.state.halts.values()
+                    if h.applies_to(approval.agent, approval.action)
+                ),
+                None,
+            )
+        return ApprovalView(approval.to_json(), decision, context, profile, text, halted)
 
     def count_approvals(self, **filters: Unpack[ApprovalFilters]) -> int:
         """How many approvals match the filters (`state` is `pending` unless given)."""

@@ -104,7 +104,8 @@ class ApprovalView:
     `approval` is the approval's own JSON (see `charter.approvals.Approval.to_json`);
     `decision` the recorded decision's JSON; `context` the agent's stated context
     (rationale, confidence, alternatives, data sources); `profile` the agent as the
-    decision saw it; `runbook_text` the runbook's markdown when one applies.
+    decision saw it; `runbook_text` the runbook's markdown when one applies; `halted`
+    the reason of a halt in force over a pending one.
     """
 
     approval: Mapping[str, Any]
@@ -112,6 +113,8 @@ class ApprovalView:
     context: Mapping[str, Any]
     profile: Mapping[str, Any]
     runbook_text: str | None = None
+    #: The reason of the halt that freezes it (pending, it cannot be approved), or None.
+    halted: str | None = None
 
     @property
     def id(self) -> str:
@@ -134,6 +137,7 @@ class ApprovalView:
             "context": dict(self.context),
             "agent_profile": dict(self.profile),
             "runbook_text": self.runbook_text,
+            "halted": self.halted,
         }
 
 
