@@ -38,22 +38,30 @@ AgentOption = Annotated[
 ActionOption = Annotated[
     str | None, typer.Option("--action", help="Halt one action.", show_default=False)
 ]
+RoleOption = Annotated[
+    str | None, typer.Option("--role", help="Halt every agent of a role.", show_default=False)
+]
 AllOption = Annotated[bool, typer.Option("--all", help="Halt everything.")]
 
 
-def _scope(agent: str | None, action: str | None, everything: bool) -> tuple[str, str | None]:
+def _scope(
+    agent: str | None, action: str | None, role: str | None, everything: bool
+) -> tuple[str, str | None]:
     """The (scope, target) the options name; exit 2 unless exactly one is given."""
     chosen = [
         (s, t)
         for s, t, on in (
             ("agent", agent, agent is not None),
             ("action", action, action is not None),
+            ("role", role, role is not None),
             ("all", None, everything),
         )
         if on
     ]
     if len(chosen) != 1:
-        err.print("error: name what to halt: one of --agent ID, --action NAME or --all")
+        err.print(
+            "error: name what to halt: one of --agent ID, --action NAME, --role ROLE or --all"
+        )
         raise typer.Exit(2)
     scope, name = chosen[0]
     if name is not None and not name.strip():
@@ -76,12 +84,13 @@ def halt_command(
     reason: Annotated[str, typer.Option("--reason", help="Why: recorded, and told to agents.")],
     agent: AgentOption = None,
     action: ActionOption = None,
+    role: RoleOption = None,
     everything: AllOption = False,
     db: DbOption = None,
     store_url: StoreOption = None,
 ) -> None:
-    """Halt an agent, an action or everything: new decisions it covers are denied."""
-    scope, name = _scope(agent, action, everything)
+    """Halt an agent, an action, a role or everything: new decisions it covers are denied."""
+    scope, name = _scope(agent, action, role, everything)
     if not reason.strip() or len(reason) > 2000:
         err.print("error: --reason must say why (1 to 2,000 characters)")
         raise typer.Exit(2)
@@ -100,12 +109,13 @@ def halt_command(
 def resume_command(
     agent: AgentOption = None,
     action: ActionOption = None,
+    role: RoleOption = None,
     everything: AllOption = False,
     db: DbOption = None,
     store_url: StoreOption = None,
 ) -> None:
     """Lift a halt (exit 1 if no such halt is in force)."""
-    scope, name = _scope(agent, action, everything)
+    scope, name = _scope(agent, action, role, everything)
     where = target(db, store_url)
     store = open_writing(where)
     try:

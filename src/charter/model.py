@@ -408,22 +408,28 @@ class BudgetUsage:
 
 @dataclass(frozen=True, slots=True)
 class Halt:
-    """A kill switch in force: everything (`all`), one agent, or one action."""
+    """A kill switch in force: everything (`all`), one agent, one action, or one role."""
 
     scope: str
     target: str | None = None
     reason: str = ""
 
-    def covers(self, request: ActionRequest) -> bool:
-        """Whether this halt stops the request."""
-        return self.applies_to(request.agent, request.action)
+    def covers(self, request: ActionRequest, role: str | None = None) -> bool:
+        """Whether this halt stops the request (of an agent in `role`, if known)."""
+        return self.applies_to(request.agent, request.action, role)
 
-    def applies_to(self, agent: str, action: str) -> bool:
-        """Whether this halt stops `agent` doing `action` (a decision, or its grant)."""
+    def applies_to(self, agent: str, action: str, role: str | None = None) -> bool:
+        """Whether this halt stops `agent` (in `role`) doing `action`: a decision or a grant.
+
+        A halt of a role stops no agent whose role is unknown here; such an agent has
+        no envelope either, so the policy denies what it asks anyway.
+        """
         if self.scope == "all":
             return True
         if self.scope == "agent":
             return self.target == agent
+        if self.scope == "role":
+            return role is not None and self.target == role
         return self.target == action
 
     def to_json(self) -> dict[str, Any]:

@@ -163,3 +163,43 @@ class TestWhatAHaltFreezes:
         )
         assert denied.status_code == 200, denied.text
         assert denied.json()["halted"] is None  # settled: nothing left to freeze
+
+
+class TestARoleHalt:
+    def test_it_stops_every_agent_of_the_role_and_no_other(
+        self, client: TestClient, keys: Keys, charter: Charter
+    ) -> None:
+        halt = {"scope": "role", "target": "support", "reason": "support bots misbehave"}
+        assert client.post("/v1/halts", json=halt, headers=bearer(keys.admin)).status_code == 201
+        denied = decide(client, keys)
+        assert denied["verdict"] == "deny"
+        assert "support bots misbehave" in str(denied["reasons"])
+        infra = charter.decide(
+            {
+                "agent": "infra-bot",
+                "action": "infra.scale",
+                "args": {"service": "svc-1", "replicas": 3},
+                "context": {"rationale": "evening peak"},
+            }
+        )
+        assert "halted" not in [r.code for r in infra.decision.reasons]
+
+    def test_it_follows_the_agent_into_another_role(
+        self, client: TestClient, keys: Keys, charter: Charter
+    ) -> None:
+        """Moving the agent out of the halted role lets it act again; the halt stays."""
+        halt = {"scope": "role", "target": "support", "reason": "support bots misbehave"}
+        client.post("/v1/halts", json=halt, headers=bearer(keys.admin))
+        profile = client.get("/v1/agents/support-bot", headers=bearer(keys.admin)).json()
+        moved = {
+            "role": "outreach",
+            "owner": profile["owner"],
+            "model_id": profile["model_id"],
+            "model_version": profile["model_version"],
+            "autonomy": profile["autonomy"],
+        }
+        answer = client.put("/v1/agents/support-bot", json=moved, headers=bearer(keys.admin))
+        assert answer.status_code == 200, answer.text
+        again = decide(client, keys)
+        assert "support bots misbehave" not in str(again["reasons"])
+        assert client.get("/v1/halts", headers=bearer(keys.admin)).json()["halts"] != []

@@ -244,8 +244,9 @@ def decide(
     Returns:
         The decision, with every step that fired among its reasons.
     """
-    halts = [h for h in state.halts if h.covers(request)] if state.halts else None
     profile = state.profile or bundle.agents.get(request.agent)
+    role = profile.role if profile is not None else None
+    halts = [h for h in state.halts if h.covers(request, role)] if state.halts else None
     level = None
     if profile is not None:
         level = state.autonomy if state.autonomy is not None else profile.autonomy

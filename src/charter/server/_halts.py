@@ -1,6 +1,7 @@
 """The halts API: list the halts in force, halt, and resume (`/v1/halts`).
 
-A halt stops every new decision it covers (everything, one agent or one action) with a
+A halt stops every new decision it covers (everything, one agent, one action, or every
+agent of one role) with a
 `deny` naming it, on every process that shares the store, until it is lifted. Halting is
 for reviewers and admins (whoever sees a runaway agent stops it); lifting a halt is for
 admins only, since it lets agents act alone again. Each halt and resume is a ledger
@@ -36,14 +37,14 @@ _DESCRIPTIONS = {
     503: "The ledger cannot be written or read now.",
 }
 
-Scope = Literal["all", "agent", "action"]
+Scope = Literal["all", "agent", "action", "role"]
 
 
 class HaltView(BaseModel):
     """A halt in force."""
 
     scope: Scope
-    target: str | None = Field(description="The agent or action halted; null for `all`.")
+    target: str | None = Field(description="The agent, action or role halted; null for `all`.")
     reason: str
 
 
@@ -54,7 +55,7 @@ class HaltList(BaseModel):
 
 
 class HaltBody(BaseModel):
-    """A halt to put in force: `all`, or the `agent` or `action` named by `target`."""
+    """A halt to put in force: `all`, or the `agent`, `action` or `role` named by `target`."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     scope: Scope
@@ -135,7 +136,7 @@ def halt_routes(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> APIRou
     @router.post(
         "/v1/halts",
         operation_id="create_halt",
-        summary="Halt everything, one agent or one action (recorded in the ledger)",
+        summary="Halt everything, one agent, one action or one role (recorded in the ledger)",
         description="In force for new decisions at once here, and within a second on every "
         "process sharing the store. Answers every halt then in force.",
         **documented(
@@ -162,7 +163,7 @@ def halt_routes(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> APIRou
     )
     async def delete_halt(
         request: Request,
-        scope: Annotated[Scope, Query(description="`all`, `agent` or `action`.")],
+        scope: Annotated[Scope, Query(description="`all`, `agent`, `action` or `role`.")],
         target: str | None = Query(None, min_length=1, max_length=MAX_ID),
     ) -> Response:
         return JSONResponse(await run_in_threadpool(halts.resume, auth(request), scope, target))

@@ -90,13 +90,13 @@ class Approvals:
         Raises:
             Conflict: `halted`, naming the halt.
         """
-        for halt in self._s.state.halts.values():
-            if halt.applies_to(approval.agent, approval.action):
-                raise Conflict(
-                    f"`{approval.action}` by `{approval.agent}` is halted ({halt.reason}):"
-                    " it cannot be approved until the halt is lifted",
-                    code="halted",
-                )
+        halt = self._s.halt_over(approval.agent, approval.action)
+        if halt is not None:
+            raise Conflict(
+                f"`{approval.action}` by `{approval.agent}` is halted ({halt.reason}):"
+                " it cannot be approved until the halt is lifted",
+                code="halted",
+            )
 
     def deny(self, approval_id: str, reviewer: Principal, *, reason: str) -> ApprovalView:
         """Refuse an approval with a reason the agent receives.

@@ -19,7 +19,10 @@ from charter.policy import Bundle
 from charter.service._access import Principal
 from charter.service._session import Session
 
-__all__ = ["Fleet"]
+__all__ = ["HALT_SCOPES", "Fleet"]
+
+#: What a halt may cover: everything, or one agent, action or role (named by its target).
+HALT_SCOPES = ("all", "agent", "action", "role")
 
 _log = logging.getLogger("charter.service")
 
@@ -98,10 +101,15 @@ class Fleet:
         return profile.autonomy if profile else None
 
     def halt(self, scope: str = "all", target: str | None = None, *, reason: str, by: str) -> None:
-        """Stop every request that `scope`/`target` covers until `resume` is called."""
-        if scope not in ("all", "agent", "action") or (scope != "all") != (target is not None):
+        """Stop every request that `scope`/`target` covers until `resume` is called.
+
+        A role's halt covers the agents whose profile (the registry's, else the
+        bundle's) has that role when they ask.
+        """
+        if scope not in HALT_SCOPES or (scope != "all") != (target is not None):
             raise RequestInvalid(
-                "scope", "a halt covers `all`, or an `agent` or `action` named by `target`"
+                "scope",
+                "a halt covers `all`, or an `agent`, `action` or `role` named by `target`",
             )
         with self._s.lock:
             self._s.record(events.halt(self._s.stamp(), scope, target, reason, by))

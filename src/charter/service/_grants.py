@@ -103,10 +103,7 @@ class Grants:
                 refusal = _USED
             elif at > row["grant_expires_at"]:
                 refusal = ("grant_expired", f"the grant expired at {row['grant_expires_at']}")
-            elif halt := next(
-                (h for h in s.state.halts.values() if h.applies_to(row["agent"], row["action"])),
-                None,
-            ):
+            elif halt := s.halt_over(row["agent"], row["action"]):
                 # A halt stops what was allowed before it, too: the grant stays unused and
                 # redeems once the halt is lifted (if it has not expired by then).
                 refusal = (

@@ -156,16 +156,8 @@ class Queries:
                     recorded = load_recorded_bundle(s.store, decision["policy_version"])
                     text = recorded.runbooks.get(runbook) if recorded else None
         context = payload.get("request", {}).get("context", {})
-        halted = None
-        if approval.pending:
-            halted = next(
-                (
-                    h.reason or "halted"
-                    for h in s.state.halts.values()
-                    if h.applies_to(approval.agent, approval.action)
-                ),
-                None,
-            )
+        halt = s.halt_over(approval.agent, approval.action) if approval.pending else None
+        halted = None if halt is None else halt.reason or "halted"
         return ApprovalView(approval.to_json(), decision, context, profile, text, halted)
 
     def count_approvals(self, **filters: Unpack[ApprovalFilters]) -> int:

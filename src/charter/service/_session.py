@@ -21,6 +21,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from charter.controls import ServiceState
 from charter.ledger import LedgerEntry, NewEvent
+from charter.model import Halt
 from charter.policy import Bundle, redact_request
 from charter.service._access import KeyRing
 from charter.service._clock import format_time
@@ -113,6 +114,19 @@ class Session:
         entry = self.writer.submit(event, None, awaited=True).result()
         self.state = self.state.apply_event(event, entry.seq)
         return entry
+
+    def halt_over(self, agent: str, action: str) -> Halt | None:
+        """The first halt in force that stops `agent` doing `action`, or None.
+
+        A role's halt is matched against the agent's profile as decisions see it (the
+        registry's, else the live bundle's).
+        """
+        halts = self.state.halts
+        if not halts:
+            return None
+        profile = self.state.profile(agent, self.bundle.agents)
+        role = profile.role if profile is not None else None
+        return next((h for h in halts.values() if h.applies_to(agent, action, role)), None)
 
     def issue(self, decision_id: str, args_hash: str, now: dt.datetime) -> GrantTicket:
         """A grant for a decision: single use, bound to the hash of the exact arguments."""

@@ -81,3 +81,17 @@ def test_what_to_halt_is_said_exactly_once(store_target: str) -> None:
         assert result.exit_code == 2, (args, result.output)
     with Charter(EXAMPLE_POLICY, store_target) as charter:
         assert charter.store.head().seq == before
+
+
+def test_a_role_is_halted_from_the_command_line(store_target: str) -> None:
+    with Charter(EXAMPLE_POLICY, store_target) as charter:
+        result = run(
+            "halt", "--role", "support", "--reason", "all support bots", "--store", store_target
+        )
+        assert result.exit_code == 0, result.output
+        assert "halted role `support`" in result.stdout
+        charter.catch_up()
+        assert charter.decide(NOTE).verdict is Verdict.DENY
+        assert run("resume", "--role", "support", "--store", store_target).exit_code == 0
+        charter.catch_up()
+        assert charter.decide(NOTE).verdict is Verdict.ALLOW
