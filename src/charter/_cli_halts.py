@@ -1,9 +1,10 @@
 """`charter halt`, `charter resume` and `charter halts`: the fleet's kill switch, from a shell.
 
 They work on the store itself (`--db PATH` or `--store URL`, `CHARTER_STORE` too), as
-`charter keys` does: a halt appended here is in force on every server on that store within
-a second (servers follow the ledger), and it stays until it is resumed, across restarts.
-`charter halts` only reads.
+`charter keys` does, or through a running server (`--server URL` with an API key, as
+`POST/DELETE /v1/halts`, so the server's roles decide who may). A halt is in force on
+every server on that store within a second (servers follow the ledger), and it stays
+until it is resumed, across restarts. `charter halts` only reads.
 """
 
 from __future__ import annotations
@@ -42,6 +43,75 @@ RoleOption = Annotated[
     str | None, typer.Option("--role", help="Halt every agent of a role.", show_default=False)
 ]
 AllOption = Annotated[bool, typer.Option("--all", help="Halt everything.")]
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        help="Through a running server instead of the store: its URL (http://host:8470).",
+        show_default=False,
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar="CHARTER_API_KEY",
+        help="The API key for --server (a reviewer's may halt, an admin's also resume).",
+        show_default=False,
+    ),
+]
+
+#: Seconds to wait for a server's answer.
+_TIMEOUT = 10.0
+
+
+def _over_http(
+    server: str,
+    key: str | None,
+    method: str,
+    params: dict[str, str] | None = None,
+    body: dict[str, object] | None = None,
+) -> list[dict[str, object]]:
+    """Call `/v1/halts` on a server; the halts in force it answers. Exits on a refusal.
+
+    A halt not in force is exit 1 (as on a store); anything else refused is exit 2 with
+    the server's own words.
+    """
+    import httpx2  # noqa: PLC0415 - only commands that talk to a server pay for it
+
+    if not key:
+        err.print("error: --server needs an API key: --key KEY or CHARTER_API_KEY")
+        raise typer.Exit(2)
+    url = server.rstrip("/") + "/v1/halts"
+    try:
+        answer = httpx2.request(
+            method,
+            url,
+            params=params,
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=_TIMEOUT,
+        )
+    except httpx2.HTTPError as exc:
+        err.print(f"error: cannot reach {server}: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    try:
+        said = answer.json()
+    except ValueError:
+        said = {}
+    if answer.status_code >= 400:
+        problem = said.get("error", {}) if isinstance(said, dict) else {}
+        message = problem.get("message") or answer.reason_phrase
+        err.print(f"error: {server} answered {answer.status_code}: {message}", markup=False)
+        raise typer.Exit(1 if answer.status_code == 404 else 2)
+    halts = said.get("halts", []) if isinstance(said, dict) else []
+    return list(halts)
+
+
+def _one_place(server: str | None, db: Path | None, store: str | None) -> None:
+    if server is not None and (db is not None or store is not None):
+        err.print("error: give --server or a store (--db/--store), not both")
+        raise typer.Exit(2)
 
 
 def _scope(
@@ -88,12 +158,24 @@ def halt_command(
     everything: AllOption = False,
     db: DbOption = None,
     store_url: StoreOption = None,
+    server: ServerOption = None,
+    key: KeyOption = None,
 ) -> None:
     """Halt an agent, an action, a role or everything: new decisions it covers are denied."""
     scope, name = _scope(agent, action, role, everything)
     if not reason.strip() or len(reason) > 2000:
         err.print("error: --reason must say why (1 to 2,000 characters)")
         raise typer.Exit(2)
+    _one_place(server, db, store_url)
+    if server is not None:
+        body: dict[str, object] = {"scope": scope, "reason": reason}
+        if name is not None:
+            body["target"] = name
+        _over_http(server, key, "POST", body=body)
+        out.print(
+            f"halted {_named(scope, name)} through {server}: new decisions it covers are denied"
+        )
+        return
     where = target(db, store_url)
     store = open_writing(where)
     try:
@@ -113,9 +195,17 @@ def resume_command(
     everything: AllOption = False,
     db: DbOption = None,
     store_url: StoreOption = None,
+    server: ServerOption = None,
+    key: KeyOption = None,
 ) -> None:
     """Lift a halt (exit 1 if no such halt is in force)."""
     scope, name = _scope(agent, action, role, everything)
+    _one_place(server, db, store_url)
+    if server is not None:
+        params = {"scope": scope} if name is None else {"scope": scope, "target": name}
+        _over_http(server, key, "DELETE", params=params)
+        out.print(f"resumed {_named(scope, name)} through {server}")
+        return
     where = target(db, store_url)
     store = open_writing(where)
     try:
@@ -128,16 +218,34 @@ def resume_command(
     out.print(f"resumed {_named(scope, name)} in {shown(where)}")
 
 
-def halts_command(db: DbOption = None, store_url: StoreOption = None) -> None:
+def halts_command(
+    db: DbOption = None,
+    store_url: StoreOption = None,
+    server: ServerOption = None,
+    key: KeyOption = None,
+) -> None:
     """List the halts in force (reads only)."""
-    where: str | Path = target(db, store_url)
-    store = open_reading(where)
-    try:
-        halts = _in_force(store)
-    finally:
-        store.close()
+    _one_place(server, db, store_url)
+    if server is not None:
+        halts = tuple(
+            Halt(
+                str(h["scope"]),
+                None if h.get("target") is None else str(h["target"]),
+                str(h.get("reason", "")),
+            )
+            for h in _over_http(server, key, "GET")
+        )
+        place = server
+    else:
+        where: str | Path = target(db, store_url)
+        store = open_reading(where)
+        try:
+            halts = _in_force(store)
+        finally:
+            store.close()
+        place = shown(where)
     if not halts:
-        out.print(f"no halts in force in {shown(where)}")
+        out.print(f"no halts in force in {place}")
         return
     table = Table("scope", "target", "reason")
     for halt in halts:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import httpx2
+import pytest
 from typer.testing import CliRunner
 
 from charter import Charter, Verdict
@@ -95,3 +102,67 @@ def test_a_role_is_halted_from_the_command_line(store_target: str) -> None:
         assert run("resume", "--role", "support", "--store", store_target).exit_code == 0
         charter.catch_up()
         assert charter.decide(NOTE).verdict is Verdict.ALLOW
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def server(store_target: str) -> Iterator[tuple[str, str, str]]:
+    """A real `charter serve` on the store: (its URL, an admin key, a reviewer key)."""
+    with Charter(EXAMPLE_POLICY, store_target) as setup:
+        admin = setup.create_key("admin", label="ops")[1]
+        reviewer = setup.create_key("reviewer", label="rev@example.com")[1]
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charter", "serve", "--policy", str(EXAMPLE_POLICY),
+         "--store", store_target, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, "the server exited while starting"
+            assert time.monotonic() < deadline, "the server did not become ready"
+            try:
+                if httpx2.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                time.sleep(0.05)
+        yield url, admin, reviewer
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_halting_through_a_server_uses_its_roles(server: tuple[str, str, str]) -> None:
+    url, admin, reviewer = server
+    halted = run("halt", "--all", "--reason", "incident 9", "--server", url, "--key", reviewer)
+    assert halted.exit_code == 0, halted.output
+    listed = run("halts", "--server", url, "--key", reviewer)
+    assert "incident 9" in listed.stdout
+    refused = run("resume", "--all", "--server", url, "--key", reviewer)
+    assert refused.exit_code == 2
+    assert "403" in refused.stderr
+    resumed = run("resume", "--all", "--server", url, "--key", admin)
+    assert resumed.exit_code == 0, resumed.output
+    again = run("resume", "--all", "--server", url, "--key", admin)
+    assert again.exit_code == 1
+    assert "no halt of everything" in again.stderr
+    assert "no halts in force" in run("halts", "--server", url, "--key", admin).stdout
+
+
+def test_a_server_needs_a_key_and_an_address_that_answers(store_target: str) -> None:
+    no_key = run("halts", "--server", "http://127.0.0.1:9")
+    assert no_key.exit_code == 2
+    assert "API key" in no_key.stderr
+    unreachable = run("halts", "--server", f"http://127.0.0.1:{free_port()}", "--key", "k")
+    assert unreachable.exit_code == 2
+    assert "cannot reach" in unreachable.stderr
+    both = run("halts", "--server", "http://127.0.0.1:9", "--store", store_target, "--key", "k")
+    assert both.exit_code == 2
