@@ -6,7 +6,6 @@ import dataclasses
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -26,8 +25,8 @@ REFUND = {"order_id": "ord-1001", "amount": 1500, "currency": "USD"}
 
 
 @pytest.fixture
-def charter(tmp_path: Path) -> Iterator[Charter]:
-    with make_charter(EXAMPLE_POLICY, tmp_path, clock=FakeClock(tick=0.001)) as opened:
+def charter(store_target: str) -> Iterator[Charter]:
+    with make_charter(EXAMPLE_POLICY, store_target, clock=FakeClock(tick=0.001)) as opened:
         yield opened
 
 
@@ -489,3 +488,33 @@ class TestCardSections:
         assert "escalation" in card
         assert 'data-testid="runbook"' in card
         assert "runbooks/prod-migration.md" in card
+
+
+class TestHaltFromTheInbox:
+    def test_a_confirmed_halt_is_in_force_and_shown(self, charter: Charter, client: TestClient):
+        token = sign_in(client, finance_key(charter))
+        inbox = client.get("/ui/")
+        assert 'data-testid="halt-panel"' in inbox.text
+        assert 'data-testid="halts-in-force"' not in inbox.text
+        fields = {"csrf": token, "scope": "agent", "target": "support-bot", "reason": "loop"}
+        unconfirmed = client.post("/ui/halts", data=fields, follow_redirects=False)
+        assert unconfirmed.status_code == 422
+        assert charter.halts == ()
+        answer = client.post("/ui/halts", data={**fields, "confirm": "yes"}, follow_redirects=False)
+        assert answer.status_code == 303
+        assert [(h.scope, h.target, h.reason) for h in charter.halts] == [
+            ("agent", "support-bot", "loop")
+        ]
+        shown = client.get("/ui/?done=halted").text
+        assert 'data-testid="halts-in-force"' in shown
+        assert "loop" in shown
+        halts = [e.payload_object() for e in charter.store.entries() if e.kind == "halt"]
+        assert halts[0]["by"].startswith("key:")
+
+    def test_a_halt_needs_the_token_and_a_reason(self, charter: Charter, client: TestClient):
+        token = sign_in(client, finance_key(charter))
+        no_token = {"scope": "all", "reason": "x", "confirm": "yes"}
+        assert client.post("/ui/halts", data=no_token, follow_redirects=False).status_code == 403
+        no_reason = {"csrf": token, "scope": "all", "reason": " ", "confirm": "yes"}
+        assert client.post("/ui/halts", data=no_reason, follow_redirects=False).status_code == 422
+        assert charter.halts == ()

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from charter.__about__ import __version__
 from charter.errors import CharterError, Conflict, Forbidden, NotFound, RequestInvalid
 from charter.model import MAX_ID
+from charter.server._auth import ROUTE_ROLES
 from charter.server._body import read_body
 from charter.server._errors import ApiError
 from charter.server.ui import _format
@@ -79,6 +80,7 @@ _DONE = {
     "voted": "Your approval is recorded; more reviewers are needed",
     "batch-approved": "Approved the similar requests as a batch",
     "batch-denied": "Denied the similar requests as a batch",
+    "halted": "Halted: new decisions it covers are denied, here and on every server on the store",
 }
 
 
@@ -302,8 +304,29 @@ class ReviewerUI:
             actions=sorted({a for actions in self.charter.bundle.roles.values() for a in actions}),
             done=_DONE.get(query.get("done", "")),
             done_id=query.get("id", "")[:64],
+            halts=[h.to_json() for h in self.charter.halts],
             **context,
         )
+
+    async def halt(self, request: Request) -> Response:
+        """Halt everything or one agent from the inbox or a card, once confirmed."""
+        session, reviewer = await self.reviewer(request)
+        fields = await self.form(request, session.id)
+        scope = fields.get("scope", "")
+        target = fields.get("target", "").strip() or None
+        reason = fields.get("reason", "").strip()[:_NOTE_MAX]
+        if scope not in ("all", "agent") or (scope == "agent") != (target is not None):
+            raise HTTPException(422, "halt everything, or name the agent to halt")
+        if not reason:
+            raise HTTPException(422, "say why: the reason is recorded and agents are told it")
+        if fields.get("confirm") != "yes":
+            raise HTTPException(422, "tick the box to confirm the halt")
+        if reviewer.role not in ROUTE_ROLES["create_halt"]:
+            raise HTTPException(403, "this key may not halt agents")
+        await run_in_threadpool(
+            lambda: self.charter.halt(scope, target, reason=reason, by=f"key:{reviewer.key_id}")
+        )
+        return RedirectResponse(f"/ui/?{urlencode({'done': 'halted'})}", 303)
 
     def _pending(
         self, reviewer: Principal, group: str, agent: str, action: str
@@ -579,6 +602,7 @@ def create_ui(charter: Charter, *, clock: Callable[[], dt.datetime] = system_clo
         Route("/signin", ui.signin_page, methods=["GET"]),
         Route("/signin", page(ui.signin), methods=["POST"]),
         Route("/signout", page(ui.signout), methods=["POST"]),
+        Route("/halts", page(ui.halt), methods=["POST"]),
         Route("/approvals/{approval_id}", page(ui.card)),
         Route("/approvals/{approval_id}/validate", page(ui.validate), methods=["POST"]),
         Route("/approvals/{approval_id}/{verb}", page(ui.decide), methods=["POST"]),
