@@ -23,6 +23,7 @@ commits; the poll alone keeps the bound when the announcements stop.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from charter.ledger import LedgerEntry, events
@@ -61,6 +62,20 @@ FOLLOWED_KINDS = frozenset(
     }
 )
 _WITH_DECISIONS = FOLLOWED_KINDS | {events.DECISION}
+
+
+def _spends_nothing(payload: str) -> bool:
+    """Whether a decision's canonical JSON cannot name a budget it spent.
+
+    Its `budgets` list is written `"budgets":[...]`; if every list under that key
+    anywhere in the payload is empty, the decision spent none. Arguments that carry a
+    `budgets` key of their own can only make this answer False (the payload is then
+    decoded and its own key read), never hide a spending.
+    """
+    return _NONEMPTY_BUDGETS.search(payload) is None
+
+
+_NONEMPTY_BUDGETS = re.compile(r'"budgets":\[[^\]]')
 
 #: Seconds between two reads at the least, however often appends are announced.
 SETTLE = 0.02
@@ -126,6 +141,8 @@ class Follower:
         ignored by the fold; so are decisions that spend no budget, or spent it here.)
         """
         s = self._s
+        if entry.kind == events.DECISION and _spends_nothing(entry.payload):
+            return False  # most decisions: not decoded at all
         payload = entry.payload_object()
         if entry.kind == events.DECISION and not (
             payload.get("budgets") and payload["decision"]["verdict"] == Verdict.ALLOW.value
