@@ -23,12 +23,14 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 from sqlalchemy.engine import make_url
 
-__all__ = ["Cluster", "PostgresMissing", "stored_bytes"]
+__all__ = ["Cluster", "PostgresMissing", "private_cluster", "stored_bytes"]
 
 _TEMPLATE = "charter_template"
 _RUNNING: list[Cluster] = []  # the server this process started, if any
@@ -246,3 +248,21 @@ def stored_bytes(url: str) -> bytes:
                     if path.is_file():
                         parts.append(path.read_bytes())
     return b"".join(parts)
+
+
+def private_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL server of a test module's own, which its tests may stop and start.
+
+    Outside CI a machine without PostgreSQL skips the module and says what to install;
+    in CI (`CI=true`) that fails instead. Use it as a module-scoped fixture's body.
+    """
+    try:
+        server = Cluster.start(private=True)
+    except PostgresMissing as missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs PostgreSQL: {missing}")
+        pytest.skip(str(missing))
+    try:
+        yield server
+    finally:
+        server.stop()

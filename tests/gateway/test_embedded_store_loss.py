@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from _postgres import Cluster, PostgresMissing
+from _postgres import Cluster, private_cluster
 from charter import Charter, load_bundle
 from charter.errors import LedgerError, StoreUnavailable
 from charter.examples import EXAMPLE_POLICY
@@ -55,14 +55,7 @@ def refund(order: int, amount: float = 40) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """This module's own PostgreSQL server, which its tests may stop and start."""
-    try:
-        server = Cluster.start(private=True)
-    except PostgresMissing as missing:
-        pytest.skip(str(missing))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from private_cluster()
 
 
 @pytest.fixture

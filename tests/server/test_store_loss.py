@@ -22,7 +22,7 @@ import pytest
 from _api import Keys, bearer, refund
 from starlette.testclient import TestClient
 
-from _postgres import Cluster, PostgresMissing
+from _postgres import Cluster, private_cluster
 from charter import Bundle, Charter
 from charter.sdk import AsyncClient, CharterUnavailable, governed
 from charter.server import create_app
@@ -40,14 +40,7 @@ WHY = {"confidence": 0.9, "rationale": "customer received a damaged item"}
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """This module's own PostgreSQL server, which its tests may stop and start."""
-    try:
-        server = Cluster.start(private=True)
-    except PostgresMissing as missing:
-        pytest.skip(str(missing))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from private_cluster()
 
 
 @pytest.fixture
