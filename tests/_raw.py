@@ -2,12 +2,15 @@
 
 `raw(target)` is a driver connection to a SQLite file or a PostgreSQL database that
 takes `?` placeholders either way; `drop_triggers` takes away a table's append-only
-guard, so a test can forge what only the hash chain should then catch.
+guard, so a test can forge what only the hash chain should then catch. `fingerprint`
+tells whether anything a store holds changed: a SQLite file's bytes, or every row of
+every table of a PostgreSQL database.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["drop_triggers", "raw"]
+__all__ = ["drop_triggers", "fingerprint", "raw"]
 
 
 class _Postgres:
@@ -50,3 +53,23 @@ def drop_triggers(target: str | Path, table: str) -> None:
         else:
             for action in ("update", "delete"):
                 connection.execute(f"DROP TRIGGER IF EXISTS {table}_no_{action}")
+
+
+def fingerprint(target: str | Path) -> str:
+    """A digest of what the store at `target` holds, to compare before and after.
+
+    A SQLite file: its bytes. A PostgreSQL database: every row of every table, as text,
+    in a fixed order (its files change under a mere read, as hint bits are set).
+    """
+    if "://" not in str(target):
+        return hashlib.sha256(Path(target).read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with psycopg.connect(str(target), autocommit=True) as connection:
+        tables = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        ).fetchall()
+        for (table,) in tables:
+            query = f'SELECT t::text FROM "{table}" t ORDER BY 1'  # noqa: S608 - catalog names
+            rows = [row for (row,) in connection.execute(query)]  # type: ignore[arg-type]
+            digest.update(repr((table, rows)).encode())
+    return digest.hexdigest()

@@ -5,6 +5,11 @@ fresh SQLite file in its `tmp_path`, and against a fresh database on the session
 throwaway PostgreSQL server (`tests/_postgres.py`). `--stores sqlite` (or `postgresql`)
 narrows a run to one. Outside CI a machine without PostgreSQL skips the PostgreSQL runs
 and says what to install; in CI (`CI=true`) they fail instead.
+
+`@pytest.mark.stores("sqlite")` keeps one test (or class, or module) to the stores named,
+for a test that gets a store through a shared fixture but checks something the store
+plays no part in (say why beside the mark); a test about SQLite files themselves opens
+its own file and needs no mark.
 """
 
 from __future__ import annotations
@@ -28,12 +33,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "stores(*names): run this store-dependent test on these stores only"
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "store_kind" in metafunc.fixturenames:
         chosen = [s.strip() for s in metafunc.config.getoption("--stores").split(",")]
         unknown = sorted(set(chosen) - set(STORES))
         if unknown:
             raise pytest.UsageError(f"--stores: unknown store {unknown[0]!r} (sqlite, postgresql)")
+        marked = metafunc.definition.get_closest_marker("stores")
+        if marked is not None:
+            if not marked.args or set(marked.args) - set(STORES):
+                raise pytest.UsageError(f"{metafunc.definition.nodeid}: stores{marked.args}")
+            chosen = [s for s in chosen if s in marked.args]
+            if not chosen:
+                only = ", ".join(marked.args)
+                skip = pytest.mark.skip(reason=f"runs on {only} only, which --stores leaves out")
+                metafunc.parametrize("store_kind", [pytest.param(only, marks=skip)], indirect=True)
+                return
         metafunc.parametrize("store_kind", [s for s in STORES if s in chosen], indirect=True)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from charter.examples import EXAMPLE_POLICY
+from charter.store import open_store
 from charter.testing import DEFAULT_START, FakeClock, make_charter, sequential_ids
 
 START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
@@ -88,19 +89,23 @@ class TestSequentialIds:
 
 class TestMakeCharter:
     def test_uses_the_fake_clock_and_sequential_ids(self, tmp_path: Path) -> None:
-        """`make_charter(policy, tmp_path)` records at `start` with ids from d-000001."""
+        """`make_charter(policy, tmp_path)` records at `start` with ids from d-000001.
+
+        A folder means a SQLite file in it: the next test gives it a store of each kind.
+        """
         with make_charter(EXAMPLE_POLICY, tmp_path, start=START) as charter:
             record = charter.decide(NOTE)
         assert record.id == "d-000001"
         assert record.at == "2026-01-05T09:00:00.000000Z"
         assert (tmp_path / "charter.db").is_file()
 
-    def test_accepts_a_file_and_a_clock(self, tmp_path: Path) -> None:
-        """Given a file path it uses that file; given a clock, the test can move time."""
+    def test_accepts_a_store_and_a_clock(self, store_target: str) -> None:
+        """Given a file or a database URL it uses that store; given a clock, time can move."""
         clock = FakeClock(START)
-        db = tmp_path / "ledger.db"
-        with make_charter(EXAMPLE_POLICY, db, clock=clock) as charter:
+        with make_charter(EXAMPLE_POLICY, store_target, clock=clock) as charter:
             clock.advance(hours=1)
             record = charter.decide(NOTE)
-        assert record.at == "2026-01-05T10:00:00.000000Z"
-        assert db.is_file()
+        assert (record.id, record.at) == ("d-000001", "2026-01-05T10:00:00.000000Z")
+        with open_store(store_target, read_only=True) as store:
+            [entry] = store.entries(kinds=("decision",))
+        assert entry.payload_object()["decision_id"] == record.id

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from _raw import drop_triggers, raw
 from charter import Charter, load_bundle
 from charter.cli import app
 from charter.examples import EXAMPLE_POLICY
@@ -70,20 +70,18 @@ def request_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Path:
+def ledger(store_target: str) -> str:
     """A small ledger: refunds of several sizes by two agents, one mail."""
-    db = tmp_path / "ledger.db"
     amounts = [40, 600, 700, 900, 2000, 30]
-    with make_charter(EXAMPLE_POLICY, db, clock=FakeClock(tick=5)) as charter:
+    with make_charter(EXAMPLE_POLICY, store_target, clock=FakeClock(tick=5)) as charter:
         charter.decide_many([request(a, n=i) for i, a in enumerate(amounts)])
         charter.decide(request(600, agent="support-bot-trainee", n=99))
-    return db
+    return store_target
 
 
-def raw_update_payload(db: Path, seq: int, old: str, new: str) -> None:
-    with sqlite3.connect(db, isolation_level=None) as connection:
-        for action in ("update", "delete"):
-            connection.execute(f"DROP TRIGGER IF EXISTS ledger_entries_no_{action}")
+def raw_update_payload(db: str, seq: int, old: str, new: str) -> None:
+    drop_triggers(db, "ledger_entries")
+    with raw(db) as connection:
         (text,) = connection.execute(
             "SELECT payload FROM ledger_entries WHERE seq = ?", (seq,)
         ).fetchone()
@@ -243,13 +241,13 @@ class TestDecide:
             assert "s3cret" not in again.stdout
 
     def test_autonomy_is_not_silently_ignored_with_db(
-        self, request_file: Path, tmp_path: Path
+        self, request_file: Path, store_target: str
     ) -> None:
-        """`--autonomy` with `--db` is either honoured or refused, never dropped silently."""
-        db = tmp_path / "charter.db"
+        """`--autonomy` with `--db` (or `--store`) is honoured or refused, never dropped."""
+        option = "--store" if "://" in store_target else "--db"
         result = run(
             "decide", "--policy", EXAMPLE_POLICY, "--request", request_file,
-            "--autonomy", "0", "--db", db,
+            "--autonomy", "0", option, store_target,
         )  # fmt: skip
         if result.exit_code == 2:
             assert "--autonomy" in result.stderr
@@ -321,32 +319,35 @@ class TestTest:
 
 
 class TestLedger:
-    def test_verify_ok(self, ledger: Path) -> None:
+    def test_verify_ok(self, ledger: str) -> None:
         """`ledger verify` exits 0 and says how many entries it checked."""
-        result = run("ledger", "verify", "--db", ledger)
+        result = run("ledger", "verify", "--store", ledger)
         assert result.exit_code == 0
         assert result.stdout.startswith("ok 10 entries verified")
 
-    def test_verify_names_the_broken_entry(self, ledger: Path) -> None:
+    def test_verify_names_the_broken_entry(self, ledger: str) -> None:
         """An edited payload makes `ledger verify` exit 1 naming that entry."""
         raw_update_payload(ledger, 4, '"amount":700', '"amount":70')
-        result = run("ledger", "verify", "--db", ledger)
+        result = run("ledger", "verify", "--store", ledger)
         assert result.exit_code == 1
         assert "BROKEN" in result.stdout
         assert "entry 4" in result.stdout
 
     def test_a_missing_ledger_exits_2(self, tmp_path: Path) -> None:
-        """Verifying a ledger file that does not exist is a usage error, and creates nothing."""
+        """Verifying a ledger file that does not exist is a usage error, and creates nothing.
+
+        A file, so SQLite only (a missing PostgreSQL database: tests/cli/test_reading_commands).
+        """
         missing = tmp_path / "none.db"
         result = run("ledger", "verify", "--db", missing)
         assert result.exit_code == 2
         assert "does not exist" in result.stderr
         assert not missing.exists()
 
-    def test_show_lists_the_last_entries(self, ledger: Path) -> None:
+    def test_show_lists_the_last_entries(self, ledger: str) -> None:
         """`ledger show -n` shows the last entries with a one-line summary each."""
         result = CliRunner(env={"COLUMNS": "200"}).invoke(
-            app, ["ledger", "show", "--db", str(ledger), "-n", "3"]
+            app, ["ledger", "show", "--store", ledger, "-n", "3"]
         )
         assert result.exit_code == 0
         assert "support-bot payments.refund → allow (risk 0)" in result.stdout
@@ -354,9 +355,9 @@ class TestLedger:
         assert "support-bot-trainee payments.refund → require_approval (risk 40)" in result.stdout
         assert "policy.deployed" not in result.stdout
 
-    def test_show_json_filters_by_kind(self, ledger: Path) -> None:
+    def test_show_json_filters_by_kind(self, ledger: str) -> None:
         """`ledger show --json --kind` prints one JSON object per matching entry."""
-        result = run("ledger", "show", "--db", ledger, "--json", "--kind", "policy.deployed")
+        result = run("ledger", "show", "--store", ledger, "--json", "--kind", "policy.deployed")
         assert result.exit_code == 0
         [entry] = [json.loads(line) for line in result.stdout.splitlines()]
         assert entry["seq"] == 1
@@ -365,15 +366,15 @@ class TestLedger:
 
 
 class TestReplay:
-    def test_verify_mode_reproduces_the_record(self, ledger: Path) -> None:
+    def test_verify_mode_reproduces_the_record(self, ledger: str) -> None:
         """`replay` exits 0 when every recorded decision is reproduced."""
-        result = run("replay", "--db", ledger)
+        result = run("replay", "--store", ledger)
         assert result.exit_code == 0
         assert "7 decisions, 7 unchanged, 0 changed" in result.stdout
 
-    def test_json_report_shape(self, ledger: Path) -> None:
+    def test_json_report_shape(self, ledger: str) -> None:
         """`replay --json` prints the report with its mode, counts and breakdowns."""
-        result = run("replay", "--db", ledger, "--json")
+        result = run("replay", "--store", ledger, "--json")
         assert result.exit_code == 0
         report = json.loads(result.stdout)
         assert set(report) == {
@@ -386,11 +387,11 @@ class TestReplay:
         assert report["state"] == {"checked": 7, "differing": 0, "examples": []}
         assert report["versions"] == {load_bundle(EXAMPLE_POLICY).version: 7}
 
-    def test_what_if_shows_the_transitions(self, ledger: Path, tmp_path: Path) -> None:
+    def test_what_if_shows_the_transitions(self, ledger: str, tmp_path: Path) -> None:
         """`replay --policy` on a changed bundle exits 0 and shows what would change."""
         bundle = copy_example(tmp_path / "stricter")
         edit(bundle / "rules.yaml", "when: args.amount > 1000", "when: args.amount > 500")
-        result = run("replay", "--db", ledger, "--policy", bundle, "--json")
+        result = run("replay", "--store", ledger, "--policy", bundle, "--json")
         assert result.exit_code == 0
         report = json.loads(result.stdout)
         assert (report["mode"], report["ok"]) == ("what-if", True)
@@ -402,25 +403,25 @@ class TestReplay:
         assert report["by_rule"] == {"large-refunds-need-finance": {"newly_fired": 4}}
         assert sorted(report["by_agent"]) == ["support-bot", "support-bot-trainee"]
         table = CliRunner(env={"COLUMNS": "200"}).invoke(
-            app, ["replay", "--db", str(ledger), "--policy", str(bundle)]
+            app, ["replay", "--store", ledger, "--policy", str(bundle)]
         )
         assert table.exit_code == 0
         assert "what-if against" in table.stdout
         assert "verdict transitions" in table.stdout
         assert "large-refunds-need-finance" in table.stdout
 
-    def test_an_altered_decision_is_a_mismatch(self, ledger: Path) -> None:
+    def test_an_altered_decision_is_a_mismatch(self, ledger: str) -> None:
         """A recorded verdict edited in the database makes `replay` exit 1 naming the entry."""
         raw_update_payload(ledger, 6, '"verdict":"require_approval"', '"verdict":"allow"')
-        result = run("replay", "--db", ledger)
+        result = run("replay", "--store", ledger)
         assert result.exit_code == 1
         assert "MISMATCH entry 6" in result.stdout
         assert "verdict: recorded 'allow', replayed 'require_approval'" in result.stdout
-        assert run("ledger", "verify", "--db", ledger).exit_code == 1
+        assert run("ledger", "verify", "--store", ledger).exit_code == 1
 
-    def test_the_real_script_replays(self, ledger: Path) -> None:
+    def test_the_real_script_replays(self, ledger: str) -> None:
         """The installed script replays a ledger and exits 0."""
-        result = script("replay", "--db", ledger)
+        result = script("replay", "--store", ledger)
         assert result.returncode == 0, result.stderr
         assert "0 changed" in result.stdout
 
@@ -470,18 +471,22 @@ class TestDemo:
             assert kinds["approval.modified"] > 0
         assert not (tmp_path / "charter-demo.db").exists()  # the store named, no other
 
-    def test_running_twice_appends(self, tmp_path: Path) -> None:
-        """A second demo run appends to the same ledger, which still verifies and replays."""
+    def test_running_twice_appends(self, tmp_path: Path, store_target: str) -> None:
+        """A second demo run appends to the same ledger, which still verifies and replays.
+
+        On SQLite the demo's own file (`charter-demo.db` here), on PostgreSQL `--store`.
+        """
+        db = str(tmp_path / "charter-demo.db") if "://" not in store_target else store_target
+        named = ["--store", db] if "://" in db else []
         for _ in range(2):
-            result = script("demo", "--requests", "1200", cwd=tmp_path)
+            result = script("demo", "--requests", "1200", *named, cwd=tmp_path)
             assert result.returncode == 0, result.stderr
-        db = tmp_path / "charter-demo.db"
-        verified = script("ledger", "verify", "--db", db)
+        verified = script("ledger", "verify", "--store", db)
         assert verified.returncode == 0
         with Charter(EXAMPLE_POLICY, db) as charter:
             decisions = sum(e.kind == "decision" for e in charter.store.entries())
             entries = charter.store.head().seq
         assert verified.stdout.startswith(f"ok {entries} entries verified")
-        replayed = run("replay", "--db", db, "--json")
+        replayed = run("replay", "--store", db, "--json")
         assert replayed.exit_code == 0
         assert json.loads(replayed.stdout)["total"] == decisions >= 2400

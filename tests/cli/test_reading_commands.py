@@ -1,7 +1,8 @@
-"""The reading commands (`ledger verify`, `ledger show`, `replay`, `keys list`) change no file.
+"""The reading commands (`ledger verify`, `ledger show`, `replay`, `keys list`) change nothing.
 
-Pointed at something that is not a Charter ledger they refuse it on one line naming the
-file, exit 2 (the command was used wrongly), and leave it byte for byte as it was.
+Pointed at something that is not a Charter ledger (a file, or a PostgreSQL database)
+they refuse it on one line naming it, exit 2 (the command was used wrongly), and leave
+it as it was: a file byte for byte, a database row for row.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 from _files import digest, empty_file, text_file, unrelated_database
 from typer.testing import CliRunner
 
+from _postgres import Cluster
+from _raw import fingerprint, raw
 from charter.cli import app
 from charter.examples import EXAMPLE_POLICY
 from charter.testing import FakeClock, make_charter
@@ -39,7 +42,10 @@ READING = (("ledger", "verify"), ("ledger", "show"), ("replay",), ("keys", "list
 def test_a_file_that_is_no_ledger_is_refused_and_left_alone(
     tmp_path: Path, command: tuple[str, ...], make: Callable[[Path], None], says: str
 ) -> None:
-    """Exit 2, one line on stderr naming the file and what it is; the file is unchanged."""
+    """Exit 2, one line on stderr naming the file and what it is; the file is unchanged.
+
+    Files, so SQLite only; the PostgreSQL databases of this kind are tested below.
+    """
     target = tmp_path / "thing.db"
     make(target)
     before = digest(target)
@@ -63,10 +69,48 @@ def test_a_missing_ledger_is_refused_and_not_created(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.stores("postgresql")  # the SQLite files of this kind are the tests above
+@pytest.mark.parametrize("command", READING, ids=" ".join)
+@pytest.mark.parametrize("holding", ["nothing", "another application's table"])
+def test_a_database_that_is_no_ledger_is_refused_and_left_alone(
+    store_kind: str, postgres: Cluster, command: tuple[str, ...], holding: str
+) -> None:
+    """A blank database is told to migrate, another application's is named; both unchanged."""
+    url = postgres.database(migrated=False)
+    says = f"has no Charter schema yet: run `charter migrate --store {url}` to create it"
+    if holding != "nothing":
+        with raw(url) as connection:
+            connection.execute("CREATE TABLE notes (id serial PRIMARY KEY, body text)")
+            connection.execute("INSERT INTO notes (body) VALUES ('keep me')")
+        says = "is a PostgreSQL database but not a Charter ledger (it has no ledger tables)"
+    before = fingerprint(url)
+    result = CliRunner().invoke(app, [*command, "--store", url])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"error: `{url}` {says}"]
+    assert result.stdout == ""
+    assert fingerprint(url) == before
+
+
+@pytest.mark.stores("postgresql")
+@pytest.mark.parametrize("command", READING, ids=" ".join)
+def test_a_missing_database_is_refused_and_not_created(
+    store_kind: str, postgres: Cluster, command: tuple[str, ...]
+) -> None:
+    """A database the server does not have: exit 2, one line naming it; still none there."""
+    missing = postgres.url("charter_no_such_database")
+    result = CliRunner().invoke(app, [*command, "--store", missing])
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: `{missing}` cannot be reached: ")
+    assert line.endswith('database "charter_no_such_database" does not exist')
+    with raw(postgres.admin_url) as connection:
+        names = [n for (n,) in connection.execute("SELECT datname FROM pg_database")]
+    assert "charter_no_such_database" not in names
+
+
 @pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    db = tmp_path / "ledger.db"
-    with make_charter(EXAMPLE_POLICY, db, clock=FakeClock(tick=5)) as charter:
+def ledger(store_target: str) -> str:
+    with make_charter(EXAMPLE_POLICY, store_target, clock=FakeClock(tick=5)) as charter:
         charter.decide(
             {
                 "agent": "support-bot",
@@ -75,50 +119,51 @@ def ledger(tmp_path: Path) -> Path:
                 "context": {"confidence": 0.9, "rationale": "late"},
             }
         )
-    return db
+    return store_target
 
 
 @pytest.mark.parametrize("command", READING, ids=" ".join)
-def test_a_ledger_is_read_without_a_byte_changing(ledger: Path, command: tuple[str, ...]) -> None:
-    """A real ledger reads as before, and the file is exactly what it was."""
-    before = digest(ledger)
-    result = CliRunner().invoke(app, [*command, "--db", str(ledger)])
+def test_a_ledger_is_read_without_a_byte_changing(ledger: str, command: tuple[str, ...]) -> None:
+    """A real ledger reads as before, and the store holds exactly what it held."""
+    before = fingerprint(ledger)
+    result = CliRunner().invoke(app, [*command, "--store", ledger])
     assert result.exit_code == 0, result.output
-    assert digest(ledger) == before
+    assert fingerprint(ledger) == before
 
 
 @pytest.mark.parametrize("command", READING, ids=" ".join)
-def test_an_older_schema_is_refused_not_migrated(ledger: Path, command: tuple[str, ...]) -> None:
+def test_an_older_schema_is_refused_not_migrated(ledger: str, command: tuple[str, ...]) -> None:
     """A ledger at an older revision is named as such; reading it does not upgrade it."""
-    with sqlite3.connect(ledger) as connection:
+    with raw(ledger) as connection:
         connection.execute("UPDATE alembic_version SET version_num = '0003'")
-    connection.close()
-    before = digest(ledger)
-    result = CliRunner().invoke(app, [*command, "--db", str(ledger)])
+    before = fingerprint(ledger)
+    result = CliRunner().invoke(app, [*command, "--store", ledger])
     assert result.exit_code == 2
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: `{ledger}` has an older schema (revision `0003`)")
-    assert digest(ledger) == before
+    assert fingerprint(ledger) == before
 
 
 @pytest.mark.parametrize("command", READING, ids=" ".join)
-def test_a_newer_schema_is_refused(ledger: Path, command: tuple[str, ...]) -> None:
+def test_a_newer_schema_is_refused(ledger: str, command: tuple[str, ...]) -> None:
     """A ledger written by a newer Charter is refused, naming its revision, untouched."""
-    with sqlite3.connect(ledger) as connection:
+    with raw(ledger) as connection:
         connection.execute("UPDATE alembic_version SET version_num = '9999'")
-    connection.close()
-    before = digest(ledger)
-    result = CliRunner().invoke(app, [*command, "--db", str(ledger)])
+    before = fingerprint(ledger)
+    result = CliRunner().invoke(app, [*command, "--store", ledger])
     assert result.exit_code == 2
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: `{ledger}` has a newer schema (revision `9999`)")
     assert "upgrade Charter" in line
-    assert digest(ledger) == before
+    assert fingerprint(ledger) == before
 
 
 @pytest.fixture
 def damaged(tmp_path: Path) -> Path:
-    """A ledger of a few hundred entries with one page of its entries overwritten."""
+    """A ledger of a few hundred entries with one page of its entries overwritten.
+
+    SQLite only: a page of a file damaged on disk; PostgreSQL keeps its own files.
+    """
     db = tmp_path / "damaged.db"
     with make_charter(EXAMPLE_POLICY, db, clock=FakeClock(tick=5)) as charter:
         charter.decide_many(

@@ -1,4 +1,8 @@
-"""`charter serve` stopped with SIGTERM closes its ledger writer process before it exits."""
+"""`charter serve` stopped with SIGTERM closes its ledger writer process before it exits.
+
+SQLite only: the writer process is a SQLite file's (`--ledger-writer process`); on
+PostgreSQL `charter serve` commits from a thread, and has no such child to stop.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,10 +77,10 @@ def test_kinds_that_carry_no_state_pass_through() -> None:
         assert state.apply_event(event) is state
 
 
-def test_a_restarted_service_holds_what_the_running_one_held(tmp_path: Path) -> None:
+def test_a_restarted_service_holds_what_the_running_one_held(store_target: str) -> None:
     """Halts, overrides, the registry and budget spending survive a restart exactly."""
     clock = FakeClock()
-    db = tmp_path / "c.db"
+    db = store_target
     with Charter(BUNDLE, db, clock=clock, ids=sequential_ids()) as charter:
         charter.halt("action", "mail.send", reason="spam wave", by="ops")
         charter.halt("agent", "ops-bot", reason="drift", by="ops")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -308,10 +307,10 @@ class TestTimers:
         assert charter.fire_due() == []
 
     def test_overdue_approvals_fire_once_after_a_restart(
-        self, tmp_path: Path, clock: FakeClock
+        self, store_target: str, clock: FakeClock
     ) -> None:
         """Pending approvals survive a restart; what fell due meanwhile fires once."""
-        db = tmp_path / "r.db"
+        db = store_target
         with Charter(BUNDLE, db, clock=clock) as first:
             ids = [first.decide(refund(order=f"ord-{i}")).id for i in range(5)]
         clock.advance(hours=5)
@@ -325,10 +324,10 @@ class TestTimers:
             escalations = [e for e in third.store.entries() if e.kind == "approval.escalated"]
             assert sorted(e.payload_object()["decision_id"] for e in escalations) == sorted(ids)
 
-    def test_the_timer_thread_fires_deadlines(self, tmp_path: Path) -> None:
+    def test_the_timer_thread_fires_deadlines(self, store_target: str) -> None:
         """`start_timers` runs deadlines with the clock Charter was given."""
         clock = FakeClock()
-        with Charter(BUNDLE, tmp_path / "t.db", clock=clock) as charter:
+        with Charter(BUNDLE, store_target, clock=clock) as charter:
             # scaling to zero goes to ops-review: 2 h, then deny
             record = charter.decide(
                 {
@@ -348,8 +347,8 @@ class TestTimers:
 
 
 class TestFloods:
-    def test_the_pending_cap_refuses_and_records(self, tmp_path: Path, clock: FakeClock) -> None:
-        with Charter(BUNDLE, tmp_path / "cap.db", clock=clock, max_pending=2) as charter:
+    def test_the_pending_cap_refuses_and_records(self, store_target: str, clock: FakeClock) -> None:
+        with Charter(BUNDLE, store_target, clock=clock, max_pending=2) as charter:
             charter.decide(refund(order="ord-1"))
             charter.decide(refund(order="ord-2"))
             with pytest.raises(TooManyPending) as refused:
@@ -400,9 +399,9 @@ class TestWaiting:
 
 class TestIdempotencyRetention:
     def test_a_key_is_kept_for_its_retention_then_decides_anew(
-        self, tmp_path: Path, clock: FakeClock
+        self, store_target: str, clock: FakeClock
     ) -> None:
-        with Charter(BUNDLE, tmp_path / "i.db", clock=clock, idempotency_ttl=3600) as charter:
+        with Charter(BUNDLE, store_target, clock=clock, idempotency_ttl=3600) as charter:
             first = charter.decide(refund(amount=20), idempotency_key="k-1")
             clock.advance(minutes=59)
             again = charter.decide(refund(amount=20), idempotency_key="k-1")
@@ -488,10 +487,10 @@ class TestPersonalData:
 
 
 def test_deadlines_of_approvals_another_process_opened_fire_too(
-    tmp_path: Path, clock: FakeClock
+    store_target: str, clock: FakeClock
 ) -> None:
     """A server fires the deadline of an approval the command line opened meanwhile."""
-    db = tmp_path / "shared.db"
+    db = store_target
     with Charter(BUNDLE, db, clock=clock) as server:
         with Charter(BUNDLE, db, clock=clock) as command_line:
             record = command_line.decide(refund())
@@ -503,10 +502,10 @@ def test_deadlines_of_approvals_another_process_opened_fire_too(
 
 
 def test_a_wait_sees_an_approval_settled_by_another_process(
-    tmp_path: Path, clock: FakeClock
+    store_target: str, clock: FakeClock
 ) -> None:
     """No callback crosses processes: the wait reads the decision again every second."""
-    db = tmp_path / "two.db"
+    db = store_target
     with Charter(BUNDLE, db, clock=clock) as agent_side, Charter(BUNDLE, db, clock=clock) as ui:
         record = agent_side.decide(refund())
         aid = approval_of(agent_side, record)

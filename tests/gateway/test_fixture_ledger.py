@@ -1,4 +1,7 @@
-"""A ledger written by an earlier Charter still verifies, replays and opens exactly."""
+"""A ledger written by an earlier Charter still verifies, replays and opens exactly.
+
+SQLite only: the fixture is the SQLite file Charter 0.1 wrote (PostgreSQL came later).
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,11 @@
 Each gateway checks its own view before it queues a redemption; two processes can both
 see a grant unused. The database has the last word (it refuses the second write), and the
 gateway that lost answers as if it had seen the redemption: refused, and recorded.
+
+SQLite only: the second gateway's write is held in flight, after its check, by freezing
+its writer process (a SQLite file's) behind the file's write lock; PostgreSQL has no such
+process to freeze. The database's refusal itself is tested on PostgreSQL too
+(tests/store/test_set_once.py), and what the gateway makes of it is the same code.
 """
 
 from __future__ import annotations

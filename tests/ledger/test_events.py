@@ -76,15 +76,17 @@ def test_no_module_spells_a_kind_outside_the_vocabulary() -> None:
     assert offenders == []
 
 
-def test_a_full_scenario_writes_only_defined_kinds_with_their_fields(tmp_path: Path) -> None:
+def test_a_full_scenario_writes_only_defined_kinds_with_their_fields(
+    tmp_path: Path, store_target: str
+) -> None:
     """The demo and every other writing call stay inside the vocabulary, fields and all.
 
     Besides the demo: keys, the registry, autonomy, grants, outcomes and the timers.
     """
-    db = tmp_path / "scenario.db"
+    db = store_target
     run = [sys.executable, "-m", "charter"]
     subprocess.run(
-        [*run, "demo", "--db", str(db), "-n", "150"], check=True, capture_output=True, timeout=300
+        [*run, "demo", "--store", db, "-n", "150"], check=True, capture_output=True, timeout=300
     )
     subprocess.run(
         [*run, "ledger", "keygen", "--out", str(tmp_path / "k.pem")],
@@ -99,7 +101,7 @@ def test_a_full_scenario_writes_only_defined_kinds_with_their_fields(tmp_path: P
             sys.executable,
             "-c",
             script.read_text(encoding="utf-8"),
-            str(db),
+            db,
             str(policy),
             str(tmp_path / "k.pem"),
         ],

@@ -33,10 +33,10 @@ def bundle_with_hook(tmp_path: Path, url: str) -> Path:
 
 
 def test_an_opened_approval_is_delivered_signed_and_recorded(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, store_target: str
 ) -> None:
     policy = bundle_with_hook(tmp_path, f"{receiver.url}/hooks/charter")
-    with Charter(policy, tmp_path / "n.db") as charter:
+    with Charter(policy, store_target) as charter:
         notifier = WebhookNotifier(
             charter.webhooks,
             charter.record_event,
@@ -76,10 +76,10 @@ def test_an_opened_approval_is_delivered_signed_and_recorded(
         assert charter.verify().ok
 
 
-def test_a_failing_webhook_never_blocks_a_decision(tmp_path: Path) -> None:
+def test_a_failing_webhook_never_blocks_a_decision(tmp_path: Path, store_target: str) -> None:
     """A receiver that does not exist: the decision is answered at once anyway."""
     policy = bundle_with_hook(tmp_path, "http://127.0.0.1:9/unreachable")
-    with Charter(policy, tmp_path / "f.db") as charter:
+    with Charter(policy, store_target) as charter:
         notifier = WebhookNotifier(
             charter.webhooks,
             charter.record_event,

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,7 +62,11 @@ class TestReplayReproduces:
     @settings(
         max_examples=20,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        # One run per store, each on a new instance of the class (which holds nothing).
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
     )
     @given(
         requests=st.lists(_refunds(), min_size=1, max_size=40),
@@ -69,15 +74,25 @@ class TestReplayReproduces:
         seed=st.integers(0, 2**16),
     )
     def test_any_traffic_replays_exactly(
-        self, tmp_path: Path, requests: list[dict[str, Any]], gaps: list[int], seed: int
+        self,
+        store_kind: str,
+        tmp_path: Path,
+        request: pytest.FixtureRequest,
+        requests: list[dict[str, Any]],
+        gaps: list[int],
+        seed: int,
     ) -> None:
         """Generated requests, fleet traffic, halts and budgets replay to the same bytes.
 
         The state each decision recorded is also what the fold of the ledger before it gives.
         """
         moments = iter(START + dt.timedelta(seconds=sum(gaps[: i + 1]) * 7) for i in range(10**6))
-        # One fresh ledger per example: hypothesis reuses the test's tmp_path.
-        db = Path(tempfile.mkdtemp(dir=tmp_path)) / "ledger.db"
+        # One fresh ledger per example: hypothesis reuses the test's fixtures.
+        db: str | Path = (
+            Path(tempfile.mkdtemp(dir=tmp_path)) / "ledger.db"
+            if store_kind == "sqlite"
+            else request.getfixturevalue("postgres").database()
+        )
         fleet = Fleet(seed)
         with Charter(BUNDLE, db, clock=lambda: next(moments)) as charter:
             charter.decide_many(requests)
@@ -93,11 +108,11 @@ class TestReplayReproduces:
             assert report.state is not None
             assert (report.state.checked, report.state.differing) == (report.total, 0)
 
-    def test_what_if_counts_only_real_changes(self, tmp_path: Path) -> None:
+    def test_what_if_counts_only_real_changes(self, store_target: str) -> None:
         """Replaying under the same content rebuilt from the ledger changes nothing."""
         moments = iter(START + dt.timedelta(seconds=9 * i) for i in range(10**6))
         fleet = Fleet(3)
-        with Charter(BUNDLE, tmp_path / "l.db", clock=lambda: next(moments)) as charter:
+        with Charter(BUNDLE, store_target, clock=lambda: next(moments)) as charter:
             charter.decide_many([fleet.next() for _ in range(400)])
             same = charter.replay(load_bundle(EXAMPLE_POLICY))
             stricter = charter.replay(what_if_bundle(BUNDLE))

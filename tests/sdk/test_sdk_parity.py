@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -262,9 +261,9 @@ class TestSameUnavailability:
 
     @pytest.mark.parametrize("kind", ["embedded", "async-embedded"])
     def test_fails_closed_then_open(
-        self, kind: str, bundle: Bundle, tmp_path: Path, request: pytest.FixtureRequest
+        self, kind: str, bundle: Bundle, store_target: str, request: pytest.FixtureRequest
     ) -> None:
-        closed = make_charter(bundle, tmp_path / "closed.db")
+        closed = make_charter(bundle, store_target)
         closed.close()
         with asyncio.Runner() as loop:
             shut = Calls(client_of(kind, closed, request), loop)

@@ -218,8 +218,10 @@ class TestWaiting:
         assert answer.status_code == 422
 
 
-def test_the_pending_cap_is_429_and_recorded(bundle: Any, tmp_path: Any, clock: FakeClock) -> None:
-    with Charter(bundle, tmp_path / "cap.db", clock=clock, max_pending=1) as charter:
+def test_the_pending_cap_is_429_and_recorded(
+    bundle: Any, store_target: str, clock: FakeClock
+) -> None:
+    with Charter(bundle, store_target, clock=clock, max_pending=1) as charter:
         agent = charter.create_key("agent", agent="support-bot")[1]
         with TestClient(create_app(charter)) as client:
             first = client.post("/v1/decisions", json=refund(2500, 1), headers=bearer(agent))

@@ -4,7 +4,8 @@ The bundle gives two routes a 2-second SLA: `ops-review` expires (deny) and
 `finance-review` moves to `finance-managers`. The server is killed with SIGKILL right
 after the first deadlines start firing, stays down while the rest fall due, and a new
 server fires what is overdue at start. Every approval must then have exactly one
-timeout step in the ledger, and the ledger must verify.
+timeout step in the ledger, and the ledger must verify: on a SQLite file, and on a
+PostgreSQL database, where the database itself decides each step once.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def policy(tmp_path: Path) -> Path:
 class Process:
     """A `charter serve` in its own process group, killed at the end whatever happens."""
 
-    def __init__(self, policy: Path, db: Path) -> None:
+    def __init__(self, policy: Path, db: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -59,8 +60,8 @@ class Process:
                 "serve",
                 "--policy",
                 str(policy),
-                "--db",
-                str(db),
+                "--store",
+                db,
                 "--port",
                 str(self.port),
                 "--max-pending",
@@ -96,9 +97,9 @@ def servers() -> Iterator[list[Process]]:
 
 
 def test_no_approval_is_lost_or_fired_twice_across_kill_9(
-    policy: Path, tmp_path: Path, servers: list[Process]
+    policy: Path, store_target: str, servers: list[Process]
 ) -> None:
-    db = tmp_path / "k.db"
+    db = store_target
     with Charter(policy, db) as setup:
         support = setup.create_key("agent", agent="support-bot")[1]
         infra = setup.create_key("agent", agent="infra-bot")[1]

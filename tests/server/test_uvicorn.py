@@ -1,7 +1,9 @@
 """The real thing: `charter serve` as a subprocess spoken to over TCP, and `charter keys`.
 
 Each server runs under `timeout`, so it stops by itself even if the test process dies,
-and is stopped with SIGTERM (then SIGKILL) when the test ends.
+and is stopped with SIGTERM (then SIGKILL) when the test ends. Each test runs on a
+SQLite file and on a PostgreSQL database (`--store`), but for those marked
+`stores("sqlite")`, which check something the store plays no part in.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ LIFETIME = "60"  # seconds a test server may live at most
 TOO_LARGE = (413, "payload_too_large")
 
 
-def ledger_lines(db: Path) -> list[str]:
-    result = CliRunner().invoke(app, ["ledger", "show", "--db", str(db), "--json"])
+def ledger_lines(db: str) -> list[str]:
+    result = CliRunner().invoke(app, ["ledger", "show", "--store", db, "--json"])
     return result.stdout.splitlines()
 
 
@@ -60,7 +62,7 @@ class Server:
         return self.process.stderr.read()
 
 
-def start(db: Path) -> Server:
+def start(db: str) -> Server:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -70,8 +72,8 @@ def start(db: Path) -> Server:
             "serve",
             "--policy",
             str(EXAMPLE_POLICY),
-            "--db",
-            str(db),
+            "--store",
+            db,
             "--port",
             str(port),
         ],
@@ -98,19 +100,20 @@ def keys(*args: str) -> Result:
     return CliRunner().invoke(app, ["keys", *args])
 
 
-def create_key(db: Path, *args: str) -> str:
-    result = keys("create", "--db", str(db), *args)
+def create_key(db: str, *args: str) -> str:
+    result = keys("create", "--store", db, *args)
     assert result.exit_code == 0, result.output
     return result.stdout.strip()
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "charter.db"
+def db(store_target: str) -> str:
+    """The store: a SQLite file, or a PostgreSQL database's URL."""
+    return store_target
 
 
 @pytest.fixture
-def server(db: Path) -> Iterator[Server]:
+def server(db: str) -> Iterator[Server]:
     running = start(db)
     yield running
     running.stop()
@@ -119,34 +122,35 @@ def server(db: Path) -> Iterator[Server]:
 class TestKeysCommand:
     """`charter keys create|list|revoke` manage keys in the ledger's database."""
 
-    def test_create_list_revoke(self, db: Path):
+    def test_create_list_revoke(self, db: str):
         """A key is printed once, listed without its secret, and revoked by id."""
         secret = create_key(db, "--role", "agent", "--agent", "support-bot", "--label", "bot")
         assert secret.startswith("chk_")
-        listed = keys("list", "--db", str(db), "--json")
+        listed = keys("list", "--store", db, "--json")
         rows = json.loads(listed.stdout)
         assert [(k["role"], k["agent"], k["label"]) for k in rows] == [
             ("agent", "support-bot", "bot")
         ]
         assert secret not in listed.stdout
-        assert keys("revoke", rows[0]["key_id"], "--db", str(db)).exit_code == 0
-        assert keys("revoke", rows[0]["key_id"], "--db", str(db)).exit_code == 1
-        table = keys("list", "--db", str(db))
+        assert keys("revoke", rows[0]["key_id"], "--store", db).exit_code == 0
+        assert keys("revoke", rows[0]["key_id"], "--store", db).exit_code == 1
+        table = keys("list", "--store", db)
         assert "support-bot" in table.stdout
         kinds = [json.loads(line)["kind"] for line in ledger_lines(db)]
         assert kinds == ["key.created", "key.revoked"]
 
-    def test_bad_role_is_a_usage_error(self, db: Path):
+    @pytest.mark.stores("sqlite")  # refused before any store is opened; then a missing file
+    def test_bad_role_is_a_usage_error(self, db: str):
         """An unknown role, or an agent key without its agent, exits 2."""
-        assert keys("create", "--db", str(db), "--role", "root").exit_code == 2
-        assert keys("create", "--db", str(db), "--role", "agent").exit_code == 2
-        assert keys("list", "--db", str(db / "missing")).exit_code == 2
+        assert keys("create", "--db", db, "--role", "root").exit_code == 2
+        assert keys("create", "--db", db, "--role", "agent").exit_code == 2
+        assert keys("list", "--db", str(Path(db) / "missing")).exit_code == 2
 
 
 class TestServe:
     """`charter serve` under uvicorn, spoken to over TCP."""
 
-    def test_no_keys_runs_closed_and_says_how(self, db: Path):
+    def test_no_keys_runs_closed_and_says_how(self, db: str):
         """A fresh server refuses everything and prints the command for the first key."""
         server = start(db)
         try:
@@ -157,9 +161,10 @@ class TestServe:
             assert httpx2.get(f"{server.url}/v1/ledger", headers=headers).status_code == 200
         finally:
             stderr = server.stop()
-        assert "charter keys create --role admin --db" in stderr
+        option = "--store" if "://" in db else "--db"
+        assert f"charter keys create --role admin {option} {db}" in stderr
 
-    def test_round_trip(self, db: Path):
+    def test_round_trip(self, db: str):
         """Decide, replay by key, redeem once, report, page and verify, over real HTTP."""
         agent_key = create_key(db, "--role", "agent", "--agent", "support-bot")
         agent = {"Authorization": f"Bearer {agent_key}"}
@@ -199,14 +204,15 @@ class TestServe:
                 assert 'charter_decisions_total{verdict="allow"} 1.0' in metrics
         finally:
             server.stop()
-        assert CliRunner().invoke(app, ["ledger", "verify", "--db", str(db)]).exit_code == 0
+        assert CliRunner().invoke(app, ["ledger", "verify", "--store", db]).exit_code == 0
 
 
+@pytest.mark.stores("sqlite")  # the body is refused before the store is reached
 class TestOversizedBodies:
     """A body over `--max-body` reads as 413 to a plain blocking client, never a reset."""
 
     @pytest.fixture
-    def served(self, db: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+    def served(self, db: str) -> Iterator[tuple[Server, dict[str, str]]]:
         secret = create_key(db, "--role", "agent", "--agent", "support-bot")
         running = start(db)
         yield running, {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}

@@ -1,4 +1,9 @@
-"""A store opened read-only reads a Charter ledger and cannot change any file."""
+"""A store opened read-only reads a Charter ledger and cannot change any file.
+
+What a reader reads, and refuses to write, is checked on each store; what it refuses to
+open is mostly about files (missing, empty, another application's, not SQLite), so
+SQLite only (the PostgreSQL refusals are in test_postgres.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from _raw import fingerprint, raw
 from charter.ledger import NewEvent
 from charter.store import (
     IndexChange,
@@ -26,15 +32,15 @@ def digest(path: Path) -> str:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    path = tmp_path / "charter.db"
-    with open_store(path, log_id="log-r") as store:
+def ledger(store_target: str) -> str:
+    """A ledger of one decision and one bundle, with a log id: a file, or a database."""
+    with open_store(store_target, log_id="log-r") as store:
         store.append(
             [NewEvent("decision", AT, {"n": 1})],
             [IndexChange("d-1", {"agent": "a", "action": "x", "verdict": "allow"}, insert=True)],
         )
         store.put_bundle("v1", b"{}")
-    return path
+    return store_target
 
 
 class TestRefusals:
@@ -82,16 +88,15 @@ class TestRefusals:
         ("revision", "says"), [("0002", "older schema"), ("9999", "newer schema")]
     )
     def test_another_schema_is_refused_not_migrated(
-        self, ledger: Path, revision: str, says: str
+        self, ledger: str, revision: str, says: str
     ) -> None:
         """A schema other than this code's is named, with its revision; it stays as it was."""
-        with sqlite3.connect(ledger) as connection:
+        with raw(ledger) as connection:
             connection.execute("UPDATE alembic_version SET version_num = ?", (revision,))
-        connection.close()
-        before = digest(ledger)
+        before = fingerprint(ledger)
         with pytest.raises(StoreOpenError, match=f"{says} \\(revision `{revision}`\\)"):
             open_store(ledger, read_only=True)
-        assert digest(ledger) == before
+        assert fingerprint(ledger) == before
 
     def test_the_refusal_survives_a_process_boundary(self, tmp_path: Path) -> None:
         """A replay worker's refusal reaches its parent with the file and the problem."""
@@ -111,7 +116,7 @@ class TestRefusals:
 
 
 class TestReading:
-    def test_reads_what_was_written(self, ledger: Path) -> None:
+    def test_reads_what_was_written(self, ledger: str) -> None:
         """Entries, bundles, the index and the log id read as from a writing store."""
         with open_store(ledger, read_only=True) as store:
             assert store.read_only
@@ -122,14 +127,15 @@ class TestReading:
             assert store.decision_row(decision_id="d-1") is not None
             assert verify_store(store).ok
 
-    def test_a_sqlite_url_names_the_same_file(self, ledger: Path) -> None:
+    @pytest.mark.stores("sqlite")  # a SQLite URL names a file
+    def test_a_sqlite_url_names_the_same_file(self, ledger: str) -> None:
         """`sqlite:///PATH` opens that file read-only too."""
         with open_store(f"sqlite:///{ledger}", read_only=True) as store:
             assert store.count() == 1
 
-    def test_every_write_refuses_and_nothing_changes(self, ledger: Path) -> None:
-        """Appends, bundles, keys and secrets all refuse; the file keeps its bytes."""
-        before = digest(ledger)
+    def test_every_write_refuses_and_nothing_changes(self, ledger: str) -> None:
+        """Appends, bundles, keys and secrets all refuse; the store holds what it held."""
+        before = fingerprint(ledger)
         with open_store(ledger, read_only=True) as store:
             with pytest.raises(StoreError, match="read-only"):
                 store.append([NewEvent("decision", AT, {"n": 2})])
@@ -139,15 +145,15 @@ class TestReading:
                 store.put_bundle("v2", b"{}")
             with pytest.raises(StoreError, match="read-only"):
                 store.secret("webhooks")
-        assert digest(ledger) == before
+        assert fingerprint(ledger) == before
 
-    def test_sees_what_a_writer_commits_meanwhile(self, ledger: Path) -> None:
+    def test_sees_what_a_writer_commits_meanwhile(self, ledger: str) -> None:
         """A reader beside a running writer sees each of its commits."""
         with open_store(ledger) as writer, open_store(ledger, read_only=True) as reader:
             writer.append([NewEvent("decision", AT, {"n": 2})])
             assert reader.head() == writer.head()
 
-    def test_a_mismatched_log_id_is_refused(self, ledger: Path) -> None:
+    def test_a_mismatched_log_id_is_refused(self, ledger: str) -> None:
         """Asking for another ledger's id is an error, as when writing."""
         with pytest.raises(StoreError, match="`log-r`"):
             open_store(ledger, read_only=True, log_id="log-other")

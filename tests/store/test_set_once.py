@@ -7,21 +7,26 @@ holding a refused event commits everyone else's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from charter.ledger import NewEvent
 from charter.store import (
     GroupCommitWriter,
     IndexChange,
+    PostgresStore,
     ProcessCommitWriter,
     SetOnceConflict,
     SQLiteStore,
     open_store,
     verify_store,
 )
+from charter.store._postgres import SEQUENCER_LOCK
 
 AT = "2025-01-31T09:30:00Z"
 
@@ -95,17 +100,30 @@ class TestTheDatabaseRefuses:
         assert (row["redeemed_seq"], row["outcome_seq"]) == (2, 3)
 
 
+@contextlib.contextmanager
+def appends_held(store: SQLiteStore | PostgresStore, target: str) -> Iterator[None]:
+    """Every append to `store` waits while this holds (as behind another commit)."""
+    if isinstance(store, PostgresStore):
+        with psycopg.connect(target) as holder:
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCER_LOCK])
+            yield
+            holder.rollback()
+        return
+    appender = store._appender
+    assert appender is not None
+    with appender._lock:
+        yield
+
+
 class TestBatchesIsolateTheRefusal:
-    def test_thread_writer(self, tmp_path: Path) -> None:
+    def test_thread_writer(self, store_target: str) -> None:
         """One refused redemption in a batch fails alone; the rest of the batch commits."""
-        with open_store(tmp_path / "c.db") as store:
+        with open_store(store_target) as store:
             for n in range(4):
-                decided(store, f"d-{n}")
+                decided(store, f"d-{n}")  # type: ignore[arg-type]
             store.append(*map(list, zip(redeemed("d-0"), strict=True)))
-            appender = store._appender
-            assert appender is not None
             with GroupCommitWriter(store) as writer:
-                with appender._lock:  # the writer blocks on its first append...
+                with appends_held(store, store_target):  # the writer blocks on its first...
                     first = writer.submit(NewEvent("note", AT, {}))
                     time.sleep(0.2)
                     futures = [  # ...while these queue up as one batch
@@ -123,7 +141,10 @@ class TestBatchesIsolateTheRefusal:
             assert verify_store(store).ok
 
     def test_process_writer(self, tmp_path: Path) -> None:
-        """The same in the writer process, with the loop's batch sent in one turn."""
+        """The same in the writer process, with the loop's batch sent in one turn.
+
+        SQLite only: the writer process commits to a SQLite file.
+        """
         with open_store(tmp_path / "c.db") as store:
             for n in range(3):
                 decided(store, f"d-{n}")

@@ -1,8 +1,9 @@
-"""The ledger's explicit transaction: staged appends and their index changes commit together."""
+"""The ledger's explicit transaction: staged appends and their index changes commit together.
+
+On each store: a SQLite file and a PostgreSQL database.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -16,9 +17,9 @@ def decided(decision_id: str) -> IndexChange:
     return IndexChange(decision_id, {"agent": "a", "action": "x", "verdict": "allow"}, insert=True)
 
 
-def test_staged_appends_commit_together_with_their_index_changes(tmp_path: Path) -> None:
+def test_staged_appends_commit_together_with_their_index_changes(store_target: str) -> None:
     """Nothing is visible inside the block; after it, every entry and every row is."""
-    with open_store(tmp_path / "c.db") as store:
+    with open_store(store_target) as store:
         with store.transaction() as txn:
             txn.append(NewEvent("decision", AT, {"n": 1}), decided("d-1"))
             txn.append(NewEvent("note", AT, {"n": 2}))
@@ -31,9 +32,9 @@ def test_staged_appends_commit_together_with_their_index_changes(tmp_path: Path)
         assert verify_store(store).ok
 
 
-def test_an_exception_in_the_block_writes_nothing(tmp_path: Path) -> None:
+def test_an_exception_in_the_block_writes_nothing(store_target: str) -> None:
     """Leaving the block by an exception aborts the transaction."""
-    with open_store(tmp_path / "c.db") as store:
+    with open_store(store_target) as store:
 
         def change_of_mind() -> None:
             with store.transaction() as txn:
@@ -46,9 +47,9 @@ def test_an_exception_in_the_block_writes_nothing(tmp_path: Path) -> None:
         assert store.decision_row(decision_id="d-1") is None
 
 
-def test_a_refused_write_refuses_the_whole_transaction(tmp_path: Path) -> None:
+def test_a_refused_write_refuses_the_whole_transaction(store_target: str) -> None:
     """One index change the database refuses (a second outcome) and no entry is written."""
-    with open_store(tmp_path / "c.db") as store:
+    with open_store(store_target) as store:
         store.append([NewEvent("decision", AT, {"n": 1})], [decided("d-1")])
         outcome = IndexChange("d-1", {"outcome_success": True}, seq_column="outcome_seq")
         store.append([NewEvent("outcome", AT, {"n": 2})], [outcome])
@@ -64,9 +65,9 @@ def test_a_refused_write_refuses_the_whole_transaction(tmp_path: Path) -> None:
         assert store.decision_row(decision_id="d-3") is None
 
 
-def test_a_malformed_event_refuses_the_whole_transaction(tmp_path: Path) -> None:
+def test_a_malformed_event_refuses_the_whole_transaction(store_target: str) -> None:
     """Every staged event is checked before anything is written."""
-    with open_store(tmp_path / "c.db") as store:
+    with open_store(store_target) as store:
 
         def with_a_bad_time() -> None:
             with store.transaction() as txn:
@@ -78,9 +79,9 @@ def test_a_malformed_event_refuses_the_whole_transaction(tmp_path: Path) -> None
         assert store.count() == 0
 
 
-def test_a_committed_transaction_takes_no_more(tmp_path: Path) -> None:
+def test_a_committed_transaction_takes_no_more(store_target: str) -> None:
     """Staging after the commit is an error, not a silent drop."""
-    with open_store(tmp_path / "c.db") as store:
+    with open_store(store_target) as store:
         with store.transaction() as txn:
             txn.append(NewEvent("decision", AT, {"n": 1}))
         with pytest.raises(StoreError, match="committed"):
@@ -88,11 +89,11 @@ def test_a_committed_transaction_takes_no_more(tmp_path: Path) -> None:
         assert store.count() == 1
 
 
-def test_a_read_only_store_opens_no_transaction(tmp_path: Path) -> None:
+def test_a_read_only_store_opens_no_transaction(store_target: str) -> None:
     """A reader refuses to stage writes at all."""
-    open_store(tmp_path / "c.db").close()
+    open_store(store_target).close()
     with (
-        open_store(tmp_path / "c.db", read_only=True) as store,
+        open_store(store_target, read_only=True) as store,
         pytest.raises(StoreError, match="read-only"),
     ):
         store.transaction()

@@ -2,7 +2,7 @@
 
 Each test starts a real parent process that opens `Charter(..., writer="process")`, kills
 that parent with SIGKILL (no cleanup of any kind runs), and waits a bounded time for the
-writer to be gone.
+writer to be gone. SQLite only: the writer process is a SQLite file's.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Helpers for the reviewer UI tests: a real `charter serve`, keys, and Debian's Chromium.
 
-The server runs as a subprocess on 127.0.0.1 with a temporary SQLite ledger, under
-`timeout` so it stops by itself even if the test process dies. The browser is
+The server runs as a subprocess on 127.0.0.1 on a fresh ledger (a SQLite file, or a
+PostgreSQL database through `--store`), under `timeout` so it stops by itself even if
+the test process dies. The browser is
 `/usr/bin/chromium` driven by Playwright; Playwright never downloads a browser here. On
 CI (`CI=true`) a missing browser or a missing htmx fails the run instead of skipping.
 """
@@ -56,9 +57,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def create_key(db: Path, *args: str) -> str:
+def create_key(db: str, *args: str) -> str:
     """`charter keys create ...` in process; returns the secret."""
-    result = CliRunner().invoke(app, ["keys", "create", "--db", str(db), *args])
+    result = CliRunner().invoke(app, ["keys", "create", "--store", db, *args])
     assert result.exit_code == 0, result.output
     return result.stdout.strip()
 
@@ -73,7 +74,7 @@ class Keys:
 @dataclass
 class Server:
     url: str
-    db: Path
+    db: str  # the store: a SQLite file, or a PostgreSQL URL
     keys: Keys
     process: subprocess.Popen[str]
 
@@ -90,9 +91,11 @@ class Server:
         return self.process.stderr.read()
 
 
-def start_server(tmp_path: Path) -> Server:
-    """`charter serve` on a fresh ledger with Alice (finance), Bob (ops) and an agent key."""
-    db = tmp_path / "charter.db"
+def start_server(db: str) -> Server:
+    """`charter serve` on the fresh ledger `db` (a SQLite file or a PostgreSQL URL).
+
+    With Alice (finance), Bob (ops) and an agent key.
+    """
     keys = Keys(
         alice=create_key(
             db, "--role", "reviewer", "--label", "alice@example.com", "--groups", "finance"
@@ -111,8 +114,8 @@ def start_server(tmp_path: Path) -> Server:
             "serve",
             "--policy",
             str(EXAMPLE_POLICY),
-            "--db",
-            str(db),
+            "--store",
+            db,
             "--host",
             "127.0.0.1",
             "--port",

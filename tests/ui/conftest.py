@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +10,9 @@ from _ui import CHROMIUM, CHROMIUM_ARGS, HTMX, STEP_MS, Server, missing, start_s
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = start_server(tmp_path)
+def server(store_target: str) -> Iterator[Server]:
+    """A real `charter serve`, once per store (a SQLite file, a PostgreSQL database)."""
+    running = start_server(store_target)
     yield running
     running.stop()
 

@@ -2,7 +2,9 @@
 
 The agent is the SDK's `charter.Client` in another thread, blocked waiting for people to
 decide; the reviewer is Chromium driven by Playwright. Every test is bounded: each browser
-step by `STEP_MS`, each agent by `AGENT_WAIT`.
+step by `STEP_MS`, each agent by `AGENT_WAIT`. The review flow runs on each store (the
+agent's long poll is woken by what the reviewer records); the safety checks, about the
+page itself, on SQLite only.
 """
 
 from __future__ import annotations
@@ -184,6 +186,9 @@ class TestReviewFlow:
         assert agent.outcome() == modified
 
 
+# What the browser makes of the page: the stored arguments and groups it shows round-trip
+# through each store in test_pages.py (hostile arguments) and tests/server (groups).
+@pytest.mark.stores("sqlite")
 class TestSafety:
     """What an agent writes cannot act on the reviewer's page, and groups bound who decides."""
 
