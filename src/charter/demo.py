@@ -34,7 +34,6 @@ from charter.ledger import (
 )
 from charter.policy import Bundle, bundle_from_content, load_bundle
 from charter.service import Charter, DecisionRecord, Principal
-from charter.store import StoreError, open_store
 
 __all__ = ["REVIEWERS", "Fleet", "review", "run_demo", "what_if_bundle"]
 
@@ -412,20 +411,14 @@ def run_demo(db: str | Path, count: int, seed: int, out: Console) -> int:
     start = _START
     where = _shown(db)
     if isinstance(db, str) or db.exists():
-        # Looked at read-only: opening a service here would record the deployment at
-        # the wall clock's time, and the simulated morning would start from there.
-        try:
-            existing = open_store(db, read_only=True)
-        except StoreError:
-            existing = None  # an older schema: the service below upgrades it
-        if existing is not None:
-            try:
-                head = existing.head()
-                if head.seq:
-                    last = next(iter(existing.entries(after=head.seq - 1)))
-                    start = dt.datetime.fromisoformat(last.at) + dt.timedelta(minutes=1)
-            finally:
-                existing.close()
+        # Opened on the simulated clock: a store that has no deployment yet (a database
+        # fresh from `charter migrate`) records it at the demo's start, not at today's
+        # time, so the simulated morning starts there too.
+        with Charter(bundle, db, clock=lambda: start) as existing:
+            head = existing.store.head()
+            if head.seq:
+                last = next(iter(existing.store.entries(after=head.seq - 1)))
+                start = dt.datetime.fromisoformat(last.at) + dt.timedelta(minutes=1)
     out.print(f"[bold]Charter demo[/bold]: {count} requests from a fleet of 4 agents")
     out.print(f"policy  {EXAMPLE_POLICY}\nversion {bundle.version}\nledger  {where}\n")
     key_path = _key_path(db)
