@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from charter._cli_server import KeyOption, ServerOption, ask_server, one_place
 from charter._cli_store import (
     DbOption,
     StoreOption,
@@ -43,26 +44,6 @@ RoleOption = Annotated[
     str | None, typer.Option("--role", help="Halt every agent of a role.", show_default=False)
 ]
 AllOption = Annotated[bool, typer.Option("--all", help="Halt everything.")]
-ServerOption = Annotated[
-    str | None,
-    typer.Option(
-        "--server",
-        help="Through a running server instead of the store: its URL (http://host:8470).",
-        show_default=False,
-    ),
-]
-KeyOption = Annotated[
-    str | None,
-    typer.Option(
-        "--key",
-        envvar="CHARTER_API_KEY",
-        help="The API key for --server (a reviewer's may halt, an admin's also resume).",
-        show_default=False,
-    ),
-]
-
-#: Seconds to wait for a server's answer.
-_TIMEOUT = 10.0
 
 
 def _over_http(
@@ -72,46 +53,9 @@ def _over_http(
     params: dict[str, str] | None = None,
     body: dict[str, object] | None = None,
 ) -> list[dict[str, object]]:
-    """Call `/v1/halts` on a server; the halts in force it answers. Exits on a refusal.
-
-    A halt not in force is exit 1 (as on a store); anything else refused is exit 2 with
-    the server's own words.
-    """
-    import httpx2  # noqa: PLC0415 - only commands that talk to a server pay for it
-
-    if not key:
-        err.print("error: --server needs an API key: --key KEY or CHARTER_API_KEY")
-        raise typer.Exit(2)
-    url = server.rstrip("/") + "/v1/halts"
-    try:
-        answer = httpx2.request(
-            method,
-            url,
-            params=params,
-            json=body,
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=_TIMEOUT,
-        )
-    except httpx2.HTTPError as exc:
-        err.print(f"error: cannot reach {server}: {exc}", markup=False)
-        raise typer.Exit(2) from None
-    try:
-        said = answer.json()
-    except ValueError:
-        said = {}
-    if answer.status_code >= 400:
-        problem = said.get("error", {}) if isinstance(said, dict) else {}
-        message = problem.get("message") or answer.reason_phrase
-        err.print(f"error: {server} answered {answer.status_code}: {message}", markup=False)
-        raise typer.Exit(1 if answer.status_code == 404 else 2)
-    halts = said.get("halts", []) if isinstance(said, dict) else []
-    return list(halts)
-
-
-def _one_place(server: str | None, db: Path | None, store: str | None) -> None:
-    if server is not None and (db is not None or store is not None):
-        err.print("error: give --server or a store (--db/--store), not both")
-        raise typer.Exit(2)
+    """Call `/v1/halts` on a server; the halts in force it answers. Exits on a refusal."""
+    said = ask_server(server, key, method, "/v1/halts", params=params, body=body)
+    return list(said.get("halts", []))
 
 
 def _scope(
@@ -166,7 +110,7 @@ def halt_command(
     if not reason.strip() or len(reason) > 2000:
         err.print("error: --reason must say why (1 to 2,000 characters)")
         raise typer.Exit(2)
-    _one_place(server, db, store_url)
+    one_place(server, db, store_url)
     if server is not None:
         body: dict[str, object] = {"scope": scope, "reason": reason}
         if name is not None:
@@ -200,7 +144,7 @@ def resume_command(
 ) -> None:
     """Lift a halt (exit 1 if no such halt is in force)."""
     scope, name = _scope(agent, action, role, everything)
-    _one_place(server, db, store_url)
+    one_place(server, db, store_url)
     if server is not None:
         params = {"scope": scope} if name is None else {"scope": scope, "target": name}
         _over_http(server, key, "DELETE", params=params)
@@ -225,7 +169,7 @@ def halts_command(
     key: KeyOption = None,
 ) -> None:
     """List the halts in force (reads only)."""
-    _one_place(server, db, store_url)
+    one_place(server, db, store_url)
     if server is not None:
         halts = tuple(
             Halt(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
+import logging
 import shutil
 import sys
 import time
@@ -702,10 +703,45 @@ def serve_command(
             help="Where ledger appends are committed: a child process (fastest) or a thread.",
         ),
     ] = LedgerWriterChoice.process,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            metavar="json|console",
+            show_default=False,
+            help="Log lines as JSON objects or for a terminal (env CHARTER_LOG_FORMAT;"
+            " default console).",
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            show_default=False,
+            help="One log line per HTTP request (default: on with JSON logs).",
+        ),
+    ] = None,
+    otel: Annotated[
+        bool | None,
+        typer.Option(
+            "--otel/--no-otel",
+            show_default=False,
+            help="OpenTelemetry traces, exported as the OTEL_* variables say (default: on"
+            " when OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT is set); needs"
+            " charter-governance[otel].",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API and the reviewer UI until interrupted (SIGTERM drains first)."""
     from charter.server import serve  # noqa: PLC0415 - keeps every other command's start fast
+    from charter.telemetry import TracingSettings, resolve_log_format  # noqa: PLC0415
 
+    try:
+        logs = resolve_log_format(log_format)
+        tracing = TracingSettings.resolve(otel)
+    except CharterError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        raise typer.Exit(2) from None
     processes = _workers(workers)
     bundle = _load(policy)
     target = _target(db, store_url, default=Path("charter.db"))
@@ -722,7 +758,13 @@ def serve_command(
             public_url=public_url,
             ledger_writer=ledger_writer.value,
             say=err.print,
+            log_format=logs,
+            access_log=access_log,
+            tracing=tracing,
         )
     except CharterError as exc:
-        err.print(f"error: {exc.message}")
+        if logs == "json":  # every line on standard error is a JSON object, this one too
+            logging.getLogger("charter.serve").error(exc.message, extra={"code": exc.code})
+        else:  # not markup: a message may hold brackets (`charter-governance[otel]`)
+            err.print(f"error: {exc.message}", markup=False)
         raise typer.Exit(2) from None

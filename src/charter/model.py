@@ -27,6 +27,7 @@ __all__ = [
     "ActionRequest",
     "AgentProfile",
     "AgentState",
+    "BreakerState",
     "BudgetUsage",
     "Decision",
     "Factor",
@@ -438,21 +439,87 @@ class Halt:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerState:
+    """A circuit breaker that is not closed, as a decision it covers sees it.
+
+    `status` is `open` until `until`, then `half_open`: `trials_left` more actions are
+    decided as if it were closed, and it closes once they all succeed. A half-open breaker
+    with no trials left still holds the action back, as an open one does. `agent` is None
+    for a breaker shared by every agent; `generation` counts the circuit's transitions.
+    """
+
+    id: str
+    action: str
+    agent: str | None
+    status: str
+    since: str
+    until: str
+    trials_left: int
+    then: str
+    reason: str
+    failures: int
+    sample: int
+    generation: int
+
+    @property
+    def holds(self) -> bool:
+        """Whether the breaker holds this decision back (open, or no trial left)."""
+        return self.status == "open" or self.trials_left <= 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The breaker as plain JSON."""
+        return {
+            "id": self.id,
+            "action": self.action,
+            "agent": self.agent,
+            "status": self.status,
+            "since": self.since,
+            "until": self.until,
+            "trials_left": self.trials_left,
+            "then": self.then,
+            "reason": self.reason,
+            "failures": self.failures,
+            "sample": self.sample,
+            "generation": self.generation,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> BreakerState:
+        """Rebuild a recorded breaker."""
+        return cls(
+            id=obj["id"],
+            action=obj["action"],
+            agent=obj.get("agent"),
+            status=obj["status"],
+            since=obj["since"],
+            until=obj["until"],
+            trials_left=int(obj["trials_left"]),
+            then=obj["then"],
+            reason=obj.get("reason", ""),
+            failures=int(obj["failures"]),
+            sample=int(obj["sample"]),
+            generation=int(obj["generation"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class AgentState:
     """The part of a decision's input that changes over time for one agent.
 
     It is recorded beside every decision, so replay gives the engine exactly what it saw.
     `autonomy` overrides the agent's default level when a person or monitor changed it;
     `profile`, when set, is the agent as the registry holds it, in place of the bundle's.
+    `breakers` are the breakers over this agent's action that are not closed.
     """
 
     autonomy: int | None = None
     budgets: Mapping[str, BudgetUsage] = field(default_factory=dict)
     halts: tuple[Halt, ...] = ()
     profile: AgentProfile | None = None
+    breakers: tuple[BreakerState, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The state as plain JSON, in a stable shape (`profile` only when set)."""
+        """The state as plain JSON, in a stable shape (`profile`, `breakers` only when set)."""
         budgets, halts = self.budgets, self.halts  # most decisions record neither
         out: dict[str, Any] = {
             "autonomy": self.autonomy,
@@ -461,6 +528,8 @@ class AgentState:
         }
         if self.profile is not None:
             out["profile"] = self.profile.to_json()
+        if self.breakers:
+            out["breakers"] = [b.to_json() for b in self.breakers]
         return out
 
     @classmethod
@@ -487,7 +556,14 @@ class AgentState:
             if raw
             else None
         )
-        return cls(autonomy=obj.get("autonomy"), budgets=budgets, halts=halts, profile=profile)
+        breakers = tuple(BreakerState.from_json(b) for b in obj.get("breakers") or ())
+        return cls(
+            autonomy=obj.get("autonomy"),
+            budgets=budgets,
+            halts=halts,
+            profile=profile,
+            breakers=breakers,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,7 @@ def test_decisions_before_the_cutoff_are_skipped_undecoded() -> None:
     class Undecodable:
         kind = events.DECISION
         at = "2026-03-01T00:00:00.000000Z"
+        payload = '{"decision":{"verdict":"allow"}}'  # read as text only, for a trial's mark
 
         def payload_object(self) -> dict[str, Any]:
             raise AssertionError("a decision before the cutoff was decoded")

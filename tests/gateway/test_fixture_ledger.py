@@ -19,6 +19,7 @@ from charter import Charter, load_bundle
 from charter.controls import ServiceState
 from charter.examples import EXAMPLE_POLICY
 from charter.ledger import events, load_public_key
+from charter.service import load_recorded_bundle
 from charter.store import open_store, verify_store
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -98,13 +99,15 @@ def test_opening_it_folds_the_state_it_left(ledger: Path) -> None:
     store = open_store(ledger)
     try:
         folded = ServiceState.fold(store.entries())
+        assert folded.deployed is not None
+        # the example policy as it was when the fixture was written
+        bundle = load_recorded_bundle(store, folded.deployed)
     finally:
         store.close()
     assert "fixture-bot" in folded.registry
     assert folded.autonomy == {}  # set to 2, then restored
     assert folded.halts == {}  # halted, then resumed
-    bundle = load_bundle(EXAMPLE_POLICY)
-    assert folded.deployed == bundle.version
+    assert bundle is not None
     with Charter(bundle, ledger) as charter:
         assert charter.get_agent("fixture-bot") is not None
         assert charter.store.head().seq == 426  # same version: no new deployment
@@ -118,4 +121,9 @@ def test_opening_it_folds_the_state_it_left(ledger: Path) -> None:
         )
         assert record.seq == 427
         assert charter.verify(strict=True).ok
+        assert charter.replay().ok
+    today = load_bundle(EXAMPLE_POLICY)  # the example has grown since: deployed on opening
+    with Charter(today, ledger) as charter:
+        (deployed,) = charter.store.entries(after=427, kinds={"policy.deployed"})
+        assert deployed.payload_object()["previous"] == bundle.version
         assert charter.replay().ok

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from charter.model import ActionRequest, Decision, Factor, Reason, RouteRef, Verdict
-from charter.server._app import _answer_json, _decision_answer
+from charter.server._front import _answer_json
+from charter.server._front import decision_answer as _decision_answer
 from charter.service import DecisionRecord, GrantTicket
 
 REQUEST = ActionRequest("support-bot", "crm.note", {"customer_id": "c-1", "text": "hi"})

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import pytest
 from _api import Keys, bearer, refund
 from starlette.testclient import TestClient
 
-from charter import Charter
+from charter import Charter, load_bundle
+from charter.errors import PolicyInvalid
+from charter.examples import EXAMPLE_POLICY
+from charter.policy import KEY_ROLES
+from charter.service import ROLES
 
 
 def decide(client: TestClient, keys: Keys) -> dict[str, object]:
@@ -203,3 +211,47 @@ class TestARoleHalt:
         again = decide(client, keys)
         assert "support bots misbehave" not in str(again["reasons"])
         assert client.get("/v1/halts", headers=bearer(keys.admin)).json()["halts"] != []
+
+
+class TestPermissions:
+    """Who may halt and resume is the live bundle's `permissions` section."""
+
+    @staticmethod
+    def deploy(charter: Charter, tmp_path: Path, permissions: str) -> None:
+        folder = tmp_path / "policy"
+        shutil.copytree(EXAMPLE_POLICY, folder)
+        (folder / "permissions.yaml").write_text(permissions)
+        charter.deploy(load_bundle(folder))
+
+    def test_a_bundle_can_let_reviewers_resume_and_only_admins_halt(
+        self, client: TestClient, keys: Keys, charter: Charter, tmp_path: Path
+    ) -> None:
+        self.deploy(
+            charter, tmp_path, "permissions:\n  halt: [admin]\n  resume: [admin, reviewer]\n"
+        )
+        body = {"scope": "all", "reason": "incident"}
+        refused = client.post("/v1/halts", json=body, headers=bearer(keys.reviewer))
+        assert refused.status_code == 403
+        assert "needs one of: admin" in refused.json()["error"]["message"]
+        assert client.post("/v1/halts", json=body, headers=bearer(keys.admin)).status_code == 201
+        resumed = client.delete("/v1/halts", params={"scope": "all"}, headers=bearer(keys.reviewer))
+        assert resumed.status_code == 200, resumed.text
+        assert resumed.json() == {"halts": []}
+
+    def test_unknown_roles_are_refused_where_they_are_written(self, tmp_path: Path) -> None:
+        folder = tmp_path / "policy"
+        shutil.copytree(EXAMPLE_POLICY, folder)
+        (folder / "permissions.yaml").write_text(
+            "permissions:\n  halt: [reviewer, operator]\n  kill: [admin]\n"
+        )
+        with pytest.raises(PolicyInvalid) as info:
+            load_bundle(folder)
+        found = {(p.file, p.line, p.code) for p in info.value.problems}
+        assert found == {
+            ("permissions.yaml", 2, "unknown_role"),
+            ("permissions.yaml", 3, "unknown_key"),
+        }
+        assert "`operator`, which is no key role" in str(info.value)
+
+    def test_the_bundle_knows_every_key_role(self) -> None:
+        assert set(KEY_ROLES) == set(ROLES)

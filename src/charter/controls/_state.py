@@ -9,15 +9,24 @@ store; the state is the function of the entries it was given.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from charter.controls._breakers import BreakerBook
 from charter.controls._budgets import BudgetSpending
 from charter.ledger import LedgerEntry, NewEvent, events
 from charter.model import AgentProfile, AgentState, Halt, Verdict
+from charter.policy import BreakerSpec
 
 __all__ = ["FOLDED_KINDS", "ServiceState"]
+
+#: An outcome's own `decision_id` key (canonical JSON: a key follows `{` or `,`; one
+#: inside a string value would follow an escaped quote).
+_DECISION_ID = re.compile(r'[{,]"decision_id":"([^"\\]+)"')
+_COUNTED = frozenset({events.OUTCOME, events.OUTCOME_OVERDUE})
+_TRANSITIONS = frozenset({events.BREAKER_OPENED, events.BREAKER_CLOSED})
 
 
 def _profile(obj: Mapping[str, Any]) -> AgentProfile | None:
@@ -33,7 +42,7 @@ class ServiceState:
     change by replacement: `apply` returns a new state and leaves this one as it was.
     Budget spending only ever grows by allowed decisions and is read by windows that
     move forward, so it is one accumulator that a state shares with its successors
-    (copying it per decision would cost more than the decision).
+    (copying it per decision would cost more than the decision); so is the breaker book.
     """
 
     halts: Mapping[tuple[str, str | None], Halt] = field(default_factory=dict)
@@ -41,6 +50,7 @@ class ServiceState:
     registry: Mapping[str, AgentProfile] = field(default_factory=dict)
     deployed: str | None = None
     spending: BudgetSpending = field(default_factory=BudgetSpending)
+    breakers: BreakerBook = field(default_factory=BreakerBook)
     #: The ledger position of the last change of each halt, autonomy override and
     #: registry entry: a change older than the one in force is ignored, so a replica that
     #: reads another's entries after its own ends where the ledger's order says.
@@ -53,13 +63,25 @@ class ServiceState:
         Decision entries before `budget_cutoff` (an RFC 3339 UTC time, the ledger's one
         form, so text order is time order) can count against no budget of the live
         bundle any more: they are skipped without being decoded, which keeps opening a
-        large ledger quick.
+        large ledger quick, unless they are a breaker's trial. Outcomes that name no
+        breaker are skipped the same way.
         """
         state = cls()
         for entry in entries:
-            if entry.kind == events.DECISION and entry.at < budget_cutoff:
+            kind = entry.kind
+            if kind == events.DECISION:
+                if entry.at < budget_cutoff and '"breaker_trial"' not in entry.payload:
+                    continue
+            elif kind == events.OUTCOME and '"breakers"' not in entry.payload:
+                # Read for its decision's id alone, when that decision owes it.
+                if state.breakers.awaited:
+                    found = _DECISION_ID.search(entry.payload)
+                    if found is not None:
+                        state.breakers.arrived(found.group(1))
                 continue
-            if entry.kind in FOLDED_KINDS:
+            elif kind == events.GRANT_REDEEMED and '"outcome_due"' not in entry.payload:
+                continue
+            if kind in FOLDED_KINDS:
                 state = state.apply(entry.kind, entry.at, entry.payload_object(), entry.seq)
         return state
 
@@ -86,10 +108,37 @@ class ServiceState:
         if kind == events.DECISION:
             decision = payload["decision"]
             budgets = payload.get("budgets")
-            if budgets and decision["verdict"] == Verdict.ALLOW.value:
-                self.spend(
-                    decision["agent"], dt.datetime.fromisoformat(at), decision["risk"], budgets
+            if decision["verdict"] == Verdict.ALLOW.value:
+                if budgets:
+                    self.spend(
+                        decision["agent"], dt.datetime.fromisoformat(at), decision["risk"], budgets
+                    )
+                state = payload.get("state")
+                if state and state.get("breakers") and "modifies" not in payload:
+                    self.breakers.note_trials(payload["decision_id"], decision, state)
+            return self
+        if kind == events.GRANT_REDEEMED:
+            due = payload.get("outcome_due")
+            if due is not None:
+                self.breakers.expect(
+                    payload["decision_id"], payload["agent"], payload["action"], due
                 )
+            return self
+        if kind in _COUNTED:
+            self.breakers.arrived(payload["decision_id"])
+            circuits = payload.get("breakers")
+            if circuits:
+                overdue = kind == events.OUTCOME_OVERDUE
+                self.breakers.count(
+                    circuits,
+                    payload["action"],
+                    payload["decision_id"],
+                    dt.datetime.fromisoformat(payload["due"] if overdue else at),
+                    failed=overdue or not payload["success"],
+                )
+            return self
+        if kind in _TRANSITIONS:
+            self.breakers.apply(kind, payload)
             return self
         if kind in (events.HALT, events.RESUME):
             key = (payload["scope"], payload.get("target"))
@@ -153,12 +202,18 @@ class ServiceState:
         return self.registry.get(agent) or bundle_agents.get(agent)
 
     def agent_state(
-        self, agent: str, budgets: Iterable[tuple[str, int]], now: dt.datetime
+        self,
+        agent: str,
+        budgets: Iterable[tuple[str, int]],
+        now: dt.datetime,
+        *,
+        action: str = "",
+        breakers: Iterable[BreakerSpec] = (),
     ) -> AgentState:
         """The state a decision for `agent` sees at `now`: what the ledger records beside it.
 
         `budgets` are the (id, window seconds) pairs of the budgets the decision falls
-        under.
+        under, `breakers` the breakers over its `action`.
         """
         windows = list(budgets)
         return AgentState(
@@ -166,6 +221,7 @@ class ServiceState:
             autonomy=self.autonomy.get(agent),
             budgets=self.spending.state(agent, windows, now) if windows else {},
             halts=tuple(self.halts.values()),
+            breakers=self.breakers.states(breakers, action, agent, now) if breakers else (),
         )
 
 
@@ -178,5 +234,10 @@ FOLDED_KINDS = frozenset(
         events.AUTONOMY_CHANGED,
         events.AGENT_UPDATED,
         events.POLICY_DEPLOYED,
+        events.GRANT_REDEEMED,
+        events.OUTCOME,
+        events.OUTCOME_OVERDUE,
+        events.BREAKER_OPENED,
+        events.BREAKER_CLOSED,
     }
 )

@@ -21,6 +21,10 @@ from charter.ledger._chain import NewEvent
 __all__ = [
     "ACCESS_DENIED",
     "AGENT_UPDATED",
+    "ALERT_FIRED",
+    "ALERT_NOTIFIED",
+    "ALERT_NOTIFY_FAILED",
+    "ALERT_RESOLVED",
     "APPROVAL_APPROVED",
     "APPROVAL_CLAIMED",
     "APPROVAL_DENIED",
@@ -32,6 +36,10 @@ __all__ = [
     "APPROVAL_OPENED",
     "APPROVAL_REFUSED",
     "AUTONOMY_CHANGED",
+    "AUTONOMY_DECLINED",
+    "AUTONOMY_PROPOSED",
+    "BREAKER_CLOSED",
+    "BREAKER_OPENED",
     "DECISION",
     "GRANT_REDEEMED",
     "GRANT_REFUSED",
@@ -40,6 +48,7 @@ __all__ = [
     "KEY_REVOKED",
     "KINDS",
     "OUTCOME",
+    "OUTCOME_OVERDUE",
     "POLICY_DEPLOYED",
     "RESUME",
     "EventKind",
@@ -47,6 +56,8 @@ __all__ = [
     "agent_updated",
     "approval_refused",
     "autonomy_changed",
+    "breaker_closed",
+    "breaker_opened",
     "decision",
     "grant_redeemed",
     "grant_refused",
@@ -54,6 +65,7 @@ __all__ = [
     "key_created",
     "key_revoked",
     "outcome",
+    "outcome_overdue",
     "policy_deployed",
     "resume",
 ]
@@ -73,10 +85,19 @@ POLICY_DEPLOYED = "policy.deployed"
 HALT = "halt"
 RESUME = "resume"
 AUTONOMY_CHANGED = "autonomy.changed"
+AUTONOMY_PROPOSED = "autonomy.proposed"
+AUTONOMY_DECLINED = "autonomy.declined"
+ALERT_FIRED = "alert.fired"
+ALERT_RESOLVED = "alert.resolved"
+ALERT_NOTIFIED = "alert.notified"
+ALERT_NOTIFY_FAILED = "alert.notify_failed"
 AGENT_UPDATED = "agent.updated"
 GRANT_REDEEMED = "grant.redeemed"
 GRANT_REFUSED = "grant.refused"
 OUTCOME = "outcome"
+OUTCOME_OVERDUE = "outcome.overdue"
+BREAKER_OPENED = "breaker.opened"
+BREAKER_CLOSED = "breaker.closed"
 ACCESS_DENIED = "access.denied"
 KEY_CREATED = "key.created"
 KEY_REVOKED = "key.revoked"
@@ -92,6 +113,7 @@ APPROVAL_NOTIFIED = "approval.notified"
 APPROVAL_NOTIFY_FAILED = "approval.notify_failed"
 
 _APPROVAL_STEP = ("approval_id", "decision_id")
+_BREAKER = ("breaker", "action", "agent", "generation")
 _DELIVERY = ("delivery_id", "route", "url", "format", "event", "approval_id", "attempt")
 
 #: Every kind Charter writes, by name.
@@ -116,6 +138,37 @@ KINDS: Mapping[str, EventKind] = {
             "an agent's autonomy level is overridden, or restored (`level` null)",
             ("agent", "level", "reason", "by"),
         ),
+        EventKind(
+            AUTONOMY_PROPOSED,
+            "the autonomy controller proposes giving a demoted agent its level back; a "
+            "person accepts (an `autonomy.changed`) or declines it",
+            ("agent", "level", "from", "rule", "decisions", "reason", "by"),
+        ),
+        EventKind(
+            AUTONOMY_DECLINED,
+            "a person declined the controller's proposal",
+            ("agent", "level", "reason", "by"),
+        ),
+        EventKind(
+            ALERT_FIRED,
+            "an alert rule's condition holds on its figures: fired once while it lasts",
+            ("alert", "agent", "action", "severity", "condition", "figure", "value", "sample"),
+        ),
+        EventKind(
+            ALERT_RESOLVED,
+            "a firing alert's condition cleared (or its group went quiet)",
+            ("alert", "agent", "action", "figure", "value", "fired_at"),
+        ),
+        EventKind(
+            ALERT_NOTIFIED,
+            "a webhook took an alert's change",
+            ("delivery_id", "alert", "agent", "url", "format", "event", "attempt"),
+        ),
+        EventKind(
+            ALERT_NOTIFY_FAILED,
+            "an alert's webhook delivery attempt failed, or was dropped",
+            ("delivery_id", "alert", "url", "format", "event", "attempt", "error", "final"),
+        ),
         EventKind(AGENT_UPDATED, "an agent registered or changed at run time", ("agent", "by")),
         EventKind(GRANT_REDEEMED, "a grant was redeemed, once", ("grant_id", "decision_id")),
         EventKind(
@@ -127,6 +180,23 @@ KINDS: Mapping[str, EventKind] = {
             OUTCOME,
             "what happened when the action ran; once per decision",
             ("decision_id", "success", "error", "duration_ms", "result_digest"),
+        ),
+        EventKind(
+            OUTCOME_OVERDUE,
+            "a redeemed action's outcome did not come within its timeout: a failure; "
+            "once per decision, in place of its outcome",
+            ("decision_id", "agent", "action", "due", "breakers"),
+        ),
+        EventKind(
+            BREAKER_OPENED,
+            "a circuit breaker tripped on its outcomes (or a trial failed): the action "
+            "needs approval or is denied until `until`, then half-open for trials",
+            (*_BREAKER, "until", "then", "failures", "sample", "window", "cause", "reason"),
+        ),
+        EventKind(
+            BREAKER_CLOSED,
+            "a half-open breaker's trials all succeeded: the action is decided as before",
+            (*_BREAKER, "trials", "cause"),
         ),
         EventKind(
             ACCESS_DENIED,
@@ -231,11 +301,15 @@ def resume(at: str, scope: str, target: str | None, by: str) -> NewEvent:
     return NewEvent(RESUME, at, {"scope": scope, "target": target, "by": by})
 
 
-def autonomy_changed(at: str, agent: str, level: int | None, reason: str, by: str) -> NewEvent:
-    """An override of the agent's autonomy level; None restores the bundle's."""
-    return NewEvent(
-        AUTONOMY_CHANGED, at, {"agent": agent, "level": level, "reason": reason, "by": by}
-    )
+def autonomy_changed(
+    at: str, agent: str, level: int | None, reason: str, by: str, **details: Any
+) -> NewEvent:
+    """An override of the agent's autonomy level; None restores the bundle's.
+
+    The controller's demotions add `rule`, `from`, `figures` and `window` (`details`).
+    """
+    payload = {"agent": agent, "level": level, "reason": reason, "by": by, **details}
+    return NewEvent(AUTONOMY_CHANGED, at, payload)
 
 
 def agent_updated(at: str, profile: Mapping[str, Any], by: str) -> NewEvent:
@@ -243,9 +317,22 @@ def agent_updated(at: str, profile: Mapping[str, Any], by: str) -> NewEvent:
     return NewEvent(AGENT_UPDATED, at, {"agent": dict(profile), "by": by})
 
 
-def grant_redeemed(at: str, grant_id: str, decision_id: str) -> NewEvent:
-    """The one redemption of a grant."""
-    return NewEvent(GRANT_REDEEMED, at, {"grant_id": grant_id, "decision_id": decision_id})
+def grant_redeemed(
+    at: str,
+    grant_id: str,
+    decision_id: str,
+    *,
+    agent: str | None = None,
+    action: str | None = None,
+    outcome_due: str | None = None,
+) -> NewEvent:
+    """The one redemption of a grant; `outcome_due` when the action declares a timeout."""
+    payload: dict[str, Any] = {"grant_id": grant_id, "decision_id": decision_id}
+    if agent is not None:
+        payload.update(agent=agent, action=action)
+    if outcome_due is not None:
+        payload["outcome_due"] = outcome_due
+    return NewEvent(GRANT_REDEEMED, at, payload)
 
 
 def grant_refused(at: str, grant_id: str, decision_id: str | None, code: str) -> NewEvent:
@@ -263,19 +350,56 @@ def outcome(
     error: str | None,
     duration_ms: float | None,
     result_digest: str | None,
+    agent: str | None = None,
+    action: str | None = None,
+    breakers: Sequence[Mapping[str, Any]] = (),
 ) -> NewEvent:
-    """What happened when a decided action ran."""
-    return NewEvent(
-        OUTCOME,
-        at,
-        {
-            "decision_id": decision_id,
-            "success": bool(success),
-            "error": error,
-            "duration_ms": duration_ms,
-            "result_digest": result_digest,
-        },
-    )
+    """What happened when a decided action ran.
+
+    `breakers` are the circuits (`{id, agent}`, agent None when shared) the outcome
+    counts towards, as the live bundle said when it was recorded.
+    """
+    payload: dict[str, Any] = {
+        "decision_id": decision_id,
+        "success": bool(success),
+        "error": error,
+        "duration_ms": duration_ms,
+        "result_digest": result_digest,
+    }
+    if agent is not None:
+        payload.update(agent=agent, action=action)
+    if breakers:
+        payload["breakers"] = [dict(b) for b in breakers]
+    return NewEvent(OUTCOME, at, payload)
+
+
+def outcome_overdue(
+    at: str,
+    decision_id: str,
+    agent: str,
+    action: str,
+    due: str,
+    breakers: Sequence[Mapping[str, Any]] = (),
+) -> NewEvent:
+    """An outcome that did not come by `due`: counted as a failure."""
+    payload: dict[str, Any] = {
+        "decision_id": decision_id,
+        "agent": agent,
+        "action": action,
+        "due": due,
+        "breakers": [dict(b) for b in breakers],
+    }
+    return NewEvent(OUTCOME_OVERDUE, at, payload)
+
+
+def breaker_opened(at: str, payload: Mapping[str, Any]) -> NewEvent:
+    """A breaker's circuit opened (see `charter.controls.BreakerBook` for the payload)."""
+    return NewEvent(BREAKER_OPENED, at, dict(payload))
+
+
+def breaker_closed(at: str, payload: Mapping[str, Any]) -> NewEvent:
+    """A breaker's circuit closed after its trials succeeded."""
+    return NewEvent(BREAKER_CLOSED, at, dict(payload))
 
 
 def access_denied(

@@ -17,9 +17,15 @@ from charter.policy._scenarios import (
     run_scenarios,
 )
 from charter.policy._spec import WebhookSpec
+from charter.policy._spec_breakers import BREAKER_EFFECTS, BreakerSpec
+from charter.policy._spec_permissions import DEFAULT_PERMISSIONS, KEY_ROLES
 
 __all__ = [
+    "BREAKER_EFFECTS",
     "DEFAULT_NOW",
+    "DEFAULT_PERMISSIONS",
+    "KEY_ROLES",
+    "BreakerSpec",
     "Bundle",
     "Scenario",
     "ScenarioResult",

@@ -23,6 +23,7 @@ import jsonschema
 from charter.canonical import canonical_bytes, content_hash
 from charter.errors import PolicyInvalid, Problem
 from charter.model import AgentProfile, Decision, RouteRef
+from charter.monitors import AlertRule, AutonomyRule, MonitorConfig
 from charter.policy._conditions import (
     CelProgram,
     compile_condition,
@@ -35,6 +36,7 @@ from charter.policy._conditions import (
 )
 from charter.policy._source import Node, SourceFile, read_bundle_files
 from charter.policy._spec import (
+    BreakerSpec,
     BundleSpec,
     Cond,
     RoleSpec,
@@ -42,6 +44,8 @@ from charter.policy._spec import (
     WebhookSpec,
     parse_bundle,
 )
+from charter.policy._spec_permissions import DEFAULT_PERMISSIONS
+from charter.policy._spec_watch import runbook_problems
 
 __all__ = ["Bundle", "Check", "DataRule", "Plan", "bundle_from_content", "load_bundle"]
 
@@ -99,6 +103,10 @@ class Plan:
     budgets: tuple[BudgetRef, ...]
     route: RouteRef | None
     singles: list[CelProgram | None] = field(default_factory=list)
+    #: The breakers watching this plan's outcomes, in bundle order.
+    breakers: tuple[BreakerSpec, ...] = ()
+    #: Seconds the action may run before its outcome is overdue; None: never overdue.
+    timeout: int | None = None
 
     def of_kind(self, kind: str) -> tuple[Check, ...]:
         """The plan's checks of one kind, in bundle order (cached: the engine asks per call)."""
@@ -190,6 +198,36 @@ class Bundle:
         """The plan a request runs, or None when the action is outside the role's envelope."""
         return self.agent_plans.get((agent, action)) or self.plans.get((role, action))
 
+    @property
+    def monitors(self) -> MonitorConfig:
+        """What the monitors check (the `monitors` section, or the defaults)."""
+        return self.spec.watch.monitors or MonitorConfig()
+
+    @property
+    def alerts(self) -> tuple[AlertRule, ...]:
+        """The alert rules, in bundle order."""
+        return tuple(self.spec.watch.alerts)
+
+    @property
+    def autonomy_rules(self) -> tuple[AutonomyRule, ...]:
+        """The autonomy controller's rules, in bundle order."""
+        return tuple(self.spec.watch.autonomy_rules)
+
+    def alert_webhooks(self, alert_id: str) -> tuple[WebhookSpec, ...]:
+        """The webhooks alert `alert_id` notifies (none for an unknown alert)."""
+        return tuple(self.spec.watch.alert_hooks.get(alert_id, ()))
+
+    def may(self, operation: str) -> frozenset[str]:
+        """The key roles this bundle lets do `operation` (`halt`, `resume`)."""
+        permissions = self.spec.permissions
+        if permissions is None:
+            return DEFAULT_PERMISSIONS[operation]
+        return permissions.roles[operation]
+
+    def breaker(self, breaker_id: str) -> BreakerSpec | None:
+        """The breaker with this id, or None when the bundle declares none such."""
+        return next((b for b in self.spec.breakers if b.id == breaker_id), None)
+
     def data_rules_for(self, action: str) -> tuple[DataRule, ...]:
         """The data rules that apply to `action`, in bundle order (cached per action)."""
         rules = self.rules_by_action.get(action)
@@ -275,6 +313,7 @@ class _Compiler:
             *((f"rule `{r.id}`", r.selector, r.node) for r in spec.rules),
             *((f"risk factor `{f.id}`", f.selector, f.node) for f in spec.factors),
             *((f"budget `{b.id}`", b.selector, b.node) for b in spec.budgets),
+            *((f"breaker `{b.id}`", b.selector, b.node) for b in spec.breakers),
         ]
         for what, selector, node in selectors:
             for role in selector.roles:
@@ -305,6 +344,7 @@ class _Compiler:
             ("rule", spec.rules),
             ("risk factor", spec.factors),
             ("budget", spec.budgets),
+            ("breaker", spec.breakers),
         ):
             for item in items:
                 if item.id in seen:
@@ -327,6 +367,8 @@ class _Compiler:
                         "route_loop",
                         f"route `{rid}` escalates to itself on timeout",
                     )
+        for node, message in runbook_problems(spec.watch, self.runbooks):
+            self.add(node, "unknown_runbook", message)
         for rule in spec.rules:
             if rule.runbook is not None:
                 path = PurePosixPath(rule.runbook)
@@ -424,6 +466,7 @@ class _Compiler:
     def agent_specific(self, role: str, action: str, agent: str) -> bool:
         items: list[Selector] = [r.selector for r in self.spec.rules]
         items += [f.selector for f in self.spec.factors] + [b.selector for b in self.spec.budgets]
+        items += [b.selector for b in self.spec.breakers]
         return any(s.agents and agent in s.agents and _matches(s, role, action) for s in items)
 
     def plan(
@@ -541,6 +584,8 @@ class _Compiler:
             budgets=budgets,
             route=route,
             singles=programs,
+            breakers=tuple(b for b in spec.breakers if applies(b.selector)),
+            timeout=aspec.timeout,
         )
 
     @staticmethod

@@ -13,14 +13,16 @@ and every row that holds is listed in the reasons:
 | 2    | unknown agent, action outside the envelope, contract broken,  | deny             |
 |      | or an envelope condition is false                             |                  |
 | -    | a condition could not be evaluated                            | deny             |
-| 3    | a `deny` rule matches                                         | deny             |
+| 3    | a `deny` rule matches, or an open breaker says `deny`         | deny             |
 | 4    | risk (sum of matched factors) is above the ceiling            | deny             |
 | 5    | an `escalate` rule matches                                    | escalate         |
 | 6    | a `require_approval` rule matches, risk is above the agent's  | require_approval |
-|      | autonomy level, or a budget would be overspent                |                  |
+|      | autonomy level, a budget would be overspent, or an open       |                  |
+|      | breaker says `require_approval`                               |                  |
 | 7    | none of the above                                             | allow            |
 
-Steps 1 and 2 stop the evaluation: past them nothing else is meaningful.
+Steps 1 and 2 stop the evaluation: past them nothing else is meaningful. An allowed
+decision under a half-open breaker with trials left is one of its trials (`breaker_trial`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from charter.model import (
     ActionRequest,
     AgentProfile,
     AgentState,
+    BreakerState,
     BudgetUsage,
     Decision,
     Factor,
@@ -291,7 +294,7 @@ def decide(
             return _deny(request, bundle, profile, level, reasons)
     sources = _sources(request, profile, level, now, plan.variables)
     values, errors = _evaluate(plan, sources, lambda: _sources(request, profile, level, now))
-    if errors or plan.budgets:
+    if errors or plan.budgets or state.breakers:
         return _combine(request, bundle, state, profile, level, plan, values, errors)
     # Without errors or budgets, a plan's decision under one bundle depends on nothing but
     # this key: the same immutable answer is combined once and handed out again.
@@ -340,6 +343,10 @@ def _combine(
         if _fired(check, values):
             reasons.append(Reason("deny_rule", check.reason, check.id))
             verdict = _DENY
+    for breaker in state.breakers:
+        if breaker.then == "deny" and breaker.holds:
+            reasons.append(Reason("breaker_open", _breaker_message(breaker), breaker.id))
+            verdict = _DENY
     if risk > bundle.ceiling:
         reasons.append(
             Reason(
@@ -375,7 +382,23 @@ def _combine(
             reasons.append(Reason("budget_spent", message, budget.id))
             if verdict is _ALLOW:
                 verdict, route = _APPROVAL, plan.route
+    for breaker in state.breakers:
+        if breaker.then != "deny" and breaker.holds:
+            reasons.append(Reason("breaker_open", _breaker_message(breaker), breaker.id))
+            if verdict is _ALLOW:
+                verdict, route = _APPROVAL, plan.route
     if verdict is _ALLOW:
+        for breaker in state.breakers:
+            if not breaker.holds:
+                reasons.append(
+                    Reason(
+                        "breaker_trial",
+                        f"a trial of breaker `{breaker.id}`, half-open since {breaker.until} "
+                        f"({breaker.trials_left} trial{'s' if breaker.trials_left != 1 else ''}"
+                        " left): its outcome decides whether the breaker closes",
+                        breaker.id,
+                    )
+                )
         reasons.append(
             Reason(
                 "allowed",
@@ -397,6 +420,20 @@ def _combine(
         bundle.ceiling,
         route if verdict is _APPROVAL or verdict is _ESCALATE else None,
         runbook,
+    )
+
+
+def _breaker_message(breaker: BreakerState) -> str:
+    """Why a breaker holds an action back, with the figures that tripped it."""
+    figures = f"{breaker.failures} of {breaker.sample} outcomes failed"
+    if breaker.status == "open":
+        return (
+            f"breaker `{breaker.id}` is open since {breaker.since} ({figures}): "
+            f"{breaker.reason}; trials from {breaker.until}"
+        )
+    return (
+        f"breaker `{breaker.id}` is half-open and its trials are under way "
+        f"(opened {breaker.since}, {figures}): {breaker.reason}"
     )
 
 

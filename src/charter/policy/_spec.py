@@ -7,21 +7,30 @@ quietly widen what an agent may do.
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from charter.errors import Problem
 from charter.model import ACTION_NAME, AgentProfile, RouteRef
+from charter.policy._reader import Cond, Reader, Selector, action_pattern, parse_duration, selector
 from charter.policy._source import Node, SourceFile
+from charter.policy._spec_breakers import BreakerSpec, parse_breakers
+from charter.policy._spec_permissions import PermissionsSpec, parse_permissions
+from charter.policy._spec_watch import (
+    WatchSpec,
+    parse_alerts,
+    parse_autonomy_rules,
+    parse_monitors,
+)
 
 __all__ = [
     "ActionSpec",
     "AgentSpec",
     "AutonomySpec",
+    "BreakerSpec",
     "BudgetSpec",
     "BundleSpec",
     "Cond",
@@ -36,43 +45,27 @@ __all__ = [
     "parse_duration",
 ]
 
-SECTIONS = ("agents", "autonomy", "budgets", "data", "defaults", "risk", "roles", "routes", "rules")
+SECTIONS = (
+    "agents",
+    "alerts",
+    "autonomy",
+    "autonomy_rules",
+    "breakers",
+    "budgets",
+    "data",
+    "defaults",
+    "monitors",
+    "permissions",
+    "risk",
+    "roles",
+    "routes",
+    "rules",
+)
 EFFECTS = ("deny", "require_approval", "escalate")
 STORE_MODES = ("drop", "hash", "mask")
 WEBHOOK_FORMATS = ("json", "slack")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 #: A portable environment variable name (POSIX: letters, digits, `_`, not starting with a digit).
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def parse_duration(value: Any) -> int | None:
-    """Seconds in a duration such as `90s`, `15m`, `4h`, `2d`, `1w` (or a bare integer)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match and int(match.group(1)) > 0:
-            return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Cond:
-    """A CEL condition as written, with where it was written."""
-
-    source: str
-    node: Node
-
-
-@dataclass(frozen=True, slots=True)
-class Selector:
-    """Which requests a rule applies to; an empty tuple means any."""
-
-    roles: tuple[str, ...] = ()
-    actions: tuple[str, ...] = ()
-    agents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +78,8 @@ class ActionSpec:
     route: str | None
     description: str
     node: Node
+    #: Seconds the action may run before its outcome is overdue (counted as a failure).
+    timeout: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,190 +202,12 @@ class BundleSpec:
     data: list[DataRuleSpec]
     default_route: str | None
     default_route_node: Node | None
+    breakers: list[BreakerSpec] = field(default_factory=list)
+    permissions: PermissionsSpec | None = None
+    watch: WatchSpec = field(default_factory=WatchSpec)
 
 
-class _Reader:
-    """Collects problems while walking a file; every check says where it failed."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-
-    def add(self, node: Node, code: str, message: str) -> None:
-        self.problems.append(node.problem(code, message))
-
-    def mapping(self, node: Node, what: str) -> bool:
-        if isinstance(node.value, dict):
-            return True
-        self.add(node, "type", f"{what} must be a mapping of keys to values")
-        return False
-
-    def once(self, section: Node, name: str, seen: bool) -> bool:
-        """Whether a section that one file at most may hold is a mapping met the first time."""
-        if seen:
-            self.add(section, "duplicate", f"`{name}` is defined in more than one file")
-            return False
-        return self.mapping(section, f"`{name}`")
-
-    def named(
-        self, section: Node, where: str, kind: str, id_kind: str, defined: Container[str]
-    ) -> Iterator[tuple[str, str, Node]]:
-        """A mapping section's entries: each key, how problems name the entry, its node.
-
-        An entry whose id is invalid, that is not a mapping or that is `defined` already
-        (by an earlier file) is reported and skipped.
-        """
-        if not self.mapping(section, where):
-            return
-        for name, node in section.items():
-            what = f"{kind} `{name}`"
-            if not self.identifier(section.child(name), name, id_kind):
-                continue
-            if not self.mapping(node, what):
-                continue
-            if name in defined:
-                self.add(node, "duplicate", f"{what} is defined twice")
-                continue
-            yield name, what, node
-
-    def listed(self, section: Node, where: str, kind: str) -> Iterator[Node]:
-        """A list section's entries that are mappings; the others are reported."""
-        if not isinstance(section.value, list):
-            self.add(section, "type", f"{where} must be a list")
-            return
-        for _, node in section.items():
-            if self.mapping(node, f"a {kind}"):
-                yield node
-
-    def identified(
-        self,
-        section: Node,
-        where: str,
-        kind: str,
-        id_kind: str,
-        allowed: Iterable[str],
-        required: Iterable[str],
-    ) -> Iterator[tuple[Any, str, Node]]:
-        """`listed` entries that carry an `id`: each id, how problems name it, its node.
-
-        Unknown and missing keys are reported and the entry still read; an entry with an
-        invalid id is reported and skipped.
-        """
-        for node in self.listed(section, where, kind):
-            item_id = node.value.get("id", "?")
-            what = f"{kind} `{item_id}`"
-            self.keys(node, allowed, what, required)
-            if "id" in node.value and not self.identifier(node.child("id"), item_id, id_kind):
-                continue
-            yield item_id, what, node
-
-    def keys(
-        self, node: Node, allowed: Iterable[str], what: str, required: Iterable[str] = ()
-    ) -> bool:
-        """Report unknown and missing keys; True when nothing was wrong."""
-        ok = True
-        allowed = tuple(allowed)
-        for key in node.value:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"; did you mean `{close[0]}`?" if close else ""
-                line, col = node.locs.get(key, (node.line, node.col))
-                self.problems.append(
-                    Problem(
-                        node.file,
-                        line,
-                        col,
-                        "unknown_key",
-                        f"unknown key `{key}` in {what}{hint} (allowed: {', '.join(allowed)})",
-                    )
-                )
-                ok = False
-        for key in required:
-            if key not in node.value:
-                self.add(node, "missing_key", f"{what} needs `{key}`")
-                ok = False
-        return ok
-
-    def text(self, node: Node, key: str, what: str, *, default: str = "") -> str:
-        if key not in node.value:
-            return default
-        child = node.child(key)
-        if isinstance(child.value, str) and child.value.strip():
-            return child.value
-        self.add(child, "type", f"`{key}` of {what} must be non-empty text")
-        return default
-
-    def integer(self, node: Node, key: str, what: str, *, minimum: int = 0) -> int | None:
-        if key not in node.value:
-            return None
-        child = node.child(key)
-        value = child.value
-        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
-            return value
-        self.add(child, "type", f"`{key}` of {what} must be a whole number >= {minimum}")
-        return None
-
-    def names(
-        self, node: Node, key: str, what: str, check: Callable[[str], bool] | None = None
-    ) -> tuple[str, ...]:
-        """A list of names (a single name is accepted as a list of one)."""
-        if key not in node.value:
-            return ()
-        child = node.child(key)
-        raw = child.value
-        items = [raw] if isinstance(raw, str) else raw
-        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
-            self.add(child, "type", f"`{key}` of {what} must be a name or a list of names")
-            return ()
-        if check is not None:
-            for i, item in enumerate(items):
-                if not check(item):
-                    where = child.child(i) if isinstance(raw, list) else child
-                    self.add(where, "invalid_name", f"`{item}` is not a valid {key[:-1]} name")
-        return tuple(items)
-
-    def conditions(self, node: Node, key: str, what: str) -> tuple[Cond, ...]:
-        """`when:` as one CEL expression or a list that must all hold."""
-        if key not in node.value:
-            return ()
-        child = node.child(key)
-        if isinstance(child.value, str) and child.value.strip():
-            return (Cond(child.value.strip(), child),)
-        if isinstance(child.value, list) and child.value:
-            out = []
-            for _, item in child.items():
-                if isinstance(item.value, str) and item.value.strip():
-                    out.append(Cond(item.value.strip(), item))
-                else:
-                    self.add(item, "type", f"each condition of {what} must be CEL text")
-            return tuple(out)
-        self.add(child, "type", f"`{key}` of {what} must be CEL text or a list of them")
-        return ()
-
-    def identifier(self, node: Node, value: Any, what: str) -> bool:
-        if isinstance(value, str) and _ID.match(value):
-            return True
-        self.add(
-            node,
-            "invalid_id",
-            f"{what} `{value}` must start with a letter or digit and use only "
-            "letters, digits, `_`, `-`, `.` or `:`",
-        )
-        return False
-
-
-def _action_pattern(name: str) -> bool:
-    return bool(ACTION_NAME.match(name.replace("*", "x")))
-
-
-def _selector(r: _Reader, node: Node, what: str) -> Selector:
-    return Selector(
-        roles=r.names(node, "roles", what),
-        actions=r.names(node, "actions", what, _action_pattern),
-        agents=r.names(node, "agents", what),
-    )
-
-
-def _parse_roles(r: _Reader, section: Node, spec: BundleSpec) -> None:
+def _parse_roles(r: Reader, section: Node, spec: BundleSpec) -> None:
     for name, what, node in r.named(section, "`roles`", "role", "role", spec.roles):
         r.keys(node, ("description", "envelope"), what)
         envelope: dict[str, ActionSpec] = {}
@@ -411,7 +228,7 @@ def _parse_roles(r: _Reader, section: Node, spec: BundleSpec) -> None:
                     anode = Node({}, anode.file, anode.line, anode.col)
                 if not r.mapping(anode, awhere):
                     continue
-                r.keys(anode, ("args", "description", "route", "when"), awhere)
+                r.keys(anode, ("args", "description", "route", "timeout", "when"), awhere)
                 args: Mapping[str, Any] = {"type": "object", "additionalProperties": False}
                 if "args" in anode.value:
                     if isinstance(anode.value["args"], dict):
@@ -425,11 +242,12 @@ def _parse_roles(r: _Reader, section: Node, spec: BundleSpec) -> None:
                     route=r.text(anode, "route", awhere) or None,
                     description=r.text(anode, "description", awhere),
                     node=anode,
+                    timeout=r.duration(anode, "timeout", awhere),
                 )
         spec.roles[name] = RoleSpec(name, r.text(node, "description", what), envelope, node)
 
 
-def _parse_agents(r: _Reader, section: Node, spec: BundleSpec) -> None:
+def _parse_agents(r: Reader, section: Node, spec: BundleSpec) -> None:
     for agent_id, what, node in r.named(section, "`agents`", "agent", "agent id", spec.agents):
         r.keys(node, ("autonomy", "description", "model", "owner", "role"), what, ("role",))
         model_id = model_version = ""
@@ -451,7 +269,7 @@ def _parse_agents(r: _Reader, section: Node, spec: BundleSpec) -> None:
         spec.agents[agent_id] = AgentSpec(profile, node)
 
 
-def _parse_rules(r: _Reader, section: Node, spec: BundleSpec) -> None:
+def _parse_rules(r: Reader, section: Node, spec: BundleSpec) -> None:
     allowed = ("actions", "agents", "effect", "id", "reason", "roles", "route", "runbook", "when")
     required = ("id", "effect", "reason")
     for rid, what, node in r.identified(section, "`rules`", "rule", "rule id", allowed, required):
@@ -473,7 +291,7 @@ def _parse_rules(r: _Reader, section: Node, spec: BundleSpec) -> None:
             RuleSpec(
                 id=str(rid),
                 effect=str(effect),
-                selector=_selector(r, node, what),
+                selector=selector(r, node, what),
                 when=r.conditions(node, "when", what),
                 reason=r.text(node, "reason", what),
                 route=r.text(node, "route", what) or None,
@@ -483,7 +301,7 @@ def _parse_rules(r: _Reader, section: Node, spec: BundleSpec) -> None:
         )
 
 
-def _parse_risk(r: _Reader, section: Node, spec: BundleSpec) -> None:
+def _parse_risk(r: Reader, section: Node, spec: BundleSpec) -> None:
     if not r.mapping(section, "`risk`"):
         return
     r.keys(section, ("factors",), "`risk`")
@@ -499,7 +317,7 @@ def _parse_risk(r: _Reader, section: Node, spec: BundleSpec) -> None:
             FactorSpec(
                 id=str(fid),
                 points=r.integer(node, "points", what) or 0,
-                selector=_selector(r, node, what),
+                selector=selector(r, node, what),
                 when=r.conditions(node, "when", what),
                 reason=r.text(node, "reason", what),
                 node=node,
@@ -507,7 +325,7 @@ def _parse_risk(r: _Reader, section: Node, spec: BundleSpec) -> None:
         )
 
 
-def _parse_autonomy(r: _Reader, section: Node, spec: BundleSpec) -> None:
+def _parse_autonomy(r: Reader, section: Node, spec: BundleSpec) -> None:
     if not r.once(section, "autonomy", spec.autonomy is not None):
         return
     r.keys(section, ("ceiling", "levels"), "`autonomy`", ("ceiling", "levels"))
@@ -537,7 +355,7 @@ def _parse_autonomy(r: _Reader, section: Node, spec: BundleSpec) -> None:
     spec.autonomy = AutonomySpec(levels, descriptions, ceiling, section)
 
 
-def _parse_routes(r: _Reader, section: Node, spec: BundleSpec) -> None:
+def _parse_routes(r: Reader, section: Node, spec: BundleSpec) -> None:
     allowed = ("approvals", "description", "groups", "notify", "on_timeout", "sla")
     for rid, what, node in r.named(section, "`routes`", "route", "route id", spec.routes):
         r.keys(node, allowed, what, ("groups", "sla"))
@@ -592,7 +410,7 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-def _parse_webhooks(r: _Reader, route: Node, what: str) -> tuple[WebhookSpec, ...]:
+def _parse_webhooks(r: Reader, route: Node, what: str) -> tuple[WebhookSpec, ...]:
     """`notify:` of a route: a list of webhooks, each a url, a format and a key's env var."""
     if "notify" not in route.value:
         return ()
@@ -642,7 +460,7 @@ def _parse_webhooks(r: _Reader, route: Node, what: str) -> tuple[WebhookSpec, ..
     return tuple(hooks)
 
 
-def _parse_budgets(r: _Reader, section: Node, spec: BundleSpec) -> None:
+def _parse_budgets(r: Reader, section: Node, spec: BundleSpec) -> None:
     allowed = ("actions", "agents", "id", "max_count", "max_risk", "reason", "roles", "window")
     required = ("id", "window")
     for bid, what, node in r.identified(
@@ -658,7 +476,7 @@ def _parse_budgets(r: _Reader, section: Node, spec: BundleSpec) -> None:
         spec.budgets.append(
             BudgetSpec(
                 id=str(bid),
-                selector=_selector(r, node, what),
+                selector=selector(r, node, what),
                 window_seconds=window or 0,
                 max_count=max_count,
                 max_risk=max_risk,
@@ -671,7 +489,7 @@ def _parse_budgets(r: _Reader, section: Node, spec: BundleSpec) -> None:
 _FIELD = re.compile(r"^(args|context)(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
-def _parse_data(r: _Reader, section: Node, spec: BundleSpec) -> None:
+def _parse_data(r: Reader, section: Node, spec: BundleSpec) -> None:
     for node in r.listed(section, "`data`", "data rule"):
         what = f"data rule for `{node.value.get('field', '?')}`"
         r.keys(node, ("actions", "field", "store"), what, ("field", "store"))
@@ -693,14 +511,14 @@ def _parse_data(r: _Reader, section: Node, spec: BundleSpec) -> None:
         spec.data.append(
             DataRuleSpec(
                 field=str(path),
-                actions=r.names(node, "actions", what, _action_pattern),
+                actions=r.names(node, "actions", what, action_pattern),
                 store=str(store),
                 node=node,
             )
         )
 
 
-def _parse_defaults(r: _Reader, section: Node, spec: BundleSpec) -> None:
+def _parse_defaults(r: Reader, section: Node, spec: BundleSpec) -> None:
     if not r.once(section, "defaults", spec.default_route_node is not None):
         return
     r.keys(section, ("route",), "`defaults`")
@@ -708,8 +526,17 @@ def _parse_defaults(r: _Reader, section: Node, spec: BundleSpec) -> None:
     spec.default_route_node = section.child("route") if "route" in section.value else section
 
 
-_PARSERS: dict[str, Callable[[_Reader, Node, BundleSpec], None]] = {
+def _parse_permissions(r: Reader, section: Node, spec: BundleSpec) -> None:
+    spec.permissions = parse_permissions(r, section, spec.permissions)
+
+
+_PARSERS: dict[str, Callable[[Reader, Node, BundleSpec], None]] = {
     "agents": _parse_agents,
+    "breakers": lambda r, section, spec: parse_breakers(r, section, spec.breakers),
+    "permissions": _parse_permissions,
+    "monitors": lambda r, section, spec: parse_monitors(r, section, spec.watch),
+    "alerts": lambda r, section, spec: parse_alerts(r, section, spec.watch, _parse_webhooks),
+    "autonomy_rules": lambda r, section, spec: parse_autonomy_rules(r, section, spec.watch),
     "autonomy": _parse_autonomy,
     "budgets": _parse_budgets,
     "data": _parse_data,
@@ -724,7 +551,7 @@ _PARSERS: dict[str, Callable[[_Reader, Node, BundleSpec], None]] = {
 def parse_bundle(files: Iterable[SourceFile], problems: list[Problem]) -> BundleSpec:
     """Check every file's structure and merge the sections into one `BundleSpec`."""
     spec = BundleSpec({}, {}, [], [], None, {}, [], [], None, None)
-    reader = _Reader(problems)
+    reader = Reader(problems)
     for source in files:
         root = source.node
         if not reader.mapping(root, f"`{source.name}`"):

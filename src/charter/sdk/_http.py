@@ -4,10 +4,16 @@ Both build their requests and read their answers through `_protocol`, and inheri
 methods from `_base`; the only thing here is sending. A request that cannot be sent or
 answered (refused connection, timeout, 5xx) raises `CharterUnavailable`, which
 `@governed` treats as "do not act" unless the client fails open.
+
+Each request carries the agent's trace (W3C `traceparent`): its current OpenTelemetry
+span's, if it has one; otherwise, for a redeem, an outcome or a read, the decision's own
+trace, which the server named in the decision's answer (`traceresponse`). Request,
+decision, approval, grant and outcome are then one trace, traced by the agent or not.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, Generic, Self, TypeVar
 
@@ -16,8 +22,10 @@ import httpx2
 from charter.__about__ import __version__
 from charter.sdk._base import AsyncClientBase, SyncClientBase, _ClientSettings
 from charter.sdk._errors import CharterUnavailable
-from charter.sdk._flow import Backoff, Request
+from charter.sdk._flow import Backoff, Decide, Fetch, Redeem, Request
 from charter.sdk._protocol import HOT_PATHS, Exchange, exchange_for
+from charter.sdk._types import DecisionResult, DecisionStatus
+from charter.telemetry._context import TraceParent, current_traceparent
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -84,6 +92,60 @@ class _Unreachable:
             ) from exc
 
 
+class _Traces:
+    """The trace of each decision this client saw lately, by decision id and grant id.
+
+    Bounded (the oldest are forgotten first): it only spares a redeem or an outcome
+    soon after its decision from starting a trace of its own.
+    """
+
+    __slots__ = ("_by", "_limit", "_lock")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._by: dict[str, str] = {}
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def note(self, answer: object, header: str | None) -> None:
+        """Remember the trace a decision's answer named (its `traceresponse`)."""
+        if header is None:
+            return
+        found = TraceParent.parse(header)
+        if found is None:
+            return
+        result = answer.result if isinstance(answer, DecisionStatus) else answer
+        if not isinstance(result, DecisionResult):
+            return
+        keys = [result.id] if result.grant is None else [result.id, result.grant.id]
+        with self._lock:
+            for key in keys:
+                self._by.pop(key, None)
+                self._by[key] = found.header()
+            while len(self._by) > self._limit:
+                del self._by[next(iter(self._by))]
+
+    def parent(self, request: Request) -> tuple[str, str | None] | None:
+        """The `traceparent` (and `tracestate`) `request` continues, if any."""
+        current = current_traceparent()
+        if current is not None or isinstance(request, Decide):
+            return current
+        key = request.grant.id if isinstance(request, Redeem) else request.decision_id
+        with self._lock:
+            header = self._by.get(key)
+        return None if header is None else (header, None)
+
+
+def _traced(exchange: Exchange[Any], parent: tuple[str, str | None] | None) -> Any:
+    """The exchange's headers, with the trace it continues."""
+    if parent is None:
+        return exchange.headers
+    header, state = parent
+    headers = {**exchange.headers, "traceparent": header}
+    if state:
+        headers["tracestate"] = state
+    return headers
+
+
 class _HttpSettings(_ClientSettings, Generic[Pool, Transport]):
     """What both HTTP clients hold: the server's address, the key, a connection pool.
 
@@ -112,6 +174,7 @@ class _HttpSettings(_ClientSettings, Generic[Pool, Transport]):
         )
         self._urls = _hot_urls(self._http.base_url)
         self._asking = _Unreachable(base_url)
+        self._traces = _Traces()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r}, fail_open={self.fail_open})"
@@ -123,10 +186,17 @@ class _HttpSettings(_ClientSettings, Generic[Pool, Transport]):
             "method": exchange.method,
             "url": self._urls.get(exchange.path, exchange.path),
             "content": exchange.body,
-            "headers": exchange.headers,
+            "headers": _traced(exchange, self._traces.parent(request)),
             "timeout": _timeout(self._timeout, exchange),
         }
         return exchange, sending
+
+    def _read(self, request: Request, exchange: Exchange[Any], response: Any) -> Any:
+        """The answer, read; a decision's trace is remembered for its next requests."""
+        answer = exchange.read(response.status_code, response.content)
+        if isinstance(request, Decide | Fetch):
+            self._traces.note(answer, response.headers.get("traceresponse"))
+        return answer
 
 
 class Client(_HttpSettings[httpx2.Client, httpx2.BaseTransport], SyncClientBase):
@@ -150,7 +220,7 @@ class Client(_HttpSettings[httpx2.Client, httpx2.BaseTransport], SyncClientBase)
         exchange, sending = self._exchange(request)
         with self._asking:
             response = self._http.request(**sending)
-        return exchange.read(response.status_code, response.content)
+        return self._read(request, exchange, response)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -176,7 +246,7 @@ class AsyncClient(_HttpSettings[httpx2.AsyncClient, httpx2.AsyncBaseTransport], 
         exchange, sending = self._exchange(request)
         with self._asking:
             response = await self._http.request(**sending)
-        return exchange.read(response.status_code, response.content)
+        return self._read(request, exchange, response)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -2,44 +2,48 @@
 
 FastAPI builds the OpenAPI document and serves the ordinary routes. `POST /v1/decisions`,
 the hot path, is a bare ASGI endpoint that `CharterApp` serves ahead of FastAPI, and so
-are `POST /v1/grants/redeem` and `POST /v1/outcomes`, whose answers each wait for a commit;
-documentation-only FastAPI routes with the same paths and methods describe them fully in
-the document (FastAPI's own validation would cost about half the floor the issue sets).
-Every route reads its body with the same strict reader. The front routes do their work on
-the event loop and await the group commit; the others run their logic in a worker thread,
-because the gateway blocks until the ledger entry is durable and the group-commit writer
-batches many waiting threads into one transaction.
+are `POST /v1/grants/redeem` and `POST /v1/outcomes`, whose answers each wait for a commit
+(`_front`); documentation-only FastAPI routes with the same paths and methods describe them
+fully in the document (FastAPI's own validation would cost about half the floor the issue
+sets). Every route reads its body with the same strict reader. The front routes do their
+work on the event loop and await the group commit; the others run their logic in a worker
+thread, because the gateway blocks until the ledger entry is durable and the group-commit
+writer batches many waiting threads into one transaction.
+
+What the app observes (spans, log context, access lines: `charter.telemetry.Telemetry`)
+is chosen once, here: an app built without it serves the bare endpoints and FastAPI, and
+its request path does nothing else (`_observed` holds the observing one).
 """
 
 from __future__ import annotations
 
-import abc
-import json
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.telemetry import TelemetryConfig
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from charter.__about__ import __version__
 from charter.errors import CharterError
 from charter.model import MAX_ID
 from charter.server._approvals import BODY_MODELS, approval_routes, long_poll
-from charter.server._body import DEFAULT_MAX_BODY, read_body, receive_body
+from charter.server._body import DEFAULT_MAX_BODY, read_body
+from charter.server._breakers import breaker_routes
 from charter.server._errors import ApiError, error_response, from_charter_error, from_outage
+from charter.server._front import Decide, Endpoint, Outcome, Redeem
 from charter.server._halts import HALT_BODIES, halt_routes
 from charter.server._handlers import Handlers
 from charter.server._metrics import CONTENT_TYPE_LATEST, Metrics
+from charter.server._monitors import MONITOR_BODIES, monitor_routes
 from charter.server._openapi import documented
 from charter.server._schemas import (
     AgentPut,
@@ -56,7 +60,10 @@ from charter.server._schemas import (
     VerifyAnswer,
 )
 from charter.server.ui import mount_ui
-from charter.service import Charter, DecisionRecord
+from charter.service import Charter
+from charter.telemetry import Telemetry, span_id_for
+from charter.telemetry._context import is_trace_id
+from charter.telemetry._logs import bind
 
 __all__ = ["create_app"]
 
@@ -82,23 +89,103 @@ _BODY_MODELS: tuple[type[BaseModel], ...] = (
     AgentPut,
     *BODY_MODELS,
     *HALT_BODIES,
+    *MONITOR_BODIES,
 )
 
 
-def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> CharterApp:
+#: Paths FastAPI's own spans leave out: probes and scrapes every few seconds, static files.
+_UNTRACED = ("/healthz", "/readyz", "/metrics", "/ui/static/")
+
+
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    return str(scope.get("path", "")).startswith(_UNTRACED)
+
+
+def _fastapi_telemetry(observing: Telemetry | None) -> TelemetryConfig | None:
+    """FastAPI's own telemetry: its request spans, to Charter's provider, when traced.
+
+    Its spans (its routes: reads, long polls, approvals, the UI) then continue the
+    caller's `traceparent`, and never go to a global provider; its metrics and logs stay
+    off (Prometheus and structlog have those). Untraced, FastAPI's defaults are left be.
+    """
+    tracing = None if observing is None else observing.tracing
+    if tracing is None:
+        return None
+    return {
+        "tracer_provider": tracing.provider,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "exclude": _untraced,
+    }
+
+
+async def _decision_state(
+    charter: Charter,
+    handlers: Handlers,
+    auth: str | None,
+    decision_id: str,
+    wait: float,
+    *,
+    observed: bool,
+) -> Response:
+    """`GET /v1/decisions/{id}`: the decision as it stands, or once settled (a long poll).
+
+    The answer names the decision's trace (`traceresponse`, W3C Trace Context level 2),
+    so an agent that resumes it, in another process perhaps, redeems and reports in the
+    same trace.
+    """
+    if observed:
+        bind(decision_id=decision_id)
+    answer, trace_id = await run_in_threadpool(handlers.get_decision_traced, auth, decision_id)
+    if wait > 0 and answer["state"] in ("pending", "escalated"):
+        answer = await long_poll(charter, handlers, auth, decision_id, wait)
+    headers = None
+    if trace_id is not None and is_trace_id(trace_id):
+        headers = {"traceresponse": f"00-{trace_id}-{span_id_for(decision_id)}-01"}
+    return JSONResponse(answer, headers=headers)
+
+
+def _front_routes(
+    app: FastAPI, handlers: Handlers, max_body: int, observing: Telemetry | None
+) -> tuple[dict[str, Endpoint], ASGIApp]:
+    """The hot routes' endpoints, and what serves the rest: bare, or observed."""
+    bare: dict[str, Decide | Redeem | Outcome] = {
+        "/v1/decisions": Decide(handlers, max_body),
+        "/v1/grants/redeem": Redeem(handlers, max_body),
+        "/v1/outcomes": Outcome(handlers, max_body),
+    }
+    if observing is None:
+        return dict(bare), app
+    # Imported only for an app that observes: the bare path never loads it.
+    from charter.server._observed import ObservedApi, ObservedEndpoint  # noqa: PLC0415
+
+    front: dict[str, Endpoint] = {p: ObservedEndpoint(e, observing) for p, e in bare.items()}
+    if observing.access_log or observing.log_context:
+        return front, ObservedApi(app, observing)
+    return front, app
+
+
+def create_app(
+    charter: Charter, *, max_body: int = DEFAULT_MAX_BODY, telemetry: Telemetry | None = None
+) -> CharterApp:
     """Build the HTTP API over an open gateway.
 
-    The app never closes `charter`; whoever opened it closes it after the server stops.
+    The app never closes `charter`; whoever opened it closes it after the server stops
+    (and whoever started `telemetry.tracing` shuts it down).
 
     Args:
         charter: the gateway (policy, ledger, keys) to serve.
         max_body: the largest request body accepted, in bytes; larger is answered 413.
+        telemetry: what to observe (spans, log context, access lines); nothing when None.
 
     Returns:
         An ASGI application (the FastAPI app behind a front for the hot route).
     """
+    observing = telemetry if telemetry is not None and telemetry.observing else None
     metrics = Metrics()
     metrics.time_appends(charter.store)
+    metrics.watch(charter)
     handlers = Handlers(charter, metrics)
     app = FastAPI(
         title="Charter",
@@ -108,16 +195,13 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         '"field"}}`; see docs/api.md.',
         docs_url=None,
         redoc_url=None,
+        telemetry=_fastapi_telemetry(observing),
     )
     app.state.charter = charter
     app.state.metrics = metrics
     _install_error_handlers(app)
 
-    front: dict[str, _Endpoint] = {
-        "/v1/decisions": _Decide(handlers, max_body),
-        "/v1/grants/redeem": _Redeem(handlers, max_body),
-        "/v1/outcomes": _Outcome(handlers, max_body),
-    }
+    front, served = _front_routes(app, handlers, max_body, observing)
     # `CharterApp` answers these before FastAPI sees them; they also go first in FastAPI's
     # own router (which takes the first match), for whoever serves `app.api` alone. The
     # FastAPI routes declared below only describe them in the OpenAPI document.
@@ -142,7 +226,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         idempotency_key: str | None = Header(  # documents the header
             None, alias="Idempotency-Key", min_length=1, max_length=MAX_ID
         ),
-    ) -> Response:  # pragma: no cover - `_Decide` answers it
+    ) -> Response:  # pragma: no cover - `Decide` answers it
         raise ApiError("internal", "the documentation route was reached")
 
     @app.get(
@@ -163,10 +247,9 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
             "(approved, denied, expired) before answering: a long poll.",
         ),
     ) -> Response:
-        answer = await run_in_threadpool(handlers.get_decision, _auth(request), decision_id)
-        if wait > 0 and answer["state"] in ("pending", "escalated"):
-            answer = await long_poll(charter, handlers, _auth(request), decision_id, wait)
-        return JSONResponse(answer)
+        return await _decision_state(
+            charter, handlers, _auth(request), decision_id, wait, observed=observing is not None
+        )
 
     @app.post(
         "/v1/grants/redeem",
@@ -175,7 +258,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         tags=["grants"],
         **documented(RedeemAnswer, 400, 409, 413, 422, descriptions=_ERRORS, body=RedeemRequest),
     )
-    async def redeem_grant_doc() -> Response:  # pragma: no cover - `_Redeem` answers it
+    async def redeem_grant_doc() -> Response:  # pragma: no cover - `Redeem` answers it
         raise ApiError("internal", "the documentation route was reached")
 
     @app.post(
@@ -187,7 +270,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
             OutcomeAnswer, 400, 404, 409, 413, 422, descriptions=_ERRORS, body=OutcomeReport
         ),
     )
-    async def record_outcome_doc() -> Response:  # pragma: no cover - `_Outcome` answers it
+    async def record_outcome_doc() -> Response:  # pragma: no cover - `Outcome` answers it
         raise ApiError("internal", "the documentation route was reached")
 
     @app.get(
@@ -255,8 +338,10 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
         )
         return JSONResponse(answer, status_code=201 if created else 200)
 
-    app.include_router(approval_routes(charter, max_body=max_body))
+    app.include_router(approval_routes(charter, max_body=max_body, telemetry=observing))
     app.include_router(halt_routes(charter, max_body=max_body))
+    app.include_router(breaker_routes(charter))
+    app.include_router(monitor_routes(charter, max_body=max_body))
 
     @app.get(
         "/healthz",
@@ -315,115 +400,7 @@ def create_app(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> Charter
 
     app.openapi = openapi  # type: ignore[method-assign]
     mount_ui(app, charter)  # the reviewer UI at /ui/ (HTML pages, outside the API document)
-    return CharterApp(app, front)
-
-
-_INTERNAL = ApiError("internal", "an internal error; it has been logged")
-
-
-def _json_encoder() -> Callable[[Any], str]:
-    """What `JSONResponse` writes (compact, UTF-8, no NaN), from an encoder built once.
-
-    `JSONEncoder.encode` builds its C encoder again on every call, which costs as much
-    as encoding a decision's answer; the answers hold no cycles, so none is checked for.
-    """
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always ships the C accelerator
-        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-    # Positional: markers, default, string encoder, indent, key and item separators,
-    # sort_keys, skipkeys, allow_nan.
-    encode = make(
-        None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",",
-        False, False, False,
-    )  # fmt: skip
-    return lambda value: "".join(encode(value, 0))
-
-
-_answer_json = _json_encoder()
-_json_string = json.encoder.encode_basestring  # what the encoder writes for a `str`
-
-
-def _json_of(value: Any) -> str:
-    """`_answer_json(value)`, with the common scalars written without the encoder."""
-    kind = type(value)
-    if kind is str:
-        return _json_string(value)
-    if value is None:
-        return "null"
-    if kind is int:
-        return int.__repr__(value)
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return _answer_json(value)
-
-
-def _decision_answer(record: DecisionRecord) -> bytes:
-    """`_answer_json(record.to_json())`, encoded, written out field by field.
-
-    Every decision is answered so: building the three dicts of `to_json` only to have the
-    encoder take them apart again costs twice as much as writing the text. The fields and
-    their order are `DecisionRecord.to_json`'s; `tests/server/test_decision_answer.py`
-    holds the two to the same bytes.
-    """
-    decision = record.decision
-    factors = decision.factors
-    route = decision.route
-    grant = record.grant
-    approval = record.approval
-    return "".join(
-        (
-            '{"id":',
-            _json_of(record.id),
-            ',"seq":',
-            _json_of(record.seq),
-            ',"at":',
-            _json_of(record.at),
-            ',"verdict":',
-            _json_of(decision.verdict.value),
-            ',"risk":',
-            _json_of(decision.risk),
-            ',"factors":',
-            _answer_json([f.to_json() for f in factors]) if factors else "[]",
-            ',"reasons":',
-            _answer_json([r.to_json() for r in decision.reasons]),
-            ',"policy_version":',
-            _json_of(decision.policy_version),
-            ',"agent":',
-            _json_of(decision.agent),
-            ',"action":',
-            _json_of(decision.action),
-            ',"role":',
-            _json_of(decision.role),
-            ',"autonomy_level":',
-            _json_of(decision.autonomy_level),
-            ',"autonomy_max_risk":',
-            _json_of(decision.autonomy_max_risk),
-            ',"ceiling":',
-            _json_of(decision.ceiling),
-            ',"route":',
-            "null" if route is None else _answer_json(route.to_json()),
-            ',"runbook":',
-            _json_of(decision.runbook),
-            ',"grant":',
-            "null"
-            if grant is None
-            else (
-                f'{{"id":{_json_of(grant.id)},"token":{_json_of(grant.token)},'
-                f'"expires_at":{_json_of(grant.expires_at)},'
-                f'"args_hash":{_json_of(grant.args_hash)}}}'
-            ),
-            ',"approval":',
-            "null" if approval is None else _answer_json(dict(approval)),
-            ',"idempotent_replay":',
-            _json_of(record.replayed),
-            "}",
-        )
-    ).encode()
-
-
-_Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
+    return CharterApp(app, front, served)
 
 
 class CharterApp:
@@ -433,11 +410,19 @@ class CharterApp:
     middleware stack and dependency solving, which cost more per request than the work
     itself; their errors are answered in the same shape and from the same table. Every
     other attribute (`state`, `openapi`, ...) is the FastAPI app's.
+
+    Args:
+        api: the FastAPI app.
+        front: the hot routes' endpoints, by exact path.
+        served: what serves every other request: `api`, or `api` with its access lines.
     """
 
-    def __init__(self, api: FastAPI, front: dict[str, _Endpoint]) -> None:
+    def __init__(
+        self, api: FastAPI, front: dict[str, Endpoint], served: ASGIApp | None = None
+    ) -> None:
         self.api = api
         self._front = front  # POST endpoints by exact path
+        self._served = api if served is None else served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection."""
@@ -446,130 +431,10 @@ class CharterApp:
             if endpoint is not None:
                 await endpoint(scope, receive, send)
                 return
-        await self.api(scope, receive, send)
+        await self._served(scope, receive, send)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.api, name)
-
-
-async def _answer_error(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer an error raised outside FastAPI in the one shape, from the one table."""
-    if isinstance(exc, ApiError):
-        error = exc
-    elif isinstance(exc, CharterError):
-        error = from_charter_error(exc)
-    elif (outage := from_outage(exc)) is not None:
-        error = outage
-    else:  # never a stack trace to the client
-        _log.error("unhandled error", exc_info=exc)
-        error = _INTERNAL
-    await error_response(error)(scope, receive, send)
-
-
-async def _send_json(send: Send, body: bytes, replayed: bool) -> None:
-    """Send a 200 JSON answer (encoded) as `JSONResponse` would, with no `Response` object."""
-    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON_TYPE)]
-    if replayed:
-        headers.insert(0, (b"idempotent-replayed", b"true"))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-_JSON_TYPE = b"application/json"
-
-
-def _request_headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
-    """The `Authorization`, `Content-Length` and `Idempotency-Key` headers.
-
-    The first of each, as Starlette's `Headers.get` reads them.
-    """
-    auth = length = key = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            auth = value.decode("latin-1") if auth is None else auth
-        elif name == b"content-length":
-            length = value.decode("latin-1") if length is None else length
-        elif name == b"idempotency-key":
-            key = value.decode("latin-1") if key is None else key
-    return auth, length, key
-
-
-class _FrontEndpoint(abc.ABC):
-    """A POST route served as a bare ASGI endpoint, ahead of FastAPI.
-
-    It reads the headers and the body and writes the JSON answer without Starlette's
-    `Request` and `Response` objects, whose bookkeeping costs more than the HTTP server
-    itself at these rates. (An instance, not a function, so that a Starlette `Route` also
-    calls it as the ASGI app it is.)
-    """
-
-    def __init__(self, handlers: Handlers, max_body: int) -> None:
-        self._handlers = handlers
-        self._max_body = max_body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one request: 200 with its JSON, or an error in the one shape."""
-        started = time.perf_counter()
-        auth, length, key = _request_headers(scope)
-        try:
-            body = await receive_body(receive, length, self._max_body)
-            answer, replayed = await self.answer(auth, body, key, started)
-        except ClientDisconnect:
-            return  # nobody is left to answer
-        except Exception as exc:
-            await _answer_error(exc, scope, receive, send)
-            return
-        await _send_json(send, self.encode(answer), replayed)
-
-    @abc.abstractmethod
-    async def answer(
-        self, auth: str | None, body: bytes, key: str | None, started: float
-    ) -> tuple[Any, bool]:
-        """The route's work: its answer, and whether it is an idempotent replay."""
-
-    def encode(self, answer: Any) -> bytes:
-        """The answer's JSON, encoded (`answer` is a JSON value unless a route says not)."""
-        return _answer_json(answer).encode()
-
-
-class _Decide(_FrontEndpoint):
-    """`POST /v1/decisions`, answered once the decision is durable.
-
-    It authenticates, parses and decides on the event loop (tens of microseconds of CPU),
-    then awaits the group commit without holding a worker thread, so many concurrent
-    requests share one ledger transaction.
-    """
-
-    async def answer(
-        self, auth: str | None, body: bytes, key: str | None, started: float
-    ) -> tuple[DecisionRecord, bool]:
-        """Decide the request once its entry is durable."""
-        record = await self._handlers.decide_async(auth, body, key, started)
-        return record, record.replayed
-
-    def encode(self, answer: Any) -> bytes:
-        """The decision's JSON answer (`answer` is its `DecisionRecord`)."""
-        return _decision_answer(answer)
-
-
-class _Redeem(_FrontEndpoint):
-    """`POST /v1/grants/redeem` on the event loop, answered once its entry is durable."""
-
-    async def answer(
-        self, auth: str | None, body: bytes, key: str | None, started: float
-    ) -> tuple[Any, bool]:
-        """Redeem the grant (or record its refusal)."""
-        return await self._handlers.redeem_grant_async(auth, body), False
-
-
-class _Outcome(_FrontEndpoint):
-    """`POST /v1/outcomes` on the event loop, answered once its entry is durable."""
-
-    async def answer(
-        self, auth: str | None, body: bytes, key: str | None, started: float
-    ) -> tuple[Any, bool]:
-        """Record the outcome."""
-        return await self._handlers.record_outcome_async(auth, body), False
 
 
 def _auth(request: Request) -> str | None:

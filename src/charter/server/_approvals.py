@@ -3,13 +3,19 @@
 Reviewers act through these routes (and the UI, which calls the same gateway methods).
 Only reviewer and admin keys may act, and only on approvals routed to one of their
 groups; an agent key never can. Every step is recorded in the ledger by the gateway.
+
+Traced, each step is a span in its decision's trace, a child of the decision's span:
+the decision's recorded trace id and its span's id (`span_id_for`) are all it takes, so a
+step taken days later, on another replica, still joins the trace. The span links to the
+reviewer's own request span (FastAPI's), which is in the reviewer's trace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,8 +27,16 @@ from charter.model import MAX_ID
 from charter.server._auth import authorize
 from charter.server._body import DEFAULT_MAX_BODY, parse_json, read_body
 from charter.server._errors import ApiError, from_charter_error
+from charter.server._handlers import recorded_trace_id
 from charter.server._openapi import documented
 from charter.service import ApprovalView, Charter, Principal
+from charter.telemetry import _names as names
+from charter.telemetry._context import TraceParent, is_trace_id, span_id_for
+from charter.telemetry._logs import bind
+from charter.telemetry._settings import Telemetry
+
+if TYPE_CHECKING:  # imported only by a traced server, through the `Tracing` it is given
+    from charter.telemetry._tracing import Tracing
 
 __all__ = ["BODY_MODELS", "RECHECK", "approval_routes", "long_poll"]
 
@@ -118,10 +132,17 @@ def _parsed(model: type[_Closed], body: bytes) -> Any:
 
 
 class _Desk:
-    """The blocking work of each route: authorise, call the gateway, shape the answer."""
+    """The blocking work of each route: authorise, call the gateway, shape the answer.
 
-    def __init__(self, charter: Charter) -> None:
+    Args:
+        charter: the gateway.
+        telemetry: what to observe; None for nothing.
+    """
+
+    def __init__(self, charter: Charter, telemetry: Telemetry | None = None) -> None:
         self.charter = charter
+        self._tracing: Tracing | None = None if telemetry is None else telemetry.tracing
+        self._observed = telemetry is not None and telemetry.observing
 
     def _who(self, auth: str | None, operation: str) -> Principal:
         return authorize(self.charter, auth, operation)
@@ -169,7 +190,90 @@ class _Desk:
             raise from_charter_error(exc) from None
         return {"approvals": [v.to_json() for v in found], "total": len(found)}
 
+    def _decision_of(self, approval_id: str) -> tuple[str | None, str | None]:
+        """The id of the approval's decision and the trace id the decision recorded."""
+        with contextlib.suppress(CharterError):
+            approval = self.charter.get_approval(approval_id)
+            decision_id = None if approval is None else approval.approval.get("decision_id")
+            if decision_id is not None:
+                view = self.charter.get_decision(str(decision_id))
+                trace_id = None if view is None else recorded_trace_id(self.charter, view)
+                return str(decision_id), trace_id
+        return None, None
+
+    def _traced(
+        self,
+        name: str,
+        attributes: dict[str, Any],
+        work: Callable[[], dict[str, Any]],
+        *,
+        parent: TraceParent | None,
+        links: Callable[[dict[str, Any]], Sequence[TraceParent]] | None = None,
+    ) -> dict[str, Any]:
+        """`work()` in a span named `name`, which names the error code if it fails.
+
+        With a `parent` the span is its child and links to the request's own span; without
+        one it is a child of the request's own span. `links` names, from the answer, the
+        spans of other traces the step was about.
+        """
+        tracing = self._tracing
+        assert tracing is not None
+        span = tracing.start(
+            name,
+            parent=parent,
+            within_current=parent is None,
+            attributes=attributes,
+            links=tracing.current_links() if parent is not None else (),
+        )
+        ids = tracing.ids(span)
+        if ids is not None:
+            bind(trace_id=ids.trace_id, span_id=ids.span_id)
+        try:
+            answer = work()
+            span.set_attribute(names.HTTP_STATUS, 200)
+            if "state" in answer:
+                span.set_attribute(names.APPROVAL_STATE, str(answer["state"]))
+            for other in links(answer) if links is not None else ():
+                span.add_link(tracing.link_to(other).context)
+        except ApiError as exc:
+            span.set_attribute(names.HTTP_STATUS, exc.status)
+            tracing.failed(span, exc.code, exc.status)
+            raise
+        except Exception as exc:
+            tracing.failed(span, type(exc).__name__)
+            raise
+        finally:
+            span.end()
+        return answer
+
     def step(self, auth: str | None, approval_id: str, verb: str, body: bytes) -> dict[str, Any]:
+        """Take one step (`approve`, `deny`, `modify`, `claim`) on an approval."""
+        if not self._observed:
+            return self._step(auth, approval_id, verb, body)
+        self._who(auth, f"{verb}_approval")  # nothing is looked up for a stranger
+        decision_id, trace_id = self._decision_of(approval_id)
+        bind(approval_id=approval_id, decision_id=decision_id, trace_id=trace_id)
+        if self._tracing is None:
+            return self._step(auth, approval_id, verb, body)
+        parent = None
+        if decision_id is not None and trace_id is not None and is_trace_id(trace_id):
+            parent = TraceParent(trace_id, span_id_for(decision_id))
+        attributes: dict[str, Any] = {
+            names.APPROVAL_ID: approval_id,
+            names.APPROVAL_STEP: verb,
+            names.HTTP_METHOD: "POST",
+            names.HTTP_ROUTE: f"/v1/approvals/{{approval_id}}/{verb}",
+        }
+        if decision_id is not None:
+            attributes[names.DECISION_ID] = decision_id
+        return self._traced(
+            names.SPAN_APPROVAL.format(step=verb),
+            attributes,
+            lambda: self._step(auth, approval_id, verb, body),
+            parent=parent,
+        )
+
+    def _step(self, auth: str | None, approval_id: str, verb: str, body: bytes) -> dict[str, Any]:
         charter = self.charter
 
         def run(principal: Principal) -> ApprovalView:
@@ -188,6 +292,30 @@ class _Desk:
         return view.to_json()
 
     def batch(self, auth: str | None, body: bytes) -> dict[str, Any]:
+        """Approve or deny several approvals at once; traced, linked to each decision."""
+        if self._tracing is None:
+            return self._batch(auth, body)
+        attributes = {names.HTTP_METHOD: "POST", names.HTTP_ROUTE: "/v1/approvals/batch"}
+        return self._traced(
+            names.SPAN_APPROVAL_BATCH,
+            attributes,
+            lambda: self._batch(auth, body),
+            parent=None,
+            links=self._decisions_of,
+        )
+
+    def _decisions_of(self, answer: dict[str, Any]) -> Sequence[TraceParent]:
+        """The spans of the decisions a batch settled (each is in a trace of its own)."""
+        found: list[TraceParent] = []
+        for view in answer["approvals"][:_MAX_LINKS]:
+            decision_id = view.get("decision_id")
+            decided = self.charter.get_decision(str(decision_id)) if decision_id else None
+            trace_id = None if decided is None else recorded_trace_id(self.charter, decided)
+            if decision_id and trace_id is not None and is_trace_id(trace_id):
+                found.append(TraceParent(trace_id, span_id_for(str(decision_id))))
+        return found
+
+    def _batch(self, auth: str | None, body: bytes) -> dict[str, Any]:
         asked = None
 
         def run(principal: Principal) -> list[ApprovalView]:
@@ -201,9 +329,15 @@ class _Desk:
         return {"approvals": [v.to_json() for v in views], "total": len(views)}
 
 
-def approval_routes(charter: Charter, *, max_body: int = DEFAULT_MAX_BODY) -> APIRouter:
-    """The `/v1/approvals` routes over `charter`."""
-    desk = _Desk(charter)
+#: The most decisions one batch's span links to (OpenTelemetry's default span limit).
+_MAX_LINKS = 128
+
+
+def approval_routes(
+    charter: Charter, *, max_body: int = DEFAULT_MAX_BODY, telemetry: Telemetry | None = None
+) -> APIRouter:
+    """The `/v1/approvals` routes over `charter`, observed as `telemetry` says."""
+    desk = _Desk(charter, telemetry)
     router = APIRouter(tags=["approvals"])
 
     def auth(request: Request) -> str | None:

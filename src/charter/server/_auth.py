@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from charter.policy import DEFAULT_PERMISSIONS
 from charter.server._errors import ApiError
 from charter.service import Charter, Principal
 
-__all__ = ["ROUTE_ROLES", "authorize", "bearer_secret", "require_agent"]
+__all__ = ["ROUTE_ROLES", "allowed_roles", "authorize", "bearer_secret", "require_agent"]
 
 #: Which roles (`charter.service.ROLES`) may call each route, by operation id.
 ROUTE_ROLES: Mapping[str, frozenset[str]] = {
@@ -34,12 +35,38 @@ ROUTE_ROLES: Mapping[str, frozenset[str]] = {
     "modify_approval": frozenset({"reviewer", "admin"}),
     "claim_approval": frozenset({"reviewer", "admin"}),
     "batch_approvals": frozenset({"reviewer", "admin"}),
-    # halts: whoever may see a runaway agent may stop it; letting it act again is an
-    # admin's call
+    # halts: who may halt and who may resume is the live bundle's `permissions`
+    # (see `allowed_roles`); these are its defaults
     "list_halts": frozenset({"reviewer", "policy-admin", "admin", "auditor"}),
-    "create_halt": frozenset({"reviewer", "admin"}),
-    "delete_halt": frozenset({"admin"}),
+    "create_halt": DEFAULT_PERMISSIONS["halt"],
+    "delete_halt": DEFAULT_PERMISSIONS["resume"],
+    "list_breakers": frozenset({"reviewer", "policy-admin", "admin", "auditor"}),
+    # monitors: figures are for whoever watches the fleet; accepting a proposal gives an
+    # agent its autonomy back, declining it keeps the agent where it is
+    "list_monitors": frozenset({"reviewer", "policy-admin", "admin", "auditor"}),
+    "monitor_series": frozenset({"reviewer", "policy-admin", "admin", "auditor"}),
+    "list_alerts": frozenset({"reviewer", "policy-admin", "admin", "auditor"}),
+    "list_proposals": frozenset({"reviewer", "policy-admin", "admin", "auditor"}),
+    "accept_proposal": DEFAULT_PERMISSIONS["promote"],
+    "decline_proposal": DEFAULT_PERMISSIONS["promote"],
 }
+
+#: The operations whose roles the live bundle's `permissions` section sets.
+_BUNDLE_PERMISSIONS = {
+    "create_halt": "halt",
+    "delete_halt": "resume",
+    "accept_proposal": "promote",
+    "decline_proposal": "promote",
+}
+
+
+def allowed_roles(charter: Charter, operation: str) -> frozenset[str]:
+    """The key roles that may call `operation` under the live bundle."""
+    granted = _BUNDLE_PERMISSIONS.get(operation)
+    if granted is not None:
+        return charter.bundle.may(granted)
+    return ROUTE_ROLES[operation]
+
 
 _NO_KEYS = (
     "no API keys exist yet: create the first one with "
@@ -83,7 +110,7 @@ def authorize(charter: Charter, header: str | None, operation: str) -> Principal
         if not charter.has_keys():
             message = _NO_KEYS
         raise ApiError("unauthenticated", message, "Authorization")
-    allowed = ROUTE_ROLES[operation]
+    allowed = allowed_roles(charter, operation)
     if principal.role not in allowed:
         roles = ", ".join(sorted(allowed))
         raise ApiError(

@@ -24,11 +24,11 @@ from charter.server._body import parse_json, parse_request
 from charter.server._errors import ApiError, from_charter_error, store_unavailable_deny
 from charter.server._metrics import Metrics
 from charter.server._schemas import AgentPut, OutcomeReport, RedeemRequest
-from charter.service import Charter, DecisionRecord, Principal
+from charter.service import Charter, DecisionRecord, DecisionView, Principal
 from charter.store._core import CoreStore
 from charter.store._opening import unavailable
 
-__all__ = ["READY_TIMEOUT", "Handlers"]
+__all__ = ["READY_TIMEOUT", "Handlers", "recorded_trace_id"]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -46,6 +46,20 @@ def _validated(model: type[_M], value: Any) -> _M:
         if first["type"] == "extra_forbidden":
             message = "unknown field"
         raise ApiError("request_invalid", f"`{field}`: {message}", field) from None
+
+
+def recorded_trace_id(charter: Charter, view: DecisionView) -> str | None:
+    """The trace id a decision's request recorded in the ledger, if it named one.
+
+    A decision read back from the index carries its request as stored less its ids, so
+    the id is read from the decision's own ledger entry (one indexed read).
+    """
+    if view.record.request.trace_id is not None:
+        return view.record.request.trace_id
+    entry = charter.store.entry(view.record.seq)
+    request = None if entry is None else entry.payload_object().get("request")
+    trace_id = request.get("trace_id") if isinstance(request, dict) else None
+    return trace_id if isinstance(trace_id, str) else None
 
 
 class Handlers:
@@ -77,7 +91,12 @@ class Handlers:
     # -- decisions ---------------------------------------------------------------------
 
     async def decide_async(
-        self, auth: str | None, body: bytes, header_key: str | None, started: float
+        self,
+        auth: str | None,
+        body: bytes,
+        header_key: str | None,
+        started: float,
+        trace_id: str | None = None,
     ) -> DecisionRecord:
         """Authenticate, read and decide one request on the event loop; count it.
 
@@ -87,9 +106,13 @@ class Handlers:
         until its entry is durable. A store that is away at any step (the key's lookup,
         the idempotency index, the commit) makes the answer a `deny`, unrecorded: 503
         `store_unavailable` (`store_unavailable_deny`).
+
+        `trace_id` (the agent's `traceparent`, or the server's own trace) becomes the
+        request's `trace_id` when the body names none, so the ledger's decision entry
+        names the trace its spans and log lines are in.
         """
         try:
-            return await self._decide_async(auth, body, header_key, started)
+            return await self._decide_async(auth, body, header_key, started, trace_id)
         except Exception as exc:
             # `StoreUnavailable`, or a driver's error from a store path that names no
             # outage itself; anything else is answered as it is.
@@ -99,10 +122,17 @@ class Handlers:
             raise store_unavailable_deny(outage) from None
 
     async def _decide_async(
-        self, auth: str | None, body: bytes, header_key: str | None, started: float
+        self,
+        auth: str | None,
+        body: bytes,
+        header_key: str | None,
+        started: float,
+        trace_id: str | None,
     ) -> DecisionRecord:
         principal = self._call("create_decision", auth)
         value, trusted = parse_request(body, header_key)
+        if trace_id is not None and isinstance(value, dict) and value.get("trace_id") is None:
+            value["trace_id"] = trace_id  # the body is this call's own: nothing else holds it
         if (
             principal.role == "agent"
             and isinstance(value, dict)
@@ -130,6 +160,16 @@ class Handlers:
 
     def get_decision(self, auth: str | None, decision_id: str) -> dict[str, Any]:
         """A decision and where it stands."""
+        return self._decision(auth, decision_id)[0]
+
+    def get_decision_traced(
+        self, auth: str | None, decision_id: str
+    ) -> tuple[dict[str, Any], str | None]:
+        """A decision and where it stands, and the trace id its request recorded."""
+        answer, view = self._decision(auth, decision_id)
+        return answer, recorded_trace_id(self.charter, view)
+
+    def _decision(self, auth: str | None, decision_id: str) -> tuple[dict[str, Any], DecisionView]:
         principal = self._call("get_decision", auth)
         view = self.charter.get_decision(decision_id)
         if view is None:
@@ -137,7 +177,7 @@ class Handlers:
         self._as_agent(principal, view.record.request.agent, "get_decision", "decision_id")
         # The agent needs the token of a grant an approval issued; so may an admin acting
         # for it. Reviewers and auditors see the grant, never the token.
-        return view.to_json(with_token=principal.role in ("agent", "admin"))
+        return view.to_json(with_token=principal.role in ("agent", "admin")), view
 
     # -- grants and outcomes -----------------------------------------------------------
 

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from charter.store import LedgerLog
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+if TYPE_CHECKING:
+    from charter.service import Charter
+
+__all__ = ["BREAKER_STATES", "CONTENT_TYPE_LATEST", "Metrics"]
 
 # Decisions are answered in well under a millisecond to tens of milliseconds.
 _LATENCY_BUCKETS = (
@@ -81,6 +86,10 @@ class Metrics:
         for code in ("grant_unknown", "grant_used", "grant_expired", "args_mismatch"):
             self.grants_refused.labels(code)
 
+    def watch(self, charter: Charter) -> None:
+        """Report `charter`'s circuit breakers at every scrape (read then, not counted)."""
+        self.registry.register(_BreakerFigures(charter))
+
     def render(self) -> bytes:
         """The figures in the Prometheus text format."""
         return generate_latest(self.registry)
@@ -107,3 +116,48 @@ class Metrics:
         marked: Callable[..., Any] = timed
         marked._charter_timed = True  # type: ignore[attr-defined]
         setattr(store, "append", marked)  # noqa: B010 - assigning a method is the point
+
+
+#: `charter_breaker_state`'s value for each status: higher is more held back.
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class _BreakerFigures(Collector):
+    """Each circuit's state, figures and transitions, read from the service per scrape."""
+
+    def __init__(self, charter: Charter) -> None:
+        self._charter = charter
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["breaker", "action", "agent"]
+        state = GaugeMetricFamily(
+            "charter_breaker_state",
+            "Each circuit's state: 0 closed, 1 half-open (trials), 2 open.",
+            labels=labels,
+        )
+        failures = GaugeMetricFamily(
+            "charter_breaker_failures",
+            "Failed outcomes in the circuit's window (closed), or that tripped it (open).",
+            labels=labels,
+        )
+        sample = GaugeMetricFamily(
+            "charter_breaker_outcomes",
+            "Outcomes in the circuit's window (closed), or the sample that tripped it (open).",
+            labels=labels,
+        )
+        transitions = CounterMetricFamily(
+            "charter_breaker_transitions",
+            "Transitions the circuit has had (opened, closed), as the ledger records them.",
+            labels=labels,
+        )
+        try:
+            circuits = self._charter.circuits()
+        except Exception:  # a scrape must answer; the figures are absent meanwhile
+            circuits = []
+        for circuit in circuits:
+            values = [circuit.breaker, circuit.action, circuit.agent or ""]
+            state.add_metric(values, BREAKER_STATES[circuit.status])
+            failures.add_metric(values, circuit.failures)
+            sample.add_metric(values, circuit.sample)
+            transitions.add_metric(values, circuit.generation)
+        yield from (state, failures, sample, transitions)

@@ -27,6 +27,14 @@ from charter.server._app import create_app
 from charter.server._body import DEFAULT_MAX_BODY
 from charter.service import Charter, WebhookNotifier
 from charter.store import is_postgres
+from charter.telemetry import (
+    LogFormat,
+    Telemetry,
+    TracingSettings,
+    configure_logging,
+    start_tracing,
+)
+from charter.telemetry._logs import notice
 
 __all__ = [
     "NO_KEYS_HELP",
@@ -71,6 +79,12 @@ class Options:
     idempotency_ttl: int
     public_url: str | None
     ledger_writer: Literal["process", "thread"]
+    #: `json` or `console` lines through structlog; None leaves logging to uvicorn.
+    log_format: LogFormat | None = None
+    #: One `charter.access` line per HTTP request.
+    access_log: bool = False
+    #: How to trace; None: no spans, and OpenTelemetry's SDK is never imported.
+    tracing: TracingSettings | None = None
 
     def listening(self, port: int) -> str:
         """The address served, as a URL."""
@@ -193,6 +207,33 @@ def serve_here(
     # more decisions/s at 32 connections (bench/bench_server.py). This is the server
     # process's own setting; embedding Charter leaves the interpreter's alone.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    if options.log_format is not None:  # again in a worker: it is a process of its own
+        configure_logging(options.log_format, level=options.log_level)
+    tracing = None if options.tracing is None else start_tracing(options.tracing)
+    telemetry = Telemetry(
+        tracing=tracing,
+        # Console lines are for a person at a terminal: the request path binds nothing for
+        # them (it costs a few microseconds a request) unless access lines are asked for.
+        log_context=options.log_format == "json" or options.access_log,
+        access_log=options.access_log,
+    )
+    try:
+        _serve_charter(bundle, listener, options, telemetry, say=say, ready=ready)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # export what is still batched
+
+
+def _serve_charter(
+    bundle: Bundle,
+    listener: socket.socket,
+    options: Options,
+    telemetry: Telemetry,
+    *,
+    say: Callable[[str], None] | None,
+    ready: Callable[[], None],
+) -> None:
+    """`serve_here` once logging and tracing are set up."""
     with (
         _closing_on_sigterm(),
         Charter(
@@ -205,7 +246,7 @@ def serve_here(
     ):
         if say is not None and not charter.has_keys():
             say(no_keys_help(options.db))
-        app = create_app(charter, max_body=options.max_body)
+        app = create_app(charter, max_body=options.max_body, telemetry=telemetry)
         bound = listener.getsockname()[1]  # the real port, when 0 asked for any free one
         notifier = WebhookNotifier(
             charter.webhooks,
@@ -220,13 +261,18 @@ def serve_here(
         charter.start_timers()
         # Halts, autonomy changes and revocations made by other processes: within a second.
         charter.start_following()
+        # The figures, alerts and autonomy controller: judged by one process per ledger.
+        charter.start_monitors()
         config = uvicorn.Config(
             app,
             host=options.host,
             port=bound,
             workers=1,
             log_level=options.log_level,
-            access_log=False,
+            # Structured logs: uvicorn's lines reach the root logger's structlog handler
+            # (`configure_logging`) instead of uvicorn's own formatters.
+            log_config=None if options.log_format is not None else uvicorn.config.LOGGING_CONFIG,
+            access_log=False,  # Charter writes its own (`charter.access`), with the ids
             server_header=False,
             proxy_headers=False,
         )
@@ -252,6 +298,9 @@ def serve(
     public_url: str | None = None,
     ledger_writer: Literal["process", "thread"] = "process",
     say: Callable[[str], None] = print,
+    log_format: LogFormat | None = None,
+    access_log: bool | None = None,
+    tracing: TracingSettings | None = None,
 ) -> None:
     """Serve the API until interrupted: in this process, or in `workers` processes.
 
@@ -286,12 +335,19 @@ def serve(
             SQLite work never holds the event loop's GIL (the default; it needs a
             SQLite file); `"thread"` commits them from a thread of this process (always,
             on PostgreSQL).
-        say: where the startup notice goes (and, with workers, their comings and goings).
+        say: where the startup notice goes (and, with workers, their comings and goings);
+            with JSON logs the notices are `info` lines of `charter.serve` instead.
+        log_format: render every log line (Charter's, uvicorn's) with structlog, as
+            `json` objects or `console` lines, with the request's ids bound; None leaves
+            logging as it is and uvicorn's own formatters in place.
+        access_log: one `charter.access` line per HTTP request; None: on with JSON logs.
+        tracing: OpenTelemetry traces (`TracingSettings.resolve`); None: none.
 
     Raises:
         CannotListen: `host:port` cannot be bound (in use, or not this machine's).
         CharterError: `workers > 1` on a SQLite ledger (code `workers_need_postgres`),
-            or a worker process could not start (code `worker_failed`).
+            a worker process could not start (code `worker_failed`), or traces were
+            asked for without the `otel` extra installed (code `telemetry_unavailable`).
     """
     if workers < 0:
         raise ValueError(f"workers must be 0 (one per core) or more, not {workers}")
@@ -303,6 +359,12 @@ def serve(
         # PostgreSQL sequences appends itself and its driver waits without the GIL: a
         # thread commits them, and the child process (a SQLite file's) does not apply.
         ledger_writer = "thread"
+    if log_format is not None:
+        configure_logging(log_format, level=log_level)
+        if log_format == "json":
+            say = notice()
+    if tracing is not None:
+        tracing.check_installed()  # before anything is bound or opened
     bundle = policy if isinstance(policy, Bundle) else load_bundle(policy)
     options = Options(
         db=db,
@@ -313,6 +375,9 @@ def serve(
         idempotency_ttl=idempotency_ttl,
         public_url=public_url,
         ledger_writer=ledger_writer,
+        log_format=log_format,
+        access_log=log_format == "json" if access_log is None else access_log,
+        tracing=tracing,
     )
     listener = _bind(host, port)
     with listener:

@@ -21,7 +21,7 @@ from typing import Any
 from charter.canonical import canonical_bytes
 from charter.controls import FOLDED_KINDS, ServiceState
 from charter.errors import CharterError, LedgerError, ReplayError
-from charter.ledger import DECISION_KIND, RecordedEntry, ReplayReport, StateCheck, replay
+from charter.ledger import DECISION_KIND, RecordedEntry, ReplayReport, StateCheck, events, replay
 from charter.policy import Bundle, bundle_from_content
 from charter.store import LedgerReader, open_store
 
@@ -33,6 +33,10 @@ __all__ = [
     "replay_ledger",
     "replay_store",
 ]
+
+OUTCOME_KIND = events.OUTCOME
+#: The kinds the recorded-state check folds: no redemption changes what a decision sees.
+_CHECKED_KINDS = FOLDED_KINDS - {events.GRANT_REDEEMED}
 
 #: Below this many entries one process is faster than starting workers.
 PARALLEL_THRESHOLD = 40_000
@@ -172,7 +176,9 @@ class _StateChecking:
     def decisions(self) -> Iterator[RecordedEntry]:
         """Every decision entry, decoded; the fold reads the other kinds it needs."""
         state = ServiceState()
-        for entry in self._store.entries(kinds=FOLDED_KINDS):
+        for entry in self._store.entries(kinds=_CHECKED_KINDS):
+            if entry.kind == OUTCOME_KIND and '"breakers"' not in entry.payload:
+                continue  # what decisions see depends only on the outcomes breakers count
             payload = entry.payload_object()
             if entry.kind == DECISION_KIND:
                 self._compare(state, entry.seq, entry.at, payload)
@@ -196,7 +202,13 @@ class _StateChecking:
         profile = state.profile(agent, bundle.agents)
         plan = bundle.plan_for(agent, profile.role, decision["action"]) if profile else None
         windows = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
-        derived = state.agent_state(agent, windows, dt.datetime.fromisoformat(at)).to_json()
+        derived = state.agent_state(
+            agent,
+            windows,
+            dt.datetime.fromisoformat(at),
+            action=decision["action"],
+            breakers=plan.breakers if plan else (),
+        ).to_json()
         recorded = payload.get("state") or {}
         check = self.check
         check.checked += 1

@@ -26,6 +26,7 @@ from charter.policy import Bundle, WebhookSpec, load_bundle
 from charter.service._access import KeyRing
 from charter.service._approvals import Approvals
 from charter.service._audit import replay_store
+from charter.service._breakers import Breakers
 from charter.service._clock import format_time, random_ids, system_clock
 from charter.service._deciding import Deciding, keyed, refused_or
 from charter.service._desk import ApprovalDesk
@@ -33,6 +34,7 @@ from charter.service._drive import run, run_async
 from charter.service._fleet import Fleet
 from charter.service._follow import Follower
 from charter.service._grants import Grants
+from charter.service._monitors import Monitors
 from charter.service._queries import Queries
 from charter.service._records import DecisionRecord, Redemption
 from charter.service._session import Session, Settings, Shared, delegate
@@ -127,9 +129,11 @@ class Charter:
         self._queries = Queries(s)
         self._deciding = Deciding(s, self._queries)
         self._approvals = Approvals(s, self._queries, self._deciding)
-        self._grants = Grants(s, self._approvals)
+        self._breakers = Breakers(s)
+        self._grants = Grants(s, self._approvals, self._breakers)
         self._fleet = Fleet(s)
         self._follower = Follower(s, folded_through)
+        self._watching: Monitors | None = None
         try:
             self._fleet.deploy(bundle)
         except BaseException:
@@ -170,7 +174,9 @@ class Charter:
 
     def close(self) -> None:
         """Stop the timers, flush pending ledger writes and close the store."""
-        self._approvals.stop_timers()
+        if self._watching is not None:
+            self._watching.stop()
+        self.stop_timers()
         self._follower.stop()
         self._session.writer.close()
         self._session.store.close()
@@ -289,8 +295,43 @@ class Charter:
     modify = delegate("_approvals", Approvals.modify)
     decide_batch = delegate("_approvals", Approvals.decide_batch)
     fire_due = delegate("_approvals", Approvals.fire_due)
-    start_timers = delegate("_approvals", Approvals.start_timers)
-    stop_timers = delegate("_approvals", Approvals.stop_timers)
+    fire_overdue = delegate("_breakers", Breakers.fire_overdue)
+    circuits = delegate("_breakers", Breakers.circuits)
+
+    # -- monitors ----------------------------------------------------------------------
+
+    @property
+    def monitors(self) -> Monitors:
+        """The rolling figures, alerts and autonomy controller (built on first use).
+
+        Building it folds the monitors' horizon of the ledger once; a process that never
+        asks for figures never pays for it.
+        """
+        if self._watching is None:
+            self._watching = Monitors(self._session)
+        return self._watching
+
+    def start_monitors(self, interval: float = 1.0, *, lead: bool = True) -> None:
+        """Fold the ledger into the figures every `interval` seconds, in a thread.
+
+        With `lead`, the alert and autonomy rules are judged too whenever this process
+        leads (what `charter serve` runs).
+        """
+        self.monitors.start(interval, lead=lead)
+
+    def start_timers(self, interval: float = 0.5) -> None:
+        """Run approval deadlines and overdue outcomes in background threads.
+
+        They run until `stop_timers` or `close`.
+        """
+        self._approvals.start_timers(interval)
+        self._breakers.start_timers(interval)
+
+    def stop_timers(self) -> None:
+        """Stop the timer threads, if running."""
+        self._approvals.stop_timers()
+        self._breakers.stop_timers()
+
     #: Fold what other processes append (halts, autonomy, agents, key revocations), once.
     catch_up = delegate("_follower", Follower.catch_up)
     #: Follow the ledger in a background thread (what `charter serve` runs).

@@ -161,7 +161,13 @@ class Deciding:
         profile = state.profile(request.agent, bundle.agents)
         plan = bundle.plan_for(request.agent, profile.role, request.action) if profile else None
         budgets = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
-        seen = state.agent_state(request.agent, budgets, now)
+        seen = state.agent_state(
+            request.agent,
+            budgets,
+            now,
+            action=request.action,
+            breakers=plan.breakers if plan else (),
+        )
         decision = decide(request, bundle, seen, now)
         verdict = decision.verdict
         at = format_time(now)
@@ -185,6 +191,10 @@ class Deciding:
         if allowed and counted:
             # Recorded time must be what the engine saw: replay parses `at` back into `now`.
             state.spend(request.agent, dt.datetime.fromisoformat(at), decision.risk, counted)
+            s.own_spending.add(decision_id)
+        if allowed and seen.breakers and modifies is None:
+            # a half-open breaker's trial: counted now, so the next decision sees one fewer
+            state.breakers.note_trials(decision_id, decision.to_json(), seen.to_json())
             s.own_spending.add(decision_id)
         event = events.decision(
             at,
@@ -290,7 +300,14 @@ class Deciding:
         profile = s.state.profile(request.agent, s.bundle.agents)
         plan = s.bundle.plan_for(request.agent, profile.role, request.action) if profile else None
         budgets = [(b.id, b.window_seconds) for b in plan.budgets] if plan else []
-        decision = decide(request, s.bundle, s.state.agent_state(request.agent, budgets, now), now)
+        seen = s.state.agent_state(
+            request.agent,
+            budgets,
+            now,
+            action=request.action,
+            breakers=plan.breakers if plan else (),
+        )
+        decision = decide(request, s.bundle, seen, now)
         if decision.verdict is not Verdict.DENY:
             return
         contract = [r for r in decision.reasons if r.code == "contract"]

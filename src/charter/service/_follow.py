@@ -9,6 +9,8 @@ folds it too:
 - deploys, so the bundle deployed last anywhere is live everywhere;
 - allowed decisions that spend budget (when the live bundle has budgets), so a budget
   counts the whole cluster's decisions, not one replica's;
+- outcomes that count towards a breaker, breakers' trial decisions and transitions
+  (when the live bundle has breakers), so every replica holds a tripped action back;
 - approval steps: the desk takes the stored approval back, so an approval opened
   elsewhere can be worked and timed here, and one settled elsewhere wakes this
   process's waiters (long polls) at once.
@@ -62,6 +64,18 @@ FOLLOWED_KINDS = frozenset(
     }
 )
 _WITH_DECISIONS = FOLLOWED_KINDS | {events.DECISION}
+#: What breakers add: their trials are decisions, their figures outcomes.
+_BREAKER_KINDS = frozenset(
+    {
+        events.DECISION,
+        events.GRANT_REDEEMED,
+        events.OUTCOME,
+        events.OUTCOME_OVERDUE,
+        events.BREAKER_OPENED,
+        events.BREAKER_CLOSED,
+    }
+)
+_OUTCOMES = frozenset({events.OUTCOME, events.OUTCOME_OVERDUE})
 
 
 def _spends_nothing(payload: str) -> bool:
@@ -76,6 +90,9 @@ def _spends_nothing(payload: str) -> bool:
 
 
 _NONEMPTY_BUDGETS = re.compile(r'"budgets":\[[^\]]')
+
+_OWN_KINDS = frozenset({events.DECISION, *_OUTCOMES})
+_TRANSITIONS = frozenset({events.BREAKER_OPENED, events.BREAKER_CLOSED})
 
 #: Seconds between two reads at the least, however often appends are announced.
 SETTLE = 0.02
@@ -115,7 +132,12 @@ class Follower:
         # position moves to it even when no followed entry was found: the next read scans
         # only what is new, however long the ledger has grown.
         head = s.store.head().seq
-        kinds = _WITH_DECISIONS if s.bundle.spec.budgets else FOLLOWED_KINDS
+        spec = s.bundle.spec
+        kinds = _WITH_DECISIONS if spec.budgets else FOLLOWED_KINDS
+        if spec.breakers or any(
+            action.timeout for role in spec.roles.values() for action in role.envelope.values()
+        ):
+            kinds = kinds | _BREAKER_KINDS
         for entry in s.store.entries(after=self._after, kinds=kinds):
             if entry.seq > head:
                 break
@@ -141,22 +163,30 @@ class Follower:
         ignored by the fold; so are decisions that spend no budget, or spent it here.)
         """
         s = self._s
-        if entry.kind == events.DECISION and _spends_nothing(entry.payload):
-            return False  # most decisions: not decoded at all
+        kind = entry.kind
+        if kind == events.DECISION:
+            if _spends_nothing(entry.payload) and '"breaker_trial"' not in entry.payload:
+                return False  # most decisions: not decoded at all
+        elif kind in _OUTCOMES and '"breakers"' not in entry.payload:
+            if s.state.breakers.awaited:  # owed here by another's redemption: not any more
+                with s.lock:
+                    s.state.breakers.arrived(entry.payload_object()["decision_id"])
+            return False
+        elif kind == events.GRANT_REDEEMED and '"outcome_due"' not in entry.payload:
+            return False
         payload = entry.payload_object()
-        if entry.kind == events.DECISION and not (
-            payload.get("budgets") and payload["decision"]["verdict"] == Verdict.ALLOW.value
-        ):
+        if kind == events.DECISION and payload["decision"]["verdict"] != Verdict.ALLOW.value:
             return False
         with s.lock:
-            if entry.kind == events.DECISION and payload["decision_id"] in s.own_spending:
-                s.own_spending.discard(payload["decision_id"])  # counted when decided
+            own = s.own_spending if kind == events.DECISION else s.own_outcomes
+            if kind in _OWN_KINDS and payload["decision_id"] in own:
+                own.discard(payload["decision_id"])  # counted when recorded here
                 return False
             before, s.state = s.state, s.state.apply(entry.kind, entry.at, payload, entry.seq)
             if entry.kind == events.POLICY_DEPLOYED:
                 self._deployed(payload)
-        # A decision's spending is counted in place: the state object stays the same.
-        return entry.kind == events.DECISION or s.state is not before
+        # Spending, trials and outcomes are counted in place: the state object stays.
+        return kind in _OWN_KINDS or kind in _TRANSITIONS or s.state is not before
 
     def _deployed(self, payload: dict[str, Any]) -> None:
         """Make live the bundle the ledger says was deployed last; the caller holds the lock."""

@@ -20,6 +20,7 @@ from charter.errors import Conflict, GrantRefused, NotFound, RequestInvalid
 from charter.ledger import LedgerEntry, events
 from charter.model import json_value
 from charter.service._approvals import Approvals
+from charter.service._breakers import Breakers
 from charter.service._clock import format_time
 from charter.service._desk import approval_row
 from charter.service._drive import Flow
@@ -41,9 +42,10 @@ def _outcome_taken(decision_id: str) -> Conflict:
 class Grants:
     """Redemptions of grants and outcomes of decisions."""
 
-    def __init__(self, session: Session, approvals: Approvals) -> None:
+    def __init__(self, session: Session, approvals: Approvals, breakers: Breakers) -> None:
         self._s = session
         self._approvals = approvals
+        self._breakers = breakers
         self._redeemed: set[str] = set()
         self._outcomes: set[str] = set()
 
@@ -58,7 +60,7 @@ class Grants:
     ) -> Flow[Redemption]:
         """The flow of one redemption; see `Charter.redeem`."""
         s = self._s
-        future, refusal, decision_id, at = self._queue_redeem(
+        future, refusal, decision_id, at, owed = self._queue_redeem(
             grant_id, token, args, now, asynchronous
         )
         if refusal is None:
@@ -77,6 +79,9 @@ class Grants:
                 self._redeemed.discard(grant_id)
         if refusal is not None:
             raise GrantRefused(*refusal)
+        if owed is not None:  # its outcome is due by a time: overdue after it
+            with s.lock:
+                s.state.breakers.expect(str(decision_id), *owed)
         return Redemption(grant_id, str(decision_id), entry.seq, at)
 
     def _queue_redeem(
@@ -86,11 +91,12 @@ class Grants:
         args: Mapping[str, Any],
         now: dt.datetime | None,
         asynchronous: bool,
-    ) -> tuple[AnyFuture, tuple[str, str] | None, str | None, str]:
+    ) -> tuple[AnyFuture, tuple[str, str] | None, str | None, str, tuple[str, str, str] | None]:
         """Check a redemption under the lock and queue its entry (redeemed or refused).
 
-        Returns the entry's future, the refusal (code, message) or None, the decision id
-        and the time. A redemption stays in `_redeemed` until its commit settles.
+        Returns the entry's future, the refusal (code, message) or None, the decision id,
+        the time, and (agent, action, due) when the action's outcome is due by a time. A
+        redemption stays in `_redeemed` until its commit settles.
         """
         s = self._s
         with s.lock:
@@ -124,7 +130,8 @@ class Grants:
             decision_id = row["id"] if row is not None else None
             if refusal is not None:
                 refused = events.grant_refused(at, grant_id, decision_id, refusal[0])
-                return s.submit(refused, asynchronous=asynchronous), refusal, decision_id, at
+                future = s.submit(refused, asynchronous=asynchronous)
+                return future, refusal, decision_id, at, None
             self._redeemed.add(grant_id)
             assert row is not None
             assert decision_id is not None
@@ -133,6 +140,11 @@ class Grants:
                 if row.get("approval_state") == "approved"
                 else None
             )
+            agent, action = row["agent"], row["action"]
+            timeout = self._breakers.timeout(agent, action)
+            due = None
+            if timeout is not None:
+                due = format_time(dt.datetime.fromisoformat(at) + dt.timedelta(seconds=timeout))
             change = IndexChange(
                 decision_id,
                 {},
@@ -140,9 +152,11 @@ class Grants:
                 # the agent has its approved arguments now: keep the ledger's form only
                 approval=approval_row(self._approvals.scrubbed(approved)) if approved else None,
             )
-            redeemed = events.grant_redeemed(at, grant_id, decision_id)
+            redeemed = events.grant_redeemed(
+                at, grant_id, decision_id, agent=agent, action=action, outcome_due=due
+            )
             future = s.submit(redeemed, change, asynchronous=asynchronous)
-        return future, None, decision_id, at
+        return future, None, decision_id, at, (agent, action, due) if due is not None else None
 
     def record_outcome(
         self,
@@ -162,6 +176,8 @@ class Grants:
                 raise NotFound(f"no decision `{decision_id}`")
             if row["outcome_seq"] is not None or decision_id in self._outcomes:
                 raise _outcome_taken(decision_id)
+            agent, action = row["agent"], row["action"]
+            circuits = self._breakers.circuits_of(agent, action)
             event = events.outcome(
                 s.stamp(),
                 decision_id,
@@ -169,6 +185,9 @@ class Grants:
                 error=error,
                 duration_ms=duration_ms,
                 result_digest=result_digest,
+                agent=agent,
+                action=action,
+                breakers=circuits,
             )
             self._outcomes.add(decision_id)
             change = IndexChange(
@@ -180,9 +199,16 @@ class Grants:
         future.add_done_callback(lambda _: self._outcomes.discard(decision_id))
         try:
             entry: LedgerEntry = yield future
-        except SetOnceConflict:  # another process recorded one first
+        except SetOnceConflict:  # another process recorded one first (or it was overdue)
             raise _outcome_taken(decision_id) from None
         finally:
             if future.done():  # settled: a retry must not wait for the callback
                 self._outcomes.discard(decision_id)
+        with s.lock:
+            if circuits:
+                s.state = s.state.apply_event(event, entry.seq)  # nothing owed any more
+                s.own_outcomes.add(decision_id)
+                self._breakers.after_outcome(agent, action, decision_id)
+            else:
+                s.state.breakers.arrived(decision_id)
         return {"seq": entry.seq, "at": entry.at, **event.payload}

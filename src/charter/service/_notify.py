@@ -47,6 +47,7 @@ import httpx2
 
 from charter.__about__ import __version__
 from charter.ledger import events
+from charter.service._alert_messages import json_alert, slack_alert, slack_escape
 
 __all__ = [
     "APPROVAL_ESCALATED",
@@ -82,7 +83,6 @@ EVENT_HEADER = "X-Charter-Event"
 _RETRY_STATUSES = frozenset({408, 429})
 
 #: Slack refuses a section text over 3000 characters and a field over 2000; stay well below.
-_SLACK_TEXT_MAX = 1500
 
 
 class Webhook(Protocol):
@@ -212,14 +212,6 @@ def json_message(
     }
 
 
-def _slack_escape(text: Any, limit: int = _SLACK_TEXT_MAX) -> str:
-    """Text safe inside Slack mrkdwn: `&`, `<`, `>` would otherwise start links and mentions."""
-    value = str(text)
-    if len(value) > limit:
-        value = value[: limit - 1] + "…"
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def approval_link(base_url: str | None, approval_id: str) -> str | None:
     """The reviewer UI's page for an approval, or None without a base URL."""
     if not base_url or not approval_id:
@@ -252,8 +244,8 @@ def slack_message(
         title = f"Approval update ({event})"
     link = approval_link(base_url, str(approval.get("id", "")))
     text = (
-        f"{_slack_escape(title)}: {_slack_escape(action, 200)} by {_slack_escape(agent, 200)}, "
-        f"risk {_slack_escape(approval.get('risk', '?'), 20)}"
+        f"{slack_escape(title)}: {slack_escape(action, 200)} by {slack_escape(agent, 200)}, "
+        f"risk {slack_escape(approval.get('risk', '?'), 20)}"
     )
     if link:
         text += f" <{link}|review>"
@@ -269,20 +261,20 @@ def slack_message(
             "type": "section",
             "text": {
                 "type": "mrkdwn",
-                "text": f"*{_slack_escape(title)}*: `{_slack_escape(action, 200)}` "
-                f"by `{_slack_escape(agent, 200)}`",
+                "text": f"*{slack_escape(title)}*: `{slack_escape(action, 200)}` "
+                f"by `{slack_escape(agent, 200)}`",
             },
         },
         {
             "type": "section",
             "fields": [
-                {"type": "mrkdwn", "text": f"*{name}*\n{_slack_escape(value, 200)}"}
+                {"type": "mrkdwn", "text": f"*{name}*\n{slack_escape(value, 200)}"}
                 for name, value in fields
             ],
         },
     ]
     reasons = [r.get("message") for r in approval.get("reasons") or () if isinstance(r, Mapping)]
-    shown = [f"• {_slack_escape(m, 300)}" for m in reasons[:3] if m]
+    shown = [f"• {slack_escape(m, 300)}" for m in reasons[:3] if m]
     if shown:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(shown)}})
     if link:
@@ -337,8 +329,32 @@ class _Delivery:
     event: str
     approval: dict[str, Any]
     attempt: int = 0
+    #: An alert's `alert.fired` / `alert.resolved` payload, for an alert's delivery.
+    alert: dict[str, Any] | None = None
+    runbook: str | None = None
+
+    @property
+    def failed(self) -> str:
+        """The kind a failed attempt of this delivery is recorded as."""
+        return events.ALERT_NOTIFY_FAILED if self.alert is not None else FAILED
+
+    @property
+    def delivered(self) -> str:
+        """The kind a delivered attempt is recorded as."""
+        return events.ALERT_NOTIFIED if self.alert is not None else DELIVERED
 
     def payload(self, **extra: Any) -> dict[str, Any]:
+        if self.alert is not None:
+            return {
+                "delivery_id": self.id,
+                "alert": str(self.alert.get("alert", "")),
+                "agent": self.alert.get("agent"),
+                "url": _public_url(self.url),
+                "format": self.format,
+                "event": self.event,
+                "attempt": self.attempt,
+                **extra,
+            }
         return {
             "delivery_id": self.id,
             "route": self.route,
@@ -455,10 +471,41 @@ class WebhookNotifier:
             _log.exception("could not queue webhooks of route %s for %s", route_id, event)
             return 0
 
-    def _enqueue(self, route_id: str, event: str, approval: Mapping[str, Any]) -> int:
-        hooks = tuple(self._webhooks(route_id))
+    def notify_alert(
+        self,
+        hooks: Iterable[Webhook],
+        event: str,
+        alert: Mapping[str, Any],
+        *,
+        runbook: str | None = None,
+    ) -> int:
+        """Queue one delivery of an alert's change (`alert.fired`, `alert.resolved`) per hook.
+
+        `runbook` is the Markdown of the alert's runbook, sent with it. Returns how many
+        were queued; never raises, like `notify`.
+        """
+        try:
+            return self._enqueue(
+                str(alert.get("alert", "")), event, {}, tuple(hooks), alert, runbook
+            )
+        except Exception:  # telling people must never stop what caused it
+            _log.exception("could not queue webhooks of alert %s", alert.get("alert"))
+            return 0
+
+    def _enqueue(
+        self,
+        route_id: str,
+        event: str,
+        approval: Mapping[str, Any],
+        given: tuple[Webhook, ...] | None = None,
+        alert: Mapping[str, Any] | None = None,
+        runbook: str | None = None,
+    ) -> int:
+        hooks = tuple(self._webhooks(route_id)) if given is None else given
         if not hooks:
             return 0
+        if alert is not None:
+            approval = alert
         error: tuple[str, str] | None = None
         snapshot: dict[str, Any] = {}
         try:
@@ -466,6 +513,9 @@ class WebhookNotifier:
             snapshot = json.loads(json.dumps(dict(approval), default=str, allow_nan=False))
         except (TypeError, ValueError) as exc:
             error = ("encode_error", f"the approval cannot be sent as JSON: {exc}")
+        # What is sent when the snapshot failed: the id alone (the failure is recorded).
+        key = "alert" if alert is not None else "id"
+        fallback = snapshot or {key: str(approval.get(key, ""))}
         queued = 0
         late: list[tuple[str, dict[str, Any]]] = []
         with self._cond:
@@ -477,7 +527,9 @@ class WebhookNotifier:
                     format=hook.format,
                     secret_env=hook.secret_env,
                     event=event,
-                    approval=snapshot or {"id": str(approval.get("id", ""))},
+                    approval=fallback if alert is None else {},
+                    alert=fallback if alert is not None else None,
+                    runbook=runbook,
                 )
                 reason = error
                 if reason is None and self._closing:
@@ -489,7 +541,10 @@ class WebhookNotifier:
                     queued += 1
                     continue
                 self._counts["dropped"] += 1
-                entry = (FAILED, delivery.payload(error=reason[0], detail=reason[1], final=True))
+                entry = (
+                    delivery.failed,
+                    delivery.payload(error=reason[0], detail=reason[1], final=True),
+                )
                 if self._closed:
                     late.append(entry)  # no worker is left to write it
                 else:
@@ -526,7 +581,7 @@ class WebhookNotifier:
         for delivery in left:
             entries.append(
                 (
-                    FAILED,
+                    delivery.failed,
                     delivery.payload(
                         error="closed",
                         detail="the notifier closed before this delivery was sent",
@@ -613,6 +668,20 @@ class WebhookNotifier:
             client.close()
 
     def _body(self, delivery: _Delivery, sent_at: str) -> bytes:
+        if delivery.alert is not None:
+            message = (
+                slack_alert(delivery.event, delivery.alert, delivery.runbook, self._base_url)
+                if delivery.format == "slack"
+                else json_alert(
+                    delivery.event,
+                    delivery.alert,
+                    delivery.runbook,
+                    delivery_id=delivery.id,
+                    sent_at=sent_at,
+                    base_url=self._base_url,
+                )
+            )
+            return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
         if delivery.format == "slack":
             message = slack_message(
                 delivery.event, delivery.route, delivery.approval, base_url=self._base_url
@@ -673,7 +742,7 @@ class WebhookNotifier:
             if 200 <= status < 300:
                 with self._cond:
                     self._counts["delivered"] += 1
-                self._write(DELIVERED, delivery.payload(status=status))
+                self._write(delivery.delivered, delivery.payload(status=status))
                 return
             error, detail = "http_status", f"the receiver answered {status}"
             retryable = status >= 500 or status in _RETRY_STATUSES
@@ -707,7 +776,7 @@ class WebhookNotifier:
         if retry_in is not None:
             extra["retry_in_ms"] = round(retry_in * 1000)
         # Recorded before the retry is queued, so that records follow the attempts' order.
-        self._write(FAILED, delivery.payload(**extra))
+        self._write(delivery.failed, delivery.payload(**extra))
         if retry_in is None:
             return
         with self._cond:
@@ -718,7 +787,7 @@ class WebhookNotifier:
                 self._cond.notify_all()
         if abandoned:  # close() gave up between the record above and now: say it is over
             self._write(
-                FAILED,
+                delivery.failed,
                 delivery.payload(
                     error="closed",
                     detail="the notifier closed before this delivery could be retried",

@@ -74,10 +74,13 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Where approval notifications go (set by the server); None sends none.
     notifier: Any = None
-    #: Decisions made here that spent budget, until the follower reads them back: their
-    #: spending is counted already, so the follower skips them (it counts other
-    #: processes' decisions).
+    #: Decisions made here that spent budget or were a breaker's trial, until the
+    #: follower reads them back: they are counted already, so the follower skips them
+    #: (it counts other processes' decisions).
     own_spending: set[str] = field(default_factory=set)
+    #: Outcomes (and overdue ones) recorded here that name a breaker, by decision id,
+    #: until the follower reads them back: counted already, so it skips them.
+    own_outcomes: set[str] = field(default_factory=set)
     #: Approvals with a step of this process queued and not yet settled: the follower
     #: leaves them be (reloading the stored row would take the queued step back).
     stepping: Counter[str] = field(default_factory=Counter)

@@ -32,6 +32,7 @@ from charter.store._port import (
     BundleConflictError,
     Closeable,
     IndexChange,
+    Lead,
     LedgerTransaction,
     SetOnceConflict,
     StagedTransaction,
@@ -313,6 +314,10 @@ class CoreStore:
         """None: this database announces nothing, so followers poll (see `AppendNotices`)."""
         return None
 
+    def lead(self, name: str) -> Lead | None:
+        """Always granted: one server works a SQLite file (see `Leadership`)."""
+        return _Granted()
+
     def entry(self, seq: int) -> LedgerEntry | None:
         """The entry at `seq`, or None."""
         with self._engine.connect() as connection:
@@ -456,3 +461,13 @@ class CoreStore:
             return None
         checkpoint = Checkpoint(row.origin, row.tree_size, row.root_hash, row.chain_head, row.at)
         return SignedCheckpoint(checkpoint, row.key_id, row.signature)
+
+
+class _Granted:
+    """A lead nobody else can want: held until given up."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True

@@ -366,8 +366,30 @@ class AppendNotices(Protocol):
         """
 
 
+class Lead(Protocol):
+    """Being the one process of a ledger that does something (see `Leadership`)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the lead is lost or given up: another process may take it now."""
+
+    def close(self) -> None:
+        """Give the lead up."""
+
+
+class Leadership(Protocol):
+    """Choosing one process among those sharing a store to do what must be done once."""
+
+    def lead(self, name: str) -> Lead | None:
+        """Take the lead of `name` if no other process holds it; None if one does.
+
+        PostgreSQL grants it to one connection at a time. A SQLite file has one server,
+        so there it is always granted.
+        """
+
+
 class LedgerStore(
-    LedgerLog, DecisionIndex, ApprovalRows, KeyRows, Secrets, AppendNotices, Protocol
+    LedgerLog, DecisionIndex, ApprovalRows, KeyRows, Secrets, AppendNotices, Leadership, Protocol
 ):
     """Durable storage for everything the service keeps: every port above, and `close`.
 

@@ -30,6 +30,7 @@ from charter.store._core import CoreStore, set_once
 from charter.store._port import (
     Closeable,
     IndexChange,
+    Lead,
     StoreError,
 )
 from charter.store._service_rows import CoreApprovalRows, CoreKeyRows
@@ -157,6 +158,14 @@ class PostgresStore(CoreApprovalRows, CoreKeyRows, CoreStore):
 
         url = self._engine.url.set(drivername="postgresql")
         return AppendListener(url.render_as_string(hide_password=False), APPENDED_CHANNEL, wake)
+
+    def lead(self, name: str) -> Lead | None:
+        """Take the advisory lock of `name` on a connection of its own, if it is free."""
+        from charter.store._postgres_lead import AdvisoryLead  # noqa: PLC0415
+
+        url = self._engine.url.set(drivername="postgresql")
+        held = AdvisoryLead(url.render_as_string(hide_password=False), name)
+        return held if held.taken else None
 
     def close(self) -> None:
         """Dispose of the connection pool; the store is unusable afterwards."""

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from charter.__about__ import __version__
 from charter.errors import CharterError, Conflict, Forbidden, NotFound, RequestInvalid
 from charter.model import MAX_ID
-from charter.server._auth import ROUTE_ROLES
+from charter.server._auth import allowed_roles
 from charter.server._body import read_body
 from charter.server._errors import ApiError
 from charter.server.ui import _format
@@ -305,6 +305,7 @@ class ReviewerUI:
             done=_DONE.get(query.get("done", "")),
             done_id=query.get("id", "")[:64],
             halts=[h.to_json() for h in self.charter.halts],
+            breakers=[c.to_json() for c in self.charter.circuits() if c.status != "closed"],
             **context,
         )
 
@@ -321,7 +322,7 @@ class ReviewerUI:
             raise HTTPException(422, "say why: the reason is recorded and agents are told it")
         if fields.get("confirm") != "yes":
             raise HTTPException(422, "tick the box to confirm the halt")
-        if reviewer.role not in ROUTE_ROLES["create_halt"]:
+        if reviewer.role not in allowed_roles(self.charter, "create_halt"):
             raise HTTPException(403, "this key may not halt agents")
         await run_in_threadpool(
             lambda: self.charter.halt(scope, target, reason=reason, by=f"key:{reviewer.key_id}")
