@@ -43,6 +43,9 @@ __all__ = ["BODY_MODELS", "RECHECK", "approval_routes", "long_poll"]
 #: Seconds between reads of a long-polled decision that no callback has settled yet.
 RECHECK = 1.0
 
+#: A query parameter without NUL characters.
+_NO_NUL = r"^[^\x00]*$"
+
 
 _DESCRIPTIONS = {
     400: "The body is not strict JSON.",
@@ -352,9 +355,10 @@ def approval_routes(
     async def list_approvals(
         request: Request,
         state: Literal["pending", "approved", "denied", "expired", "all"] = Query("pending"),
-        group: str | None = Query(None, min_length=1, max_length=64),
-        agent: str | None = Query(None, min_length=1, max_length=MAX_ID),
-        action: str | None = Query(None, min_length=1, max_length=MAX_ID),
+        # no NUL: no database's text can hold one, so a filter with it matches nothing
+        group: str | None = Query(None, min_length=1, max_length=64, pattern=_NO_NUL),
+        agent: str | None = Query(None, min_length=1, max_length=MAX_ID, pattern=_NO_NUL),
+        action: str | None = Query(None, min_length=1, max_length=MAX_ID, pattern=_NO_NUL),
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0, le=1_000_000),
     ) -> Response:
