@@ -22,6 +22,7 @@ import typer
 from rich.table import Table
 
 from charter._cli_halts import halt_command, halts_command, resume_command
+from charter._cli_monitors import alerts_command, autonomy_app, monitors_command
 from charter._cli_store import (
     DbOption,
     StoreOption,
@@ -559,11 +560,27 @@ def init(
     out.print(f"wrote the example bundle to {folder}; next: charter check {folder}")
 
 
+class DemoScenario(enum.StrEnum):
+    """The stories `charter demo` tells."""
+
+    fleet = "fleet"
+    drift = "drift"
+
+
+#: Each scenario's ledger file when neither --db nor --store is given: the drift story
+#: needs a ledger of its own (it records the day before now).
+_DEMO_FILES = {DemoScenario.fleet: "charter-demo.db", DemoScenario.drift: "charter-drift.db"}
+
+
 @app.command()
 def demo(
     db: Annotated[
         Path | None,
-        typer.Option("--db", help="The demo ledger file.  [default: charter-demo.db]"),
+        typer.Option(
+            "--db",
+            help="The demo ledger file.  [default: charter-demo.db; charter-drift.db for"
+            " --scenario drift]",
+        ),
     ] = None,
     store: Annotated[
         str | None,
@@ -573,18 +590,35 @@ def demo(
             " or a SQLite file.",
         ),
     ] = None,
-    requests: Annotated[int, typer.Option("--requests", "-n", help="How many requests.")] = 2000,
+    requests: Annotated[
+        int, typer.Option("--requests", "-n", help="How many requests (fleet scenario).")
+    ] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated traffic.")] = 7,
+    scenario: Annotated[
+        DemoScenario,
+        typer.Option(
+            "--scenario",
+            help="fleet: a morning of four agents' traffic; drift: one agent's inputs drift"
+            " and its refunds fail until the monitors demote it (ends a minute before now,"
+            " for `charter serve` to show).",
+        ),
+    ] = DemoScenario.fleet,
 ) -> None:
     """Run a simulated fleet of agents through the example policy, then audit the ledger."""
-    from charter.demo import run_demo  # noqa: PLC0415 - keeps every other command's start fast
+    # Imported here: keeps every other command's start fast.
+    from charter._demo_drift import run_drift  # noqa: PLC0415
+    from charter.demo import run_demo  # noqa: PLC0415
+    from charter.errors import Conflict  # noqa: PLC0415 - the drift story's ledger is not new
 
     # No CHARTER_STORE here: the demo's simulated traffic must never land in a real ledger
     # because of the environment it was started in.
-    where = _target(db, store, default=Path("charter-demo.db"))
+    where = _target(db, store, default=Path(_DEMO_FILES[scenario]))
     try:
-        code = run_demo(where, requests, seed, out)
-    except (StoreOpenError, StoreUnavailable) as exc:
+        if scenario is DemoScenario.drift:
+            code = run_drift(where, seed, out)
+        else:
+            code = run_demo(where, requests, seed, out)
+    except (StoreOpenError, StoreUnavailable, Conflict) as exc:
         err.print(f"error: {exc.message}", markup=False)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
@@ -609,6 +643,9 @@ app.add_typer(keys_app, name="keys")
 app.command("halt")(halt_command)
 app.command("resume")(resume_command)
 app.command("halts")(halts_command)
+app.command("monitors")(monitors_command)
+app.command("alerts")(alerts_command)
+app.add_typer(autonomy_app, name="autonomy")
 
 
 class LedgerWriterChoice(enum.StrEnum):
@@ -731,6 +768,14 @@ def serve_command(
             " charter-governance[otel].",
         ),
     ] = None,
+    monitors: Annotated[
+        bool,
+        typer.Option(
+            "--monitors/--no-monitors",
+            help="Follow the ledger into the monitors and judge the bundle's alert and"
+            " autonomy rules (one process per store judges); off: figures only when asked.",
+        ),
+    ] = True,
 ) -> None:
     """Serve the HTTP API and the reviewer UI until interrupted (SIGTERM drains first)."""
     from charter.server import serve  # noqa: PLC0415 - keeps every other command's start fast
@@ -761,6 +806,7 @@ def serve_command(
             log_format=logs,
             access_log=access_log,
             tracing=tracing,
+            monitors=monitors,
         )
     except CharterError as exc:
         if logs == "json":  # every line on standard error is a JSON object, this one too

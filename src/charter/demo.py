@@ -26,7 +26,9 @@ from sqlalchemy.engine import make_url
 from charter.errors import CharterError
 from charter.examples import EXAMPLE_POLICY
 from charter.ledger import (
+    ReplayReport,
     StateCheck,
+    VerifyReport,
     generate_signing_key,
     load_private_key,
     private_key_pem,
@@ -35,7 +37,17 @@ from charter.ledger import (
 from charter.policy import Bundle, bundle_from_content, load_bundle
 from charter.service import Charter, DecisionRecord, Principal
 
-__all__ = ["REVIEWERS", "Fleet", "review", "run_demo", "what_if_bundle"]
+__all__ = [
+    "REVIEWERS",
+    "Fleet",
+    "audit_ledger",
+    "key_path",
+    "review",
+    "run_demo",
+    "shown_ledger",
+    "signing_key",
+    "what_if_bundle",
+]
 
 _START = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)  # a Monday morning
 _BATCH = 250
@@ -323,21 +335,21 @@ def _approvals_summary(
     out.print(table)
 
 
-def _key_path(db: str | Path) -> Path:
+def key_path(db: str | Path) -> Path:
     """Where the demo keeps its checkpoint key: beside a ledger file, else here."""
     if isinstance(db, Path):
         return db.with_name(db.stem + "-key.pem")
     return Path("charter-demo-key.pem")
 
 
-def _shown(db: str | Path) -> str:
+def shown_ledger(db: str | Path) -> str:
     """The ledger as the demo names it: a database URL without its password."""
     if isinstance(db, Path):
         return str(db)
     return make_url(db).render_as_string(hide_password=True)
 
 
-def _signing_key(path: Path) -> Ed25519PrivateKey:
+def signing_key(path: Path) -> Ed25519PrivateKey:
     """The demo's checkpoint key, kept (at `path`) so later runs sign with it too."""
     if path.exists():
         return load_private_key(path.read_bytes())
@@ -398,6 +410,36 @@ def _state_note(check: StateCheck | None) -> str:
     )
 
 
+def audit_ledger(
+    charter: Charter, key: Ed25519PrivateKey, out: Console
+) -> tuple[VerifyReport, ReplayReport]:
+    """Sign a checkpoint, verify the ledger against it and replay it; say how each went."""
+    signed = charter.checkpoint(key)
+    t = time.perf_counter()
+    verified = charter.verify(key.public_key())
+    out.print(
+        "\nledger verify: "
+        + (
+            f"[green]ok[/green], {verified.count} entries in {time.perf_counter() - t:.2f}s, "
+            f"matching the checkpoint signed by key {signed.key_id[:16]}"
+            if verified.ok
+            else f"[red]BROKEN[/red] {verified.problem}"
+        )
+    )
+    t = time.perf_counter()
+    report = charter.replay()
+    out.print(
+        "replay under recorded versions: "
+        + (
+            f"[green]ok[/green], {report.total} decisions reproduced exactly "
+            f"in {time.perf_counter() - t:.2f}s{_state_note(report.state)}"
+            if report.ok
+            else f"[red]{report.changed} differ, {report.error_count} failed[/red]"
+        )
+    )
+    return verified, report
+
+
 def run_demo(db: str | Path, count: int, seed: int, out: Console) -> int:
     """Run the demo into `db`; return the exit code (0 when the ledger verifies and replays).
 
@@ -409,7 +451,7 @@ def run_demo(db: str | Path, count: int, seed: int, out: Console) -> int:
     bundle = load_bundle(EXAMPLE_POLICY)
     fleet = Fleet(seed)
     start = _START
-    where = _shown(db)
+    where = shown_ledger(db)
     if isinstance(db, str) or db.exists():
         # Opened on the simulated clock: a store that has no deployment yet (a database
         # fresh from `charter migrate`) records it at the demo's start, not at today's
@@ -421,8 +463,8 @@ def run_demo(db: str | Path, count: int, seed: int, out: Console) -> int:
                 start = dt.datetime.fromisoformat(last.at) + dt.timedelta(minutes=1)
     out.print(f"[bold]Charter demo[/bold]: {count} requests from a fleet of 4 agents")
     out.print(f"policy  {EXAMPLE_POLICY}\nversion {bundle.version}\nledger  {where}\n")
-    key_path = _key_path(db)
-    key = _signing_key(key_path)
+    key_file = key_path(db)
+    key = signing_key(key_file)
     halt_at, resume_at = int(count * 0.6), int(count * 0.65)
     with Charter(bundle, db, clock=_clock(start, fleet.rng)) as charter:
         records, reviewed = _run_fleet(charter, fleet, count, (halt_at, resume_at), out)
@@ -434,29 +476,7 @@ def run_demo(db: str | Path, count: int, seed: int, out: Console) -> int:
         _summary(records, out)
         fired = charter.fire_due()  # SLAs that ran out during the simulated morning
         _approvals_summary(charter, reviewed, fired, out)
-        signed = charter.checkpoint(key)
-        t = time.perf_counter()
-        verified = charter.verify(key.public_key())
-        out.print(
-            "\nledger verify: "
-            + (
-                f"[green]ok[/green], {verified.count} entries in {time.perf_counter() - t:.2f}s, "
-                f"matching the checkpoint signed by key {signed.key_id[:16]}"
-                if verified.ok
-                else f"[red]BROKEN[/red] {verified.problem}"
-            )
-        )
-        t = time.perf_counter()
-        report = charter.replay()
-        out.print(
-            "replay under recorded versions: "
-            + (
-                f"[green]ok[/green], {report.total} decisions reproduced exactly "
-                f"in {time.perf_counter() - t:.2f}s{_state_note(report.state)}"
-                if report.ok
-                else f"[red]{report.changed} differ, {report.error_count} failed[/red]"
-            )
-        )
+        verified, report = audit_ledger(charter, key, out)
         what_if = charter.replay(what_if_bundle(bundle))
         moves = (
             ", ".join(f"{a}→{b}: {n}" for (a, b), n in what_if.transitions.most_common()) or "none"
@@ -470,7 +490,7 @@ def run_demo(db: str | Path, count: int, seed: int, out: Console) -> int:
     for line in (
         f"charter serve --policy {EXAMPLE_POLICY} {ledger}   # then open http://127.0.0.1:8470/ui/",
         f"charter ledger show {ledger} -n 5",
-        f"charter ledger verify {ledger} --public-key {key_path}.pub",
+        f"charter ledger verify {ledger} --public-key {key_file}.pub",
         f"charter replay {ledger}",
         "charter init my-policy && charter check my-policy && charter test my-policy",
     ):

@@ -179,3 +179,14 @@ def test_the_alert_resolves_when_the_figure_clears(charter: Charter, clock: Fake
     assert [r["alert"] for r in resolved] == ["outcomes-failing"]
     assert resolved[0]["fired_at"] is not None
     assert charter.monitors.alerts() == []
+
+
+def test_figures_follow_the_ledger_when_no_thread_does(charter: Charter, clock: FakeClock) -> None:
+    # `charter serve --no-monitors`: nothing folds in the background, yet the figures a
+    # page or `/v1/monitors` asks for include every decision recorded since they were built.
+    assert charter.monitors.figures(agent="support-bot", level="agent") == []
+    for _ in range(3):
+        note(charter, success=True)
+    clock.advance(minutes=1)
+    (figures,) = charter.monitors.figures(agent="support-bot", level="agent")
+    assert (figures.decisions, figures.outcomes, figures.success_rate) == (3, 3, 1.0)

@@ -6,6 +6,7 @@ the test process dies) on a SQLite file and on PostgreSQL, and read its standard
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import logging
@@ -30,7 +31,7 @@ from charter.cli import app
 from charter.errors import CharterError
 from charter.examples import EXAMPLE_POLICY
 from charter.telemetry import configure_logging, resolve_log_format
-from charter.telemetry._logs import AccessLine, bind
+from charter.telemetry._logs import RequestLog, bind
 
 CHARTER = [sys.executable, "-m", "charter"]
 LIFETIME = "90"  # seconds a test server may live at most
@@ -290,19 +291,52 @@ class TestConfigureLogging:
         assert "color_message" not in line
 
     def test_an_access_line_names_the_request(self, captured: io.StringIO) -> None:
-        """Method, path, status, duration and the ids noted, even from a worker thread."""
-        access = AccessLine("GET", "/v1/decisions/d-1")
-        bind(decision_id="d-1")
-        access.status = 200
-        access.write()
+        """Method, path, status, duration and the ids bound, even from a worker thread."""
+        log = RequestLog("GET", "/v1/decisions/d-1")
+        thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(bind,), kwargs={"decision_id": "d-1"}
+        )
+        thread.start()
+        thread.join()
+        log.status = 200
+        log.close()
         (line,) = lines_of(captured)
-        assert line["logger"] == "charter.access"
+        assert list(line)[:4] == ["timestamp", "level", "logger", "event"]
+        assert (line["logger"], line["event"]) == ("charter.access", "request")
         assert (line["method"], line["path"], line["status"], line["decision_id"]) == (
             "GET",
             "/v1/decisions/d-1",
             200,
             "d-1",
         )
+        assert line["duration_ms"] >= 0
+
+    def test_an_access_line_is_the_same_through_logging(self, captured: io.StringIO) -> None:
+        """With a handler of someone else's beside ours, the line goes through `logging`."""
+        other = logging.StreamHandler(io.StringIO())
+        logging.getLogger().addHandler(other)
+        try:
+            log = RequestLog("POST", "/v1/outcomes")
+            log.note(decision_id="d-2", approval_id=None)
+            log.status = 409
+            log.close()
+        finally:
+            logging.getLogger().removeHandler(other)
+        (line,) = lines_of(captured)
+        assert list(line)[:4] == ["timestamp", "level", "logger", "event"]
+        assert (line["path"], line["status"], line["decision_id"]) == ("/v1/outcomes", 409, "d-2")
+        assert "approval_id" not in line
+
+    def test_lines_during_a_request_carry_its_fields(self, captured: io.StringIO) -> None:
+        """A warning logged while a request is handled names what the request bound."""
+        log = RequestLog("POST", "/v1/decisions", access=False)
+        bind(decision_id="d-3", trace_id=TRACE_ID)
+        logging.getLogger("charter.server").warning("slow commit")
+        log.close()
+        logging.getLogger("charter.server").warning("after")
+        during, after = lines_of(captured)
+        assert (during["decision_id"], during["trace_id"]) == ("d-3", TRACE_ID)
+        assert "decision_id" not in after
 
     def test_console_is_one_readable_line(self) -> None:
         """`console` renders the same fields for a person, one line each."""

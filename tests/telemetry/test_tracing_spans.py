@@ -17,13 +17,17 @@ from _telemetry import (
     named,
     refund,
 )
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.testclient import TestClient
 
 from charter import Charter
 from charter.ledger import events
-from charter.telemetry import TraceParent, span_id_for
+from charter.server import create_app
+from charter.telemetry import Telemetry, TraceParent, span_id_for
+from charter.telemetry._tracing import Tracing
 
 DECISION_SPAN = "execute_tool payments.refund"
 
@@ -144,6 +148,27 @@ class TestDecisionSpan:
         assert hex_parent(replay) == AGENT_SPAN
         assert hex_span(replay) != hex_span(original)
         assert again.headers["traceresponse"] == f"00-{TRACE_ID}-{hex_span(replay)}-01"
+
+    def test_an_unsampled_trace_is_not_recorded(
+        self, charter: Charter, server: TestClient, secrets: Secrets, spans: InMemorySpanExporter
+    ) -> None:
+        """The agent does not record its trace: neither does Charter; the ledger still names it."""
+        unsampled = f"00-{TRACE_ID}-{AGENT_SPAN}-00"
+        answer = decide(server, secrets, refund(), traceparent=unsampled)
+        decided = answer.json()
+        assert not [s for s in spans.get_finished_spans() if s.name == DECISION_SPAN]
+        assert answer.headers["traceresponse"] == f"00-{TRACE_ID}-{span_id_for(decided['id'])}-00"
+        assert recorded_trace(charter, decided["id"]) == TRACE_ID
+
+    def test_the_providers_sampler_decides(self, charter: Charter, secrets: Secrets) -> None:
+        """A sampler other than the default is asked: `ALWAYS_OFF` records nothing."""
+        exporter = InMemorySpanExporter()
+        tracing = Tracing.create(processors=[SimpleSpanProcessor(exporter)], sampler=ALWAYS_OFF)
+        app = create_app(charter, telemetry=Telemetry(tracing=tracing))
+        with TestClient(app) as client:
+            answer = decide(client, secrets, refund())
+        assert exporter.get_finished_spans() == ()
+        assert answer.headers["traceresponse"].endswith("-00")
 
     def test_a_refusal_names_its_code(
         self, server: TestClient, spans: InMemorySpanExporter

@@ -1,7 +1,10 @@
 """Prometheus figures for one app, in a registry of its own.
 
 Each `create_app` gets its own `CollectorRegistry`, so two apps in one process (tests,
-or an embedded server beside another) never share or double-register series.
+or an embedded server beside another) never share or double-register series. Counted
+here: decisions, latency, ledger appends, replays, grants. Read at each scrape: circuit
+breakers (below), and agents' levels, halts and the monitors' figures, alerts and
+proposals (`charter.server._monitor_metrics`). docs/api.md#metrics lists every name.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from charter.server._monitor_metrics import FleetFigures, MonitorFigures
 from charter.store import LedgerLog
 
 if TYPE_CHECKING:
@@ -85,14 +89,27 @@ class Metrics:
         }
         for code in ("grant_unknown", "grant_used", "grant_expired", "args_mismatch"):
             self.grants_refused.labels(code)
+        #: The monitors' series of the service `watch` was given (None before).
+        self.monitor_figures: MonitorFigures | None = None
 
     def watch(self, charter: Charter) -> None:
-        """Report `charter`'s circuit breakers at every scrape (read then, not counted)."""
+        """Report `charter`'s breakers, agents, halts and monitors at every scrape.
+
+        They are read then, not counted; the monitors' figures only for a bundle that
+        watches, from a snapshot refreshed as `MonitorFigures` says.
+        """
         self.registry.register(_BreakerFigures(charter))
+        self.registry.register(FleetFigures(charter))
+        self.monitor_figures = MonitorFigures(charter)
 
     def render(self) -> bytes:
-        """The figures in the Prometheus text format."""
-        return generate_latest(self.registry)
+        """The figures in the Prometheus text format.
+
+        The monitors' series come rendered already (`MonitorFigures.render`): there are
+        thousands in a large fleet, too many to format on the event loop at each scrape.
+        """
+        watched = self.monitor_figures
+        return generate_latest(self.registry) + (watched.render() if watched else b"")
 
     def time_appends(self, store: LedgerLog) -> None:
         """Observe every `append` transaction of `store` in `append_seconds`.

@@ -5,16 +5,17 @@ something; a server that observes nothing runs `_front`'s endpoints and FastAPI 
 are, and never imports this module's OpenTelemetry half (`charter.telemetry._tracing`,
 reached only through the `Tracing` it is given).
 
-A decision's span is started once the decision is made, with the time the request
-arrived: its id is then derived from the decision's id (`span_id_for`), so that the
-approval steps a reviewer takes later, on any replica, are its children. The grant's and
-the outcome's spans are children of the agent's `traceparent`, which the SDK sends.
+Each hot route's span is recorded once its request is answered (`Tracing.record`), with
+the time the request arrived as its start. A decision's span id is derived from the
+decision's id (`span_id_for`), so that the approval steps a reviewer takes later, on any
+replica, are its children. The grant's and the outcome's spans are children of the
+agent's `traceparent`, which the SDK sends.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,9 +33,19 @@ from charter.server._front import (
 )
 from charter.service import DecisionRecord
 from charter.telemetry import _names as names
-from charter.telemetry._context import SAMPLED, TraceParent, is_trace_id, new_trace_id, span_id_for
-from charter.telemetry._logs import AccessLine, bind
+from charter.telemetry._context import (
+    SAMPLED,
+    TraceParent,
+    is_trace_id,
+    new_span_id,
+    new_trace_id,
+    span_id_for,
+)
+from charter.telemetry._logs import RequestLog
 from charter.telemetry._settings import Telemetry
+
+if TYPE_CHECKING:  # reached only through the `Tracing` the app is given
+    from charter.telemetry._tracing import Tracing
 
 __all__ = ["ObservedApi", "ObservedEndpoint", "decision_attributes"]
 
@@ -76,202 +87,164 @@ class ObservedEndpoint:
     def __init__(self, endpoint: FrontEndpoint, telemetry: Telemetry) -> None:
         self._endpoint = endpoint
         self._tracing = telemetry.tracing
-        self._log_context = telemetry.log_context
+        self._logging = telemetry.log_context or telemetry.access_log
         self._access = telemetry.access_log
         self._deciding = isinstance(endpoint, Decide)
         self._span_name = _SPAN_NAMES.get(type(endpoint), endpoint.route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one request as the endpoint does, with its span and lines."""
-        access = AccessLine("POST", self._endpoint.route) if self._access else None
+        if not self._logging:
+            await self._serve(scope, receive, send, None)
+            return
+        log = RequestLog("POST", self._endpoint.route, access=self._access)
         try:
-            await self._serve(scope, receive, send, access)
+            await self._serve(scope, receive, send, log)
         finally:
-            if access is not None:
-                access.write()
-
-    def _note(self, access: AccessLine | None, **fields: Any) -> None:
-        """Bind fields for the request's log lines, or only note them for its access line."""
-        if self._log_context:
-            bind(**fields)
-        elif access is not None:
-            access.noted.update({k: v for k, v in fields.items() if v is not None})
+            log.close()
 
     async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, access: AccessLine | None
+        self, scope: Scope, receive: Receive, send: Send, log: RequestLog | None
     ) -> None:
         start_ns = time.time_ns()
         started = time.perf_counter()
-        endpoint = self._endpoint
+        endpoint, tracing = self._endpoint, self._tracing
         auth, length, key, header, state = request_headers(scope)
         parent = TraceParent.parse(header) if header is not None else None
-        trace_id, span = self._begin(parent, state, start_ns, access)
+        trace_id = None if parent is None else parent.trace_id
+        span = None
+        if tracing is not None:
+            # The trace is chosen now, for the ledger to record; a redemption's or an
+            # outcome's span id too, for its lines. A decision's is its id's (`_decided`).
+            span = _Span(start_ns, parent, state, trace_id or new_trace_id())
+            trace_id = span.trace_id
+        if log is not None:
+            log.note(trace_id=trace_id)
+            if span is not None and not self._deciding:
+                log.note(span_id=span.span_id)
         try:
             body = await receive_body(receive, length, endpoint.max_body)
             answer, replayed = await endpoint.answer(auth, body, key, started, trace_id)
         except ClientDisconnect:
-            if span is not None:
-                span.set_attribute(names.ERROR_TYPE, "client_disconnected")
-                span.end()
-            return  # nobody is left to answer
+            return  # nobody is left to answer, and nothing to record
         except Exception as exc:
             error = api_error(exc)
-            span = self._failed(error, span, parent, state, trace_id, start_ns, access)
-            try:
-                await error_response(error)(scope, receive, send)
-            finally:
-                if span is not None:
-                    span.end()
+            if log is not None:
+                log.status = error.status
+                log.note(error=error.code)
+            if span is not None:
+                self._record_failure(span, error)
+            await error_response(error)(scope, receive, send)
             return
         if self._deciding:
-            span, traceresponse = self._decided(answer, parent, state, trace_id, start_ns, access)
+            flags = SAMPLED if parent is None else parent.flags
+            traceresponse = self._decided(answer, span, log, flags)
         else:
             traceresponse = None
-            self._done(answer, span, access)
-        if access is not None:
-            access.status = 200
-        try:
-            await send_json(send, endpoint.encode(answer), replayed, traceresponse)
-        finally:
-            if span is not None:
-                span.end()
+            self._done(answer, span, log)
+        if log is not None:
+            log.status = 200
+        await send_json(send, endpoint.encode(answer), replayed, traceresponse)
 
-    def _begin(
-        self,
-        parent: TraceParent | None,
-        state: str | None,
-        start_ns: int,
-        access: AccessLine | None,
-    ) -> tuple[str | None, Any]:
-        """The trace the request is in, and its span when it starts now (not a decision's)."""
-        tracing = self._tracing
-        trace_id = None if parent is None else parent.trace_id
-        span = None
-        if tracing is not None:
-            if self._deciding:
-                # The decision's span starts once its id is known (`_decision_span`); the
-                # trace it will be in is chosen now, for the ledger to record.
-                trace_id = trace_id or new_trace_id()
-            else:
-                span = tracing.start(
-                    self._span_name,
-                    parent=parent,
-                    tracestate=state,
-                    start_time=start_ns,
-                    attributes={names.HTTP_METHOD: "POST", names.HTTP_ROUTE: self._endpoint.route},
-                )
-                ids = tracing.ids(span)
-                if ids is not None:
-                    trace_id = ids.trace_id
-                    self._note(access, span_id=ids.span_id)
-        self._note(access, trace_id=trace_id)
-        return trace_id, span
-
-    def _failed(
-        self,
-        error: ApiError,
-        span: Any,
-        parent: TraceParent | None,
-        state: str | None,
-        trace_id: str | None,
-        start_ns: int,
-        access: AccessLine | None,
-    ) -> Any:
-        """Note a refused request on its access line and its span (started, if need be)."""
-        if access is not None:
-            access.status = error.status
-            access.noted["error"] = error.code
-        tracing = self._tracing
-        if tracing is None:
-            return span
-        if span is None:  # a decision refused before it was made
-            span = tracing.start(
-                names.decision_span_name(None),
-                parent=parent,
-                tracestate=state,
-                start_time=start_ns,
-                trace_id=trace_id,
-                attributes={
-                    names.GEN_AI_OPERATION_NAME: names.EXECUTE_TOOL,
-                    names.HTTP_METHOD: "POST",
-                    names.HTTP_ROUTE: self._endpoint.route,
-                },
-            )
-        span.set_attribute(names.HTTP_STATUS, error.status)
-        tracing.failed(span, error.code, error.status)
-        return span
+    def _record_failure(self, span: _Span, error: ApiError) -> None:
+        """A refused request's span, naming its code (a decision's, without its action)."""
+        attributes: dict[str, Any] = {
+            names.HTTP_METHOD: "POST",
+            names.HTTP_ROUTE: self._endpoint.route,
+            names.HTTP_STATUS: error.status,
+            names.ERROR_TYPE: error.code,
+        }
+        name = self._span_name
+        if self._deciding:
+            name = names.decision_span_name(None)
+            attributes[names.GEN_AI_OPERATION_NAME] = names.EXECUTE_TOOL
+        assert self._tracing is not None
+        span.record(self._tracing, name, attributes, error=error.status >= 500)
 
     def _decided(
-        self,
-        record: DecisionRecord,
-        parent: TraceParent | None,
-        state: str | None,
-        trace_id: str | None,
-        start_ns: int,
-        access: AccessLine | None,
-    ) -> tuple[Any, bytes | None]:
-        """A decision's ids on its lines, its span, and the `traceresponse` naming it."""
-        approval = record.approval
-        self._note(
-            access,
-            decision_id=record.id,
-            agent=record.decision.agent,
-            action=record.decision.action,
-            approval_id=None if approval is None else approval.get("id"),
-        )
-        if self._tracing is None:
-            flags = SAMPLED if parent is None else parent.flags
-            return None, self._endpoint.traceresponse(record, flags)
-        span = self._decision_span(record, parent, state, trace_id, start_ns)
-        ids = self._tracing.ids(span)
-        if ids is None:
-            return span, None
-        self._note(access, trace_id=ids.trace_id, span_id=ids.span_id)
-        return span, ids.header().encode()
+        self, record: DecisionRecord, span: _Span | None, log: RequestLog | None, flags: int
+    ) -> bytes | None:
+        """A decision's ids on its lines, its span, and the `traceresponse` naming it.
 
-    def _done(self, answer: Any, span: Any, access: AccessLine | None) -> None:
-        """A redemption's or an outcome's ids on its lines and its span."""
-        decision_id = answer.get("decision_id") if isinstance(answer, dict) else None
-        self._note(access, decision_id=decision_id)
-        if span is None:
-            return
-        span.set_attribute(names.HTTP_STATUS, 200)
-        if decision_id is not None:
-            span.set_attribute(names.DECISION_ID, decision_id)
-        if "grant_id" in answer:
-            span.set_attribute(names.GRANT_ID, answer["grant_id"])
-        if "success" in answer:
-            span.set_attribute(names.OUTCOME_SUCCESS, bool(answer["success"]))
-
-    def _decision_span(
-        self,
-        record: DecisionRecord,
-        parent: TraceParent | None,
-        state: str | None,
-        trace_id: str | None,
-        start_ns: int,
-    ) -> Any:
-        """The decision's span, begun when the request arrived, named after the decision.
-
-        Without a `traceparent` it is in the trace the request records (the one this
+        Without a `traceparent` its span is in the trace the request records (the one this
         request chose, or the body's own `trace_id` when that is a W3C one). An idempotent
         replay's span gets an id of its own: it is this request's, not the decision's.
         """
-        assert self._tracing is not None
+        if log is not None:
+            approval = record.approval
+            log.note(
+                decision_id=record.id,
+                agent=record.decision.agent,
+                action=record.decision.action,
+                approval_id=None if approval is None else approval.get("id"),
+            )
+        tracing = self._tracing
+        if tracing is None or span is None:
+            return self._endpoint.traceresponse(record, flags)
         recorded = record.request.trace_id
-        return self._tracing.start(
-            names.decision_span_name(record.decision.action),
-            parent=parent,
-            tracestate=state,
-            start_time=start_ns,
-            trace_id=recorded if is_trace_id(recorded) else trace_id,
-            span_id=None if record.replayed else span_id_for(record.id),
-            attributes=decision_attributes(record),
+        if recorded is not None and is_trace_id(recorded):
+            span.trace_id = recorded
+        if not record.replayed:
+            span.span_id = span_id_for(record.id)
+        name = names.decision_span_name(record.decision.action)
+        ids = span.record(tracing, name, decision_attributes(record))
+        if log is not None:
+            log.note(trace_id=ids.trace_id, span_id=ids.span_id)
+        return ids.header().encode()
+
+    def _done(self, answer: Any, span: _Span | None, log: RequestLog | None) -> None:
+        """A redemption's or an outcome's ids on its lines, and its span."""
+        decision_id = answer.get("decision_id") if isinstance(answer, dict) else None
+        if log is not None:
+            log.note(decision_id=decision_id)
+        if self._tracing is None or span is None:
+            return
+        attributes: dict[str, Any] = {
+            names.HTTP_METHOD: "POST",
+            names.HTTP_ROUTE: self._endpoint.route,
+            names.HTTP_STATUS: 200,
+        }
+        if decision_id is not None:
+            attributes[names.DECISION_ID] = decision_id
+        if "grant_id" in answer:
+            attributes[names.GRANT_ID] = answer["grant_id"]
+        if "success" in answer:
+            attributes[names.OUTCOME_SUCCESS] = bool(answer["success"])
+        span.record(self._tracing, self._span_name, attributes)
+
+
+class _Span:
+    """A hot route's span while its request is served: when, where in which trace, its id."""
+
+    __slots__ = ("parent", "span_id", "start_ns", "state", "trace_id")
+
+    def __init__(
+        self, start_ns: int, parent: TraceParent | None, state: str | None, trace_id: str
+    ) -> None:
+        self.start_ns = start_ns
+        self.parent = parent
+        self.state = state
+        self.trace_id = trace_id
+        self.span_id = new_span_id()
+
+    def record(
+        self, tracing: Tracing, name: str, attributes: dict[str, Any], *, error: bool = False
+    ) -> TraceParent:
+        """Record the span, over now (`Tracing.record`); its ids and flags."""
+        return tracing.record(
+            name,
+            parent=self.parent,
+            tracestate=self.state,
+            trace_id=self.trace_id,
+            span_id=self.span_id,
+            start_time=self.start_ns,
+            attributes=attributes,
+            error=error,
         )
 
 
 class ObservedApi:
-    """The FastAPI app, with an access line per request and the agent's trace id bound.
+    """The FastAPI app, with its requests' log fields (the agent's trace) and access lines.
 
     Its spans are FastAPI's own (given Charter's tracer provider by `create_app`).
 
@@ -282,7 +255,6 @@ class ObservedApi:
 
     def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
         self._app = app
-        self._log_context = telemetry.log_context
         self._access = telemetry.access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -290,24 +262,18 @@ class ObservedApi:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        access = AccessLine(scope["method"], scope["path"]) if self._access else None
+        log = RequestLog(scope["method"], scope["path"], access=self._access)
         header = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
         parent = TraceParent.parse(header.decode("latin-1")) if header is not None else None
         if parent is not None:
-            if self._log_context:
-                bind(trace_id=parent.trace_id)
-            elif access is not None:
-                access.noted["trace_id"] = parent.trace_id
-        if access is None:
-            await self._app(scope, receive, send)
-            return
+            log.note(trace_id=parent.trace_id)
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
-                access.status = message["status"]
+                log.status = message["status"]
             await send(message)
 
         try:
             await self._app(scope, receive, sending)
         finally:
-            access.write()
+            log.close()

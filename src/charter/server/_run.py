@@ -85,6 +85,8 @@ class Options:
     access_log: bool = False
     #: How to trace; None: no spans, and OpenTelemetry's SDK is never imported.
     tracing: TracingSettings | None = None
+    #: Follow the ledger into the monitors and judge the alert and autonomy rules.
+    monitors: bool = True
 
     def listening(self, port: int) -> str:
         """The address served, as a URL."""
@@ -262,7 +264,8 @@ def _serve_charter(
         # Halts, autonomy changes and revocations made by other processes: within a second.
         charter.start_following()
         # The figures, alerts and autonomy controller: judged by one process per ledger.
-        charter.start_monitors()
+        if options.monitors:
+            charter.start_monitors()
         config = uvicorn.Config(
             app,
             host=options.host,
@@ -301,6 +304,7 @@ def serve(
     log_format: LogFormat | None = None,
     access_log: bool | None = None,
     tracing: TracingSettings | None = None,
+    monitors: bool = True,
 ) -> None:
     """Serve the API until interrupted: in this process, or in `workers` processes.
 
@@ -342,6 +346,11 @@ def serve(
             logging as it is and uvicorn's own formatters in place.
         access_log: one `charter.access` line per HTTP request; None: on with JSON logs.
         tracing: OpenTelemetry traces (`TracingSettings.resolve`); None: none.
+        monitors: follow the ledger into the monitors every second and, when this
+            process leads, judge the bundle's alert and autonomy rules. Off, the figures
+            are still folded when asked for (`/v1/monitors`, the fleet page), but no
+            alert fires and no agent is demoted from this process: for a process beside
+            another one on the same store that judges.
 
     Raises:
         CannotListen: `host:port` cannot be bound (in use, or not this machine's).
@@ -378,6 +387,7 @@ def serve(
         log_format=log_format,
         access_log=log_format == "json" if access_log is None else access_log,
         tracing=tracing,
+        monitors=monitors,
     )
     listener = _bind(host, port)
     with listener:

@@ -209,6 +209,11 @@ class Monitors:
 
     # -- reading -------------------------------------------------------------------------
 
+    def _fresh(self) -> None:
+        """Catch up first when nothing follows the ledger (monitors not started)."""
+        if not self._ticker.running:
+            self.catch_up()
+
     def figures(
         self,
         *,
@@ -225,6 +230,7 @@ class Monitors:
         """
         if level not in ("model", "action", "agent", "fleet"):
             raise RequestInvalid("level", "`level` is one of model, action, agent, fleet")
+        self._fresh()
         with self._lock:
             try:
                 return self._book.figures(
@@ -247,6 +253,7 @@ class Monitors:
         now: dt.datetime | None = None,
     ) -> Series:
         """The agent's figures over time, for charts (see `MonitorBook.series`)."""
+        self._fresh()
         with self._lock:
             try:
                 return self._book.series(
@@ -257,21 +264,25 @@ class Monitors:
 
     def agents(self) -> list[str]:
         """The agents the figures know, by id."""
+        self._fresh()
         with self._lock:
             return self._book.agents()
 
     def alerts(self) -> list[Mapping[str, Any]]:
         """The alerts firing now: each one's `alert.fired` payload."""
+        self._fresh()
         with self._lock:
             return self._alerts.firing()
 
     def proposals(self) -> list[Mapping[str, Any]]:
         """The controller's open proposals to give agents their level back."""
+        self._fresh()
         with self._lock:
             return self._controller.proposals()
 
     def demotion(self, agent: str) -> Mapping[str, Any] | None:
         """The controller's demotion of `agent` still standing, as JSON, if any."""
+        self._fresh()
         with self._lock:
             found = self._controller.demotion(agent)
         if found is None:

@@ -71,6 +71,11 @@ class Ticker:
                     _log.warning("%s works again", self._name)
                 failing = False
 
+    @property
+    def running(self) -> bool:
+        """Whether the thread was started and not stopped since."""
+        return self._thread is not None
+
     def poke(self) -> None:
         """Do the work now rather than at the next tick (if started); never blocks."""
         self._poked.set()

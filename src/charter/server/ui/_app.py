@@ -1,4 +1,4 @@
-"""The reviewer UI's routes: sign-in, the inbox, the approval card, the decision explorer.
+"""The reviewer UI's routes: sign-in, inbox, card, explorer, fleet, agents, runbooks.
 
 Server-rendered with Jinja2 (autoescape on for every template) and enhanced with htmx,
 served from the package: the inbox refreshes itself every few seconds, filters apply as
@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.applications import Starlette
@@ -38,7 +38,18 @@ from charter.server._body import read_body
 from charter.server._errors import ApiError
 from charter.server.ui import _format
 from charter.server.ui._card import can_act, check_args, load_card
+from charter.server.ui._charts import format_number, format_percent, format_seconds
 from charter.server.ui._explorer import VERDICTS, Filters, row_of, search
+from charter.server.ui._fleet import (
+    HOURS,
+    agent_page,
+    fleet_page,
+    hours_of,
+    render_runbook,
+    runbook_title,
+    show_figure,
+    where,
+)
 from charter.server.ui._session import COOKIE, LIFETIME, PRE_COOKIE, Session, Sessions
 from charter.server.ui._text import (
     Finding,
@@ -81,6 +92,9 @@ _DONE = {
     "batch-approved": "Approved the similar requests as a batch",
     "batch-denied": "Denied the similar requests as a batch",
     "halted": "Halted: new decisions it covers are denied, here and on every server on the store",
+    "resumed": "Resumed: the halt is lifted and the agents it covered may act again",
+    "accepted": "Accepted: the agent has the proposed autonomy level back",
+    "declined": "Declined: the agent keeps its level; the controller may propose again later",
 }
 
 
@@ -121,9 +135,14 @@ def _environment() -> Environment:
         summary=_format.arg_summary,
         width=_format.width_class,
         verdict=_format.verdict_words,
+        figure=show_figure,
+        rate=format_percent,
+        seconds=format_seconds,
+        number=format_number,
     )
     env.globals["version"] = __version__
     env.globals["poll_seconds"] = POLL_SECONDS
+    env.globals["where"] = where
     return env
 
 
@@ -327,7 +346,27 @@ class ReviewerUI:
         await run_in_threadpool(
             lambda: self.charter.halt(scope, target, reason=reason, by=f"key:{reviewer.key_id}")
         )
-        return RedirectResponse(f"/ui/?{urlencode({'done': 'halted'})}", 303)
+        return _done(fields.get("next"), "halted")
+
+    async def resume(self, request: Request) -> Response:
+        """Lift a halt in force, once confirmed, for the roles the live bundle lets."""
+        session, reviewer = await self.reviewer(request)
+        fields = await self.form(request, session.id)
+        if reviewer.role not in allowed_roles(self.charter, "delete_halt"):
+            raise HTTPException(403, "this key may not lift halts")
+        scope = fields.get("scope", "")
+        target = fields.get("target", "").strip() or None
+        if scope not in ("all", "agent", "action", "role") or (scope == "all") != (target is None):
+            raise HTTPException(422, "resume everything, or name what to resume")
+        if fields.get("confirm") != "yes":
+            raise HTTPException(422, "tick the box to confirm: the agents may act again")
+        if not any(h.scope == scope and h.target == target for h in self.charter.halts):
+            shown = "everything" if target is None else f"{scope} `{target}`"
+            raise HTTPException(404, f"no halt of {shown} is in force")
+        await run_in_threadpool(
+            lambda: self.charter.resume(scope, target, by=f"key:{reviewer.key_id}")
+        )
+        return _done(fields.get("next"), "resumed")
 
     def _pending(
         self, reviewer: Principal, group: str, agent: str, action: str
@@ -480,6 +519,102 @@ class ReviewerUI:
         checked = await self._check(request.path_params["approval_id"], fields.get("args", ""))
         return self.render(request, "_checked.html", checked=checked)
 
+    # -- the fleet ---------------------------------------------------------------------
+
+    async def fleet(self, request: Request) -> Response:
+        """Every agent at a glance, problems first; alerts and proposals above."""
+        session, reviewer = await self.reviewer(request)
+        page = await run_in_threadpool(fleet_page, self.charter)
+        return self.render(
+            request,
+            "fleet.html",
+            nav="fleet",
+            session=session,
+            reviewer=reviewer,
+            page=page,
+            runbooks=self.charter.bundle.runbooks,
+            done=_DONE.get(request.query_params.get("done", "")),
+            **self._may(reviewer),
+        )
+
+    async def agent(self, request: Request) -> Response:
+        """One agent: its standing, its figures over time, and what may be done about it."""
+        session, reviewer = await self.reviewer(request)
+        agent_id = request.path_params["agent_id"]
+        hours = hours_of(request.query_params.get("hours"))
+        page = await run_in_threadpool(agent_page, self.charter, agent_id, hours)
+        if page is None:
+            raise HTTPException(404, f"there is no agent `{agent_id}`")
+        return self.render(
+            request,
+            "agent.html",
+            nav="fleet",
+            session=session,
+            reviewer=reviewer,
+            page=page,
+            row=page.row,
+            hours_choices=HOURS,
+            levels=self.charter.bundle.levels,
+            runbooks=self.charter.bundle.runbooks,
+            here=f"/ui/agents/{quote(agent_id, safe='')}",
+            done=_DONE.get(request.query_params.get("done", "")),
+            **self._may(reviewer),
+        )
+
+    def _may(self, reviewer: Principal) -> dict[str, bool]:
+        """What the live bundle lets this key do from the fleet pages."""
+        charter = self.charter
+        return {
+            "may_halt": reviewer.role in allowed_roles(charter, "create_halt"),
+            "may_resume": reviewer.role in allowed_roles(charter, "delete_halt"),
+            "may_accept": reviewer.role in allowed_roles(charter, "accept_proposal"),
+            "may_decline": reviewer.role in allowed_roles(charter, "decline_proposal"),
+        }
+
+    async def proposal(self, request: Request) -> Response:
+        """Accept or decline the controller's proposal to give an agent its level back."""
+        session, reviewer = await self.reviewer(request)
+        fields = await self.form(request, session.id)
+        agent_id = fields.get("agent", "").strip()[:MAX_ID]
+        verb = request.path_params["verb"]
+        if verb not in ("accept", "decline"):
+            raise HTTPException(404)
+        if reviewer.role not in allowed_roles(self.charter, f"{verb}_proposal"):
+            raise HTTPException(403, f"this key may not {verb} autonomy proposals")
+        by = f"key:{reviewer.key_id}"
+        monitors = self.charter.monitors
+        try:
+            if verb == "accept":
+                await run_in_threadpool(lambda: monitors.accept(agent_id, by=by))
+            else:
+                reason = fields.get("reason", "").strip()[:_NOTE_MAX]
+                if not reason:
+                    raise HTTPException(422, "say why the agent keeps its level: it is recorded")
+                await run_in_threadpool(lambda: monitors.decline(agent_id, by=by, reason=reason))
+        except NotFound as exc:
+            raise HTTPException(404, exc.message) from None
+        return _done(fields.get("next"), "accepted" if verb == "accept" else "declined")
+
+    async def runbook(self, request: Request) -> Response:
+        """One of the live bundle's runbooks, rendered from its Markdown."""
+        session, reviewer = await self.reviewer(request)
+        path = request.path_params["path"]
+        text = self.charter.bundle.runbooks.get(path)
+        if text is None:
+            raise HTTPException(404, f"the live policy has no runbook `{path}`")
+        alerts = [a for a in self.charter.monitors.alerts() if a.get("runbook") == path]
+        return self.render(
+            request,
+            "runbook.html",
+            nav="fleet",
+            session=session,
+            reviewer=reviewer,
+            path=path,
+            title=runbook_title(path, text),
+            body=render_runbook(text),
+            alerts=alerts,
+        )
+
     # -- the explorer ------------------------------------------------------------------
 
     async def explorer(self, request: Request) -> Response:
@@ -537,6 +672,13 @@ def _flags(args: Any, context: Any) -> list[Finding]:
 
 def _pretty(value: Any) -> str:
     return editable_json(value)
+
+
+def _done(after: str | None, done: str) -> Response:
+    """Back to the page the form was on (a UI page only; the inbox by default), with news."""
+    target = _next(after)
+    target = target.split("?", 1)[0].split("#", 1)[0]
+    return RedirectResponse(f"{target}?{urlencode({'done': done})}", 303)
 
 
 def _origin(request: Request) -> str:
@@ -604,6 +746,11 @@ def create_ui(charter: Charter, *, clock: Callable[[], dt.datetime] = system_clo
         Route("/signin", page(ui.signin), methods=["POST"]),
         Route("/signout", page(ui.signout), methods=["POST"]),
         Route("/halts", page(ui.halt), methods=["POST"]),
+        Route("/resume", page(ui.resume), methods=["POST"]),
+        Route("/fleet", page(ui.fleet)),
+        Route("/agents/{agent_id:path}", page(ui.agent)),
+        Route("/proposals/{verb}", page(ui.proposal), methods=["POST"]),
+        Route("/runbooks/{path:path}", page(ui.runbook)),
         Route("/approvals/{approval_id}", page(ui.card)),
         Route("/approvals/{approval_id}/validate", page(ui.validate), methods=["POST"]),
         Route("/approvals/{approval_id}/{verb}", page(ui.decide), methods=["POST"]),

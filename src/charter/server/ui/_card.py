@@ -12,13 +12,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from charter.controls import CONTROLLER
 from charter.errors import CharterError
+from charter.ledger import events
 from charter.server._body import parse_json
 from charter.server._errors import ApiError
 from charter.server.ui._text import Finding, findings_in
 from charter.service import Charter, Principal
 
-__all__ = ["Card", "Checked", "can_act", "check_args", "contract_lines", "load_card"]
+__all__ = [
+    "Card",
+    "Checked",
+    "can_act",
+    "check_args",
+    "contract_lines",
+    "demotion_of",
+    "load_card",
+]
 
 #: How many of the agent's earlier decisions on the same action the card lists.
 RECENT = 5
@@ -37,6 +47,8 @@ class Card:
     decision_seq: int | None = None
     limit: int | None = None
     ceiling: int | None = None
+    #: The autonomy controller's demotion of the agent still standing (see `demotion_of`).
+    demotion: dict[str, Any] | None = None
 
 
 def can_act(reviewer: Principal, approval: Mapping[str, Any]) -> bool:
@@ -82,6 +94,29 @@ def contract_lines(charter: Charter, approval: Mapping[str, Any]) -> list[dict[s
     return out
 
 
+def demotion_of(charter: Charter, agent: str) -> dict[str, Any] | None:
+    """The controller's demotion of `agent` still standing, with why, as the ledger says.
+
+    The monitors remember the rule, when, and the levels; the reason, the figures that
+    held and the window are in the demotion's ledger entry, read back here (an agent has
+    a handful of autonomy entries, so reading them all is cheap).
+    """
+    standing = charter.monitors.demotion(agent)
+    if standing is None:
+        return None
+    found: dict[str, Any] = {**standing, "seq": None, "reason": "", "figures": [], "window": None}
+    for entry in charter.store.entries(kinds={events.AUTONOMY_CHANGED}):
+        payload = entry.payload_object()
+        if payload.get("agent") == agent and payload.get("by") == CONTROLLER:
+            found.update(
+                seq=entry.seq,
+                reason=str(payload.get("reason") or ""),
+                figures=list(payload.get("figures") or []),
+                window=payload.get("window"),
+            )
+    return found
+
+
 def load_card(charter: Charter, approval_id: str) -> Card | None:
     """Read one approval and everything its card shows; None when there is none.
 
@@ -108,6 +143,7 @@ def load_card(charter: Charter, approval_id: str) -> Card | None:
         except CharterError:
             card.levels, card.similar = [], 0
     card.contract = contract_lines(charter, approval)
+    card.demotion = demotion_of(charter, str(approval["agent"]))
     card.findings = [
         *findings_in(approval.get("args", {}), "args"),
         *findings_in(approval.get("context", {}), "context"),
