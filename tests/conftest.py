@@ -24,6 +24,11 @@ from _postgres import Cluster, PostgresMissing
 
 STORES = ("sqlite", "postgresql")
 
+# pytest-xdist's workers inherit the controller's terminal width as COLUMNS, which rich
+# would fix the commands' consoles to when they are imported; tests that read a table
+# give the command its width themselves (CliRunner's env).
+os.environ.pop("COLUMNS", None)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

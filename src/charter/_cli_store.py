@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from charter.errors import CharterError, NotFound, RequestInvalid
+from charter.errors import CharterError, NotFound, PolicyInvalid, Problem, RequestInvalid
+from charter.policy import Bundle, load_bundle
 from charter.service import KeyRing, system_clock
 from charter.store import LedgerStore, StoreOpenError, open_store
 
@@ -52,6 +53,29 @@ StoreOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def print_problems(problems: tuple[Problem, ...] | list[Problem], root: Path | None) -> None:
+    """Print policy problems as `file:line:col: code: message`, one per line."""
+    for problem in problems:
+        name = problem.file
+        if root is not None and not name.startswith(("(", "/")) and name != str(root):
+            name = str(root / name)
+        # Plain print: these lines are for editors and grep, not for rich's markup.
+        print(f"{name}:{problem.line}:{problem.col}: {problem.code}: {problem.message}")
+
+
+def load_policy(policy: Path) -> Bundle:
+    """Load a bundle for a command: a missing folder is a usage error (2), problems are 1."""
+    if not policy.is_dir():
+        err.print(f"error: `{policy}` is not a folder; a policy bundle is a folder of YAML files")
+        raise typer.Exit(2)
+    try:
+        return load_bundle(policy)
+    except PolicyInvalid as exc:
+        print_problems(exc.problems, policy)
+        err.print(f"[red]{len(exc.problems)} problem(s)[/red] in {policy}")
+        raise typer.Exit(1) from None
 
 
 def target(db: Path | None, store: str | None, default: Path | None = None) -> str | Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-import logging
 import shutil
 import sys
 import time
@@ -21,20 +20,24 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from charter._cli_autonomy import autonomy_app
 from charter._cli_halts import halt_command, halts_command, resume_command
-from charter._cli_monitors import alerts_command, autonomy_app, monitors_command
+from charter._cli_monitors import alerts_command, monitors_command
+from charter._cli_serve import migrate_command, serve_command
 from charter._cli_store import (
     DbOption,
     StoreOption,
     err,
     keys_app,
+    load_policy,
     out,
+    print_problems,
 )
 from charter._cli_store import open_reading as _open_reading
 from charter._cli_store import open_writing as _open_writing
 from charter._cli_store import shown as _shown
 from charter._cli_store import target as _target
-from charter.errors import CharterError, PolicyInvalid, Problem, RequestInvalid, StoreUnavailable
+from charter.errors import CharterError, Problem, RequestInvalid, StoreUnavailable
 from charter.examples import EXAMPLE_POLICY
 from charter.ledger import (
     ReplayReport,
@@ -48,10 +51,8 @@ from charter.ledger import (
 )
 from charter.model import ActionRequest, AgentState, Decision
 from charter.policy import (
-    Bundle,
     decide,
     format_seconds,
-    load_bundle,
     load_scenarios,
     run_scenarios,
 )
@@ -59,7 +60,6 @@ from charter.service import Charter, format_time, replay_ledger, system_clock
 from charter.store import (
     StoreOpenError,
     checkpoint_store,
-    migrate_store,
     verify_store,
 )
 
@@ -79,32 +79,10 @@ app.add_typer(ledger_app, name="ledger")
 PolicyDir = Annotated[Path, typer.Argument(help="The policy bundle folder.", show_default=False)]
 
 
-def _print_problems(problems: tuple[Problem, ...] | list[Problem], root: Path | None) -> None:
-    for problem in problems:
-        name = problem.file
-        if root is not None and not name.startswith(("(", "/")) and name != str(root):
-            name = str(root / name)
-        # Plain print: these lines are for editors and grep, not for rich's markup.
-        print(f"{name}:{problem.line}:{problem.col}: {problem.code}: {problem.message}")
-
-
-def _load(policy: Path) -> Bundle:
-    """Load a bundle for a command: a missing folder is a usage error (2), problems are 1."""
-    if not policy.is_dir():
-        err.print(f"error: `{policy}` is not a folder; a policy bundle is a folder of YAML files")
-        raise typer.Exit(2)
-    try:
-        return load_bundle(policy)
-    except PolicyInvalid as exc:
-        _print_problems(exc.problems, policy)
-        err.print(f"[red]{len(exc.problems)} problem(s)[/red] in {policy}")
-        raise typer.Exit(1) from None
-
-
 @app.command()
 def check(policy: PolicyDir) -> None:
     """Validate a policy bundle: exit 0, or 1 with every problem as file:line:col: code: message."""
-    bundle = _load(policy)
+    bundle = load_policy(policy)
     actions = sum(len(a) for a in bundle.roles.values())
     out.print(
         f"[green]ok[/green] {policy}: {len(bundle.roles)} roles, {actions} actions, "
@@ -228,7 +206,7 @@ def decide_command(
     """Decide one action request and print the decision (exit 0 whatever the verdict)."""
     # No CHARTER_STORE here: deciding records nothing unless asked to on the command line.
     where = _target(db, store) if db is not None or store is not None else None
-    bundle = _load(policy)
+    bundle = load_policy(policy)
     raw = _read_request(request)
     try:
         parsed = ActionRequest.from_json(raw)
@@ -268,11 +246,11 @@ def run_tests(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Run the bundle's scenario suites (scenarios/*.yaml); exit 1 on any failure."""
-    bundle = _load(policy)
+    bundle = load_policy(policy)
     problems: list[Problem] = []
     scenarios = load_scenarios(policy, problems)
     if problems:
-        _print_problems(problems, policy)
+        print_problems(problems, policy)
         raise typer.Exit(1)
     if not scenarios:
         err.print(f"error: {policy} has no scenarios: add cases under {policy / 'scenarios'}/")
@@ -525,7 +503,7 @@ def replay_command(
     ] = None,
 ) -> None:
     """Re-decide recorded requests: verify the record, or preview another policy's effect."""
-    against = _load(policy) if policy is not None else None
+    against = load_policy(policy) if policy is not None else None
     target = _target(db, store_url)
     _open_reading(target).close()
     started = time.perf_counter()
@@ -646,171 +624,5 @@ app.command("halts")(halts_command)
 app.command("monitors")(monitors_command)
 app.command("alerts")(alerts_command)
 app.add_typer(autonomy_app, name="autonomy")
-
-
-class LedgerWriterChoice(enum.StrEnum):
-    """Where `charter serve` commits ledger appends."""
-
-    process = "process"
-    thread = "thread"
-
-
-@app.command("migrate")
-def migrate_command(db: DbOption = None, store_url: StoreOption = None) -> None:
-    """Create or upgrade a store's schema to this Charter's (PostgreSQL needs it first)."""
-    target = _target(db, store_url)
-    try:
-        before, after = migrate_store(target)
-    except CharterError as exc:
-        err.print(f"error: {exc.message}", markup=False)
-        raise typer.Exit(2) from None
-    if before == after:
-        out.print(f"{_shown(target)}: schema already at revision {after}")
-    elif before is None:
-        out.print(f"{_shown(target)}: schema created at revision {after}")
-    else:
-        out.print(f"{_shown(target)}: schema upgraded from revision {before} to {after}")
-
-
-def _workers(value: str) -> int:
-    """`--workers`: a count of processes, or `auto` (0: one per core); else exit 2."""
-    if value.strip().lower() == "auto":
-        return 0
-    try:
-        count = int(value)
-    except ValueError:
-        count = -1
-    if count < 0:
-        err.print(
-            f"error: --workers `{value}` must be a number of processes, or `auto` (one per core)",
-            markup=False,
-        )
-        raise typer.Exit(2)
-    return count
-
-
-@app.command("serve")
-def serve_command(
-    policy: Annotated[Path, typer.Option("--policy", help="The policy bundle folder.")],
-    db: DbOption = None,
-    store_url: StoreOption = None,
-    host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="The TCP port (0: any free one).")
-    ] = 8470,
-    workers: Annotated[
-        str,
-        typer.Option(
-            "--workers",
-            metavar="N|auto",
-            help="Processes serving the API: a number, or `auto` (one per CPU core);"
-            " more than one needs a PostgreSQL --store.",
-        ),
-    ] = "1",
-    max_body: Annotated[
-        int, typer.Option("--max-body", help="The largest request body, in bytes.")
-    ] = 1024 * 1024,
-    max_pending: Annotated[
-        int,
-        typer.Option(
-            "--max-pending",
-            min=1,
-            help="Approvals one agent may have pending; beyond it requests are refused (429).",
-        ),
-    ] = 100,
-    idempotency_ttl: Annotated[
-        int,
-        typer.Option(
-            "--idempotency-ttl",
-            min=60,
-            help="Seconds an idempotency key is kept; the same key later decides anew.",
-        ),
-    ] = 86_400,
-    public_url: Annotated[
-        str | None,
-        typer.Option(
-            "--public-url",
-            help="The address reviewers reach the server at, for links in notifications.",
-        ),
-    ] = None,
-    ledger_writer: Annotated[
-        LedgerWriterChoice,
-        typer.Option(
-            "--ledger-writer",
-            help="Where ledger appends are committed: a child process (fastest) or a thread.",
-        ),
-    ] = LedgerWriterChoice.process,
-    log_format: Annotated[
-        str | None,
-        typer.Option(
-            "--log-format",
-            metavar="json|console",
-            show_default=False,
-            help="Log lines as JSON objects or for a terminal (env CHARTER_LOG_FORMAT;"
-            " default console).",
-        ),
-    ] = None,
-    access_log: Annotated[
-        bool | None,
-        typer.Option(
-            "--access-log/--no-access-log",
-            show_default=False,
-            help="One log line per HTTP request (default: on with JSON logs).",
-        ),
-    ] = None,
-    otel: Annotated[
-        bool | None,
-        typer.Option(
-            "--otel/--no-otel",
-            show_default=False,
-            help="OpenTelemetry traces, exported as the OTEL_* variables say (default: on"
-            " when OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT is set); needs"
-            " charter-governance[otel].",
-        ),
-    ] = None,
-    monitors: Annotated[
-        bool,
-        typer.Option(
-            "--monitors/--no-monitors",
-            help="Follow the ledger into the monitors and judge the bundle's alert and"
-            " autonomy rules (one process per store judges); off: figures only when asked.",
-        ),
-    ] = True,
-) -> None:
-    """Serve the HTTP API and the reviewer UI until interrupted (SIGTERM drains first)."""
-    from charter.server import serve  # noqa: PLC0415 - keeps every other command's start fast
-    from charter.telemetry import TracingSettings, resolve_log_format  # noqa: PLC0415
-
-    try:
-        logs = resolve_log_format(log_format)
-        tracing = TracingSettings.resolve(otel)
-    except CharterError as exc:
-        err.print(f"error: {exc.message}", markup=False)
-        raise typer.Exit(2) from None
-    processes = _workers(workers)
-    bundle = _load(policy)
-    target = _target(db, store_url, default=Path("charter.db"))
-    try:
-        serve(
-            bundle,
-            target,
-            host=host,
-            port=port,
-            workers=processes,
-            max_body=max_body,
-            max_pending=max_pending,
-            idempotency_ttl=idempotency_ttl,
-            public_url=public_url,
-            ledger_writer=ledger_writer.value,
-            say=err.print,
-            log_format=logs,
-            access_log=access_log,
-            tracing=tracing,
-            monitors=monitors,
-        )
-    except CharterError as exc:
-        if logs == "json":  # every line on standard error is a JSON object, this one too
-            logging.getLogger("charter.serve").error(exc.message, extra={"code": exc.code})
-        else:  # not markup: a message may hold brackets (`charter-governance[otel]`)
-            err.print(f"error: {exc.message}", markup=False)
-        raise typer.Exit(2) from None
+app.command("migrate")(migrate_command)
+app.command("serve")(serve_command)

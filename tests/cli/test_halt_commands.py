@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx2
 import pytest
 from typer.testing import CliRunner
 
+from _serve import free_port, serve
+from _traffic import NOTE
 from charter import Charter, Verdict
 from charter.cli import app
 from charter.examples import EXAMPLE_POLICY
-
-NOTE = {
-    "agent": "support-bot",
-    "action": "crm.note",
-    "args": {"customer_id": "c-1", "text": "called back"},
-    "context": {"confidence": 0.9, "rationale": "keeping the record current"},
-}
 
 
 def run(*args: str) -> Any:
@@ -104,40 +94,15 @@ def test_a_role_is_halted_from_the_command_line(store_target: str) -> None:
         assert charter.decide(NOTE).verdict is Verdict.ALLOW
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def server(store_target: str) -> Iterator[tuple[str, str, str]]:
     """A real `charter serve` on the store: (its URL, an admin key, a reviewer key)."""
     with Charter(EXAMPLE_POLICY, store_target) as setup:
         admin = setup.create_key("admin", label="ops")[1]
         reviewer = setup.create_key("reviewer", label="rev@example.com")[1]
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "charter", "serve", "--policy", str(EXAMPLE_POLICY),
-         "--store", store_target, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, "the server exited while starting"
-            assert time.monotonic() < deadline, "the server did not become ready"
-            try:
-                if httpx2.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                time.sleep(0.05)
-        yield url, admin, reviewer
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    running = serve(store_target, ready="/readyz")
+    yield running.url, admin, reviewer
+    running.stop()
 
 
 def test_halting_through_a_server_uses_its_roles(server: tuple[str, str, str]) -> None:

@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 from _files import digest
-from test_halt_commands import free_port
 from typer.testing import CliRunner
 
 from _raw import fingerprint
-from charter import Charter, Verdict
+from _serve import serve
+from _traffic import notes
+from charter import Charter
 from charter._cli_monitors import sparkline
 from charter.cli import app
 from charter.examples import EXAMPLE_POLICY
@@ -37,12 +34,6 @@ from charter.service._monitors import fold_ledger
 from charter.store import open_store
 from charter.testing import FakeClock
 
-NOTE = {
-    "agent": "support-bot",
-    "action": "crm.note",
-    "args": {"customer_id": "c-1", "text": "called back"},
-    "context": {"confidence": 0.9, "rationale": "keeping the record current"},
-}
 #: Wide enough that no cell of the table folds.
 WIDE = {"COLUMNS": "250"}
 READING = (("monitors",), ("alerts",), ("autonomy", "proposals"))
@@ -59,17 +50,6 @@ def refund(n: int, amount: int) -> dict[str, Any]:
         "args": {"order_id": f"ord-{n}", "amount": amount, "currency": "USD"},
         "context": {"confidence": 0.8, "rationale": "damaged item"},
     }
-
-
-def notes(charter: Charter, clock: FakeClock, count: int, *, every: int = 1) -> None:
-    """`count` notes that ran; one in `every` succeeded."""
-    for i in range(count):
-        record = charter.decide(NOTE)
-        assert record.verdict is Verdict.ALLOW
-        assert record.grant is not None
-        charter.redeem(record.grant.id, record.grant.token, NOTE["args"])
-        charter.record_outcome(record.id, success=i % every == 0)
-        clock.advance(seconds=1)
 
 
 def demoted_with_a_proposal(charter: Charter, clock: FakeClock) -> None:
@@ -379,28 +359,9 @@ def server(store_target: str) -> Iterator[Server]:
         demoted_with_a_proposal(setup, clock)
         reviewer = setup.create_key("reviewer", label="rev@example.com")[1]
         policy_admin = setup.create_key("policy-admin", label="risk")[1]
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "charter", "serve", "--policy", str(EXAMPLE_POLICY),
-         "--store", store_target, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, "the server exited while starting"
-            assert time.monotonic() < deadline, "the server did not become ready"
-            try:
-                if httpx2.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                time.sleep(0.05)
-        yield Server(url, reviewer, policy_admin, store_target)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    running = serve(store_target, ready="/readyz")
+    yield Server(running.url, reviewer, policy_admin, store_target)
+    running.stop()
 
 
 def test_the_figures_through_a_server_are_its_own(server: Server) -> None:
@@ -416,6 +377,11 @@ def test_the_figures_through_a_server_are_its_own(server: Server) -> None:
     assert (agents["support-bot"]["autonomy"], agents["support-bot"]["profile_autonomy"]) == (1, 2)
     assert agents["support-bot"]["proposal"]["level"] == 2
     assert agents["ghost"]["autonomy"] is None  # the server knows no such agent: no error
+    # The controller's demotion is told as the store tells it, rule and all.
+    on_store = run("monitors", "--store", server.target, "--json")
+    stored = {a["agent"]: a for a in json.loads(on_store.stdout)["agents"]}
+    assert agents["support-bot"]["demotion"]["rule"] == "demote-on-drift-or-failures"
+    assert agents["support-bot"] == stored["support-bot"]
     bot = next(g for g in said["groups"] if g["figures"]["action"] == "crm.note" and
                g["figures"]["agent"] == "support-bot")  # fmt: skip
     assert sum(p["outcomes"] for p in bot["series"]["points"]) == 120
@@ -424,6 +390,7 @@ def test_the_figures_through_a_server_are_its_own(server: Server) -> None:
     assert table.exit_code == 0, table.output
     assert "support-bot" in table.stdout
     assert "1 ↓" in table.stdout
+    assert "demoted by the controller's rule `demote-on-drift-or-failures`" in table.stdout
     alerts = run("alerts", "--server", server.url, "--key", server.reviewer, "--json")
     assert [a["alert"] for a in json.loads(alerts.stdout)["alerts"]] == ["outcomes-failing"]
     refused = run("monitors", "--server", server.url, "--key", "not-a-key")

@@ -114,7 +114,7 @@ def _fresh_process() -> None:
 
 
 class TestLearnedLayouts:
-    @settings(max_examples=1500)
+    @settings(max_examples=400)
     @given(layout_pairs())
     def test_equals_reference_after_learning(self, pair: tuple[dict[str, Any], Any]) -> None:
         """After a layout is learned, values of that layout encode exactly as `rfc8785` does."""
@@ -242,7 +242,7 @@ def learned_and_respelled(draw: st.DrawFn) -> tuple[str, str]:
 
 
 class TestLearnedTextPatterns:
-    @settings(max_examples=1500)
+    @settings(max_examples=400)
     @given(learned_and_respelled())
     def test_is_canonical_agrees_with_reference(self, pair: tuple[str, str]) -> None:
         """Once a canonical text's layout is learned, texts of that layout are judged as before."""

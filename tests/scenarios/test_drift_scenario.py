@@ -14,14 +14,12 @@ the agent's page and the card (screenshots `drift_fleet.png`, `drift_agent.png`,
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
-import os
 import re
-import signal
-import socket
+import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,10 +29,14 @@ from typing import Any
 import httpx2
 import pytest
 from rich.console import Console
+from ruamel.yaml import YAML
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-import charter.server.ui
+from _browser import Pages, chromium, shot, sign_in_page
+from _ci import missing
+from _serve import Serving, create_key, free_port, serve
+from _signin import sign_in
 from charter import Charter
 from charter._demo_drift import AGENT, RULE, DriftStory, DriftTraffic, tell_drift
 from charter.cli import app
@@ -46,16 +48,7 @@ from charter.service import replay_ledger
 from charter.store import open_store, verify_store
 from charter.testing import FakeClock
 
-os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-
 SEED = 7
-CHROMIUM = Path("/usr/bin/chromium")
-HTMX = Path(charter.server.ui.__file__).parent / "static/vendor/htmx.min.js"
-#: Where the UI tests keep their screenshots (git-ignored); these sit beside them.
-ARTIFACTS = Path(__file__).parents[1] / "ui" / "artifacts"
-#: How long one browser step may take before the test fails.
-STEP_MS = 15_000
-SERVER_LIFETIME = "180"  # seconds a test server lives at most, even if the test dies
 
 
 @dataclass
@@ -242,15 +235,7 @@ class TestTheCardSaysWhy:
             TestClient(create_app(service), base_url="http://127.0.0.1:8470") as client,
         ):
             secret = service.create_key("reviewer", label="rita@example.com", groups=["finance"])[1]
-            form = client.get("/ui/signin").text
-            csrf = re.search(r'name="csrf" value="([^"]+)"', form)
-            assert csrf is not None
-            signed = client.post(
-                "/ui/signin",
-                data={"key": secret, "csrf": csrf.group(1)},
-                follow_redirects=False,
-            )
-            assert signed.status_code == 303
+            sign_in(client, secret)
             page = client.get(f"/ui/approvals/{held.approval['id']}")
         assert page.status_code == 200
         card = page.text
@@ -341,118 +326,37 @@ def test_the_traffic_is_the_seeds():
 # -- the dashboard in a real browser, against a real `charter serve` ------------------------
 
 
-def _missing(what: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{what} (CI must run the browser tests)")
-    pytest.skip(what)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _key(store: str, *args: str) -> str:
-    result = CliRunner().invoke(app, ["keys", "create", "--store", store, *args])
-    assert result.exit_code == 0, result.output
-    return result.stdout.strip()
-
-
 @dataclass
-class Served:
+class Served(Serving):
     """`charter serve` on a store the scenario told its story into."""
 
-    url: str
     story: DriftStory
     reviewer: str  # a finance reviewer's key: refunds are routed to finance
-    process: subprocess.Popen[str]
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        assert self.process.stderr is not None
-        return self.process.stderr.read()
 
 
 @pytest.fixture
 def served(told: Told) -> Iterator[Served]:
     """The story recorded up to a minute ago, served on the real clock (as tests/ui do)."""
-    store_target, story = told.store, told.story
-    reviewer = _key(
-        store_target, "--role", "reviewer", "--label", "alice@example.com", "--groups", "finance"
+    reviewer = create_key(
+        told.store, "--role", "reviewer", "--label", "alice@example.com", "--groups", "finance"
     )
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            *("timeout", SERVER_LIFETIME, sys.executable, "-m", "charter", "serve"),
-            *("--policy", str(EXAMPLE_POLICY), "--store", store_target),
-            *("--host", "127.0.0.1", "--port", str(port)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    running = Served(f"http://127.0.0.1:{port}", story, reviewer, process)
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited early:\n{running.stop()}")
-        try:
-            if httpx2.get(f"{running.url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx2.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            running.stop()
-            raise AssertionError("the server did not answer /healthz within 30 s")
-        time.sleep(0.1)
-    yield running
+    running = serve(told.store)
+    yield Served(running.url, running.process, told.story, reviewer)
     running.stop()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        _missing("no /usr/bin/chromium: `apt-get install -y --no-install-recommends chromium`")
-    if not HTMX.exists():
-        _missing("htmx is not fetched: run `python scripts/fetch_htmx.py`")
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only this test needs it
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            timeout=30_000,
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def page(browser: Any, served: Served) -> Iterator[Any]:
     """A reviewer's page on the server; errors the page reports fail the test."""
-    problems: list[str] = []
-    context = browser.new_context(base_url=served.url, viewport={"width": 1360, "height": 900})
-    context.set_default_timeout(STEP_MS)
-    opened = context.new_page()
-    opened.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    opened.on("pageerror", lambda e: problems.append(str(e)))
-    yield opened
-    context.close()
-    assert not problems, f"the browser reported errors: {problems}"
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")  # noqa: T201 - the path is for the person running the tests
+    pages = Pages(browser, served.url)
+    yield pages.open()
+    pages.close()
 
 
 def _alert(alerts: Mapping[str, Any], name: str) -> Any:
@@ -464,11 +368,7 @@ def test_the_dashboard_tells_the_story(served: Served, page: Any):
     """Fleet page: demoted, alerts with runbooks; agent page: charts; card: why."""
     from playwright.sync_api import expect  # noqa: PLC0415 - only this test needs it
 
-    page.goto("/ui/fleet")
-    expect(page).to_have_url(re.compile(r"/ui/signin"))
-    page.fill("#key", served.reviewer)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/ui/fleet$"))
+    sign_in_page(page, served.reviewer, "/ui/fleet")
     rows = page.get_by_test_id("fleet-row")
     expect(rows.first).to_have_attribute("data-agent", AGENT)  # problems first
     support = page.locator(f"[data-testid=fleet-row][data-agent='{AGENT}']")
@@ -513,3 +413,84 @@ def test_the_dashboard_tells_the_story(served: Served, page: Any):
     expect(page.get_by_test_id("demotion-reason")).to_contain_text("success_rate is")
     expect(page.get_by_test_id("demotion-figures")).to_contain_text("success_rate")
     shot(page, "drift_card")
+
+
+# -- the shipped Prometheus configuration and alert rules, on a real Prometheus ------------
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+
+
+def _prometheus_folder(folder: Path, target: str) -> Path:
+    """The shipped prometheus.yml and rules, pointed at `target`, fast, and with no `for:`.
+
+    Only what a test cannot wait for changes: the intervals (15 s to 1 s), the targets and
+    each rule's `for:` (minutes to 0 s); the expressions, labels and annotations are the
+    shipped ones.
+    """
+    yaml = YAML()
+    config = yaml.load((DEPLOY / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    (job,) = config["scrape_configs"]
+    job["static_configs"] = [{"targets": [target]}]
+    rules = yaml.load((DEPLOY / "charter-alerts.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["for"] = "0s"
+    with (folder / "prometheus.yml").open("w") as out:
+        yaml.dump(config, out)
+    with (folder / "charter-alerts.yml").open("w") as out:
+        yaml.dump(rules, out)
+    return folder / "prometheus.yml"
+
+
+def _firing(base: str) -> dict[str, list[dict[str, str]]]:
+    """Prometheus's firing alerts by name, each as its labels."""
+    answer = httpx2.get(f"{base}/api/v1/alerts", timeout=5)
+    answer.raise_for_status()
+    found: dict[str, list[dict[str, str]]] = {}
+    for alert in answer.json()["data"]["alerts"]:
+        if alert["state"] == "firing":
+            found.setdefault(alert["labels"]["alertname"], []).append(alert["labels"])
+    return found
+
+
+def test_prometheus_fires_the_shipped_alerts_the_story_calls_for(served: Served, tmp_path: Path):
+    """A real Prometheus scrapes the served story and its shipped rules say what happened."""
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        missing(
+            "prometheus is not installed: `apt-get install -y --no-install-recommends prometheus`",
+            "CI must run the shipped alert rules on a real Prometheus",
+        )
+    config = _prometheus_folder(tmp_path, served.url.removeprefix("http://"))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *("timeout", "90", prometheus, f"--config.file={config}"),
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wanted = {"CharterAgentDemoted", "CharterAlertFiring"}
+    firing: dict[str, list[dict[str, str]]] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not wanted <= firing.keys():
+            assert process.poll() is None, process.communicate()[1]
+            with contextlib.suppress(httpx2.HTTPError):
+                firing = _firing(base)
+            time.sleep(0.5)
+    finally:
+        process.terminate()
+        stderr = process.communicate(timeout=20)[1]
+    assert wanted <= firing.keys(), (firing, stderr[-3000:])
+    assert [a["agent"] for a in firing["CharterAgentDemoted"]] == [AGENT]
+    fired = {(a["alert"], a["agent"], a["runbook"]) for a in firing["CharterAlertFiring"]}
+    assert ("outcomes-failing", AGENT, "runbooks/failures.md") in fired
+    assert ("inputs-drifting", AGENT, "runbooks/drift.md") in fired
+    # It scraped the server all along, and the monitor series were fresh.
+    assert not {"CharterServiceDown", "CharterMonitorSeriesStale"} & firing.keys()

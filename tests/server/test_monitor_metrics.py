@@ -21,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 from starlette.testclient import TestClient
 
+from _ci import missing
+from _traffic import act, demoted, mail, notes
 from charter import Charter, Verdict, load_bundle
 from charter.examples import EXAMPLE_POLICY
 from charter.server import _monitor_metrics, create_app
@@ -39,13 +41,6 @@ RULES = ROOT / "deploy" / "prometheus" / "charter-alerts.yml"
 FINANCE = Principal("key_f", "reviewer", name="fay@example.com", groups=("finance",))
 #: A sample's name and labels, as the text format gives them.
 Key = tuple[str, frozenset[tuple[str, str]]]
-
-NOTE: dict[str, Any] = {
-    "agent": "support-bot",
-    "action": "crm.note",
-    "args": {"customer_id": "c-1", "text": "called back"},
-    "context": {"confidence": 0.9, "rationale": "keeping the record current"},
-}
 
 
 @pytest.fixture(autouse=True)
@@ -72,36 +67,6 @@ def refund(amount: float, order: int, age: int = 60) -> dict[str, Any]:
     }
 
 
-def mail(campaign: str, n: int) -> dict[str, Any]:
-    return {
-        "agent": "outreach-bot",
-        "action": "mail.send",
-        "args": {
-            "to": f"customer-{n}@example.com",
-            "subject": "Our offer",
-            "body": "Hello",
-            "campaign": campaign,
-        },
-        "context": {"confidence": 0.85, "rationale": "in the reviewed campaign"},
-    }
-
-
-def act(charter: Charter, request: Mapping[str, Any], *, success: bool) -> None:
-    """Decide (it must be allowed), redeem the grant and report the outcome."""
-    record = charter.decide(request)
-    assert record.verdict is Verdict.ALLOW, (request["action"], record.decision.reasons)
-    assert record.grant is not None
-    charter.redeem(record.grant.id, record.grant.token, request["args"])
-    charter.record_outcome(record.id, success=success, error=None if success else "it failed")
-
-
-def notes(charter: Charter, clock: FakeClock, count: int, *, every: int = 1) -> None:
-    """`count` notes that ran; one in `every` succeeded."""
-    for i in range(count):
-        act(charter, NOTE, success=i % every == 0)
-        clock.advance(seconds=1)
-
-
 def seed(charter: Charter, clock: FakeClock) -> None:
     """A fleet that gives every series.
 
@@ -115,13 +80,7 @@ def seed(charter: Charter, clock: FakeClock) -> None:
     for n in range(60):
         act(charter, mail("black-friday", n), success=True)
         clock.advance(seconds=2)
-    notes(charter, clock, 20, every=5)  # 4 of 20 succeed
-    clock.advance(minutes=1)
-    charter.monitors.evaluate()  # the alerts fire; support-bot is demoted
-    clock.advance(minutes=1)
-    notes(charter, clock, 100)
-    clock.advance(minutes=1)
-    charter.monitors.evaluate()  # support-bot's level is proposed back
+    demoted(charter, clock)  # the alerts fire, support-bot is demoted and proposed back
     for order in range(5):  # large refunds wait for finance: 3 denied, 2 approved
         record = charter.decide(refund(1500, 100 + order))
         assert record.verdict is Verdict.REQUIRE_APPROVAL
@@ -444,9 +403,15 @@ def test_the_alert_rules_are_complete() -> None:
             assert "/ui/runbooks/" in url, url
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_promtool_accepts_the_rules() -> None:
+    """Prometheus's own checker takes the rules (missing: skipped, but in CI it fails)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        missing(
+            "promtool is not installed: `apt-get install -y --no-install-recommends prometheus`",
+            "CI must check the alert rules with it",
+        )
     checked = subprocess.run(
-        ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr

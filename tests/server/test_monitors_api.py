@@ -5,37 +5,9 @@ from __future__ import annotations
 from _api import Keys, bearer
 from starlette.testclient import TestClient
 
-from charter import Charter, Verdict
+from _traffic import demoted, notes
+from charter import Charter
 from charter.testing import FakeClock
-
-NOTE = {
-    "agent": "support-bot",
-    "action": "crm.note",
-    "args": {"customer_id": "c-1", "text": "called back"},
-    "context": {"confidence": 0.9, "rationale": "keeping the record current"},
-}
-
-
-def notes(charter: Charter, clock: FakeClock, count: int, *, every: int = 1) -> None:
-    """`count` notes that ran; one in `every` succeeded."""
-    for i in range(count):
-        record = charter.decide(NOTE)
-        assert record.verdict is Verdict.ALLOW
-        assert record.grant is not None
-        charter.redeem(record.grant.id, record.grant.token, NOTE["args"])
-        charter.record_outcome(record.id, success=i % every == 0)
-        clock.advance(seconds=1)
-
-
-def demoted(charter: Charter, clock: FakeClock) -> None:
-    """Failures that demote support-bot, then 100 clean notes: a proposal is open."""
-    notes(charter, clock, 20, every=5)
-    clock.advance(minutes=1)
-    charter.monitors.evaluate()
-    clock.advance(minutes=1)
-    notes(charter, clock, 100)
-    clock.advance(minutes=1)
-    charter.monitors.evaluate()
 
 
 def test_figures_by_level_with_their_samples(
@@ -116,3 +88,27 @@ def test_a_proposal_declined_with_a_reason(
     assert charter.autonomy("support-bot") == 1
     (entry,) = charter.store.entries(kinds={"autonomy.declined"})
     assert entry.payload_object()["reason"] == "after the audit"
+
+
+def test_an_agent_says_when_the_controller_set_its_level(
+    client: TestClient, keys: Keys, charter: Charter, clock: FakeClock
+) -> None:
+    """`GET /v1/agents/{id}` names the rule of a standing demotion, and forgets it once lifted."""
+    path = "/v1/agents/support-bot"
+    assert client.get(path, headers=bearer(keys.admin)).json()["demotion"] is None
+    demoted(charter, clock)
+    agent = client.get(path, headers=bearer(keys.admin)).json()
+    assert (agent["autonomy"], agent["autonomy_in_force"]) == (2, 1)
+    demotion = agent["demotion"]
+    assert (demotion["rule"], demotion["from"], demotion["level"]) == (
+        "demote-on-drift-or-failures",
+        2,
+        1,
+    )
+    assert demotion["at"].endswith("Z")
+    accepted = client.post(
+        "/v1/autonomy/proposals/support-bot/accept", headers=bearer(keys.policy_admin)
+    )
+    assert accepted.status_code == 200, accepted.text
+    after = client.get(path, headers=bearer(keys.admin)).json()
+    assert (after["autonomy_in_force"], after["demotion"]) == (2, None)

@@ -9,15 +9,9 @@ SQLite file and on a PostgreSQL database (`--store`), but for those marked
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
@@ -25,10 +19,14 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
+from _serve import (
+    Serving,
+    create_key,
+    free_port,  # noqa: F401 - test_kill9 and test_replicas import it from here
+    serve,
+)
 from charter.cli import app
-from charter.examples import EXAMPLE_POLICY
 
-CHARTER = [sys.executable, "-m", "charter"]
 LIFETIME = "60"  # seconds a test server may live at most
 TOO_LARGE = (413, "payload_too_large")
 
@@ -38,72 +36,13 @@ def ledger_lines(db: str) -> list[str]:
     return result.stdout.splitlines()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[str]
-
-    def stop(self) -> str:
-        """Stop the server and return what it wrote to standard error."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        assert self.process.stderr is not None
-        return self.process.stderr.read()
-
-
-def start(db: str) -> Server:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "timeout",
-            LIFETIME,
-            *CHARTER,
-            "serve",
-            "--policy",
-            str(EXAMPLE_POLICY),
-            "--store",
-            db,
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    server = Server(f"http://127.0.0.1:{port}", process)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited early:\n{server.stop()}")
-        try:
-            if httpx2.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx2.TransportError:
-            time.sleep(0.1)
-    server.stop()
-    raise AssertionError("the server did not answer /healthz within 20 s")
+def start(db: str) -> Serving:
+    return serve(db, lifetime=LIFETIME, within=20)
 
 
 def keys(*args: str) -> Result:
     """Run `charter keys ...` in process (the server tests run `serve` as a subprocess)."""
     return CliRunner().invoke(app, ["keys", *args])
-
-
-def create_key(db: str, *args: str) -> str:
-    result = keys("create", "--store", db, *args)
-    assert result.exit_code == 0, result.output
-    return result.stdout.strip()
 
 
 @pytest.fixture
@@ -113,7 +52,7 @@ def db(store_target: str) -> str:
 
 
 @pytest.fixture
-def server(db: str) -> Iterator[Server]:
+def server(db: str) -> Iterator[Serving]:
     running = start(db)
     yield running
     running.stop()
@@ -212,7 +151,7 @@ class TestOversizedBodies:
     """A body over `--max-body` reads as 413 to a plain blocking client, never a reset."""
 
     @pytest.fixture
-    def served(self, db: str) -> Iterator[tuple[Server, dict[str, str]]]:
+    def served(self, db: str) -> Iterator[tuple[Serving, dict[str, str]]]:
         secret = create_key(db, "--role", "agent", "--agent", "support-bot")
         running = start(db)
         yield running, {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
@@ -234,7 +173,7 @@ class TestOversizedBodies:
 
     @pytest.mark.parametrize("mebibytes", [2, 8])
     def test_after_ordinary_requests_a_large_body_gets_413(
-        self, served: tuple[Server, dict[str, str]], mebibytes: int
+        self, served: tuple[Serving, dict[str, str]], mebibytes: int
     ) -> None:
         """A few decisions, then a declared 2 or 8 MiB body: 413 each time, three times."""
         server, headers = served
@@ -253,7 +192,7 @@ class TestOversizedBodies:
             assert self.post(f"{server.url}/v1/decisions", big, headers) == TOO_LARGE
 
     def test_a_chunked_upload_past_the_limit_gets_413(
-        self, served: tuple[Server, dict[str, str]]
+        self, served: tuple[Serving, dict[str, str]]
     ) -> None:
         """With no `Content-Length` the limit is found while streaming; still a 413."""
         server, headers = served
@@ -261,7 +200,9 @@ class TestOversizedBodies:
         chunked = {**headers, "Transfer-Encoding": "chunked"}
         assert self.post(f"{server.url}/v1/decisions", chunks, chunked) == TOO_LARGE
 
-    def test_an_approval_route_answers_413_too(self, served: tuple[Server, dict[str, str]]) -> None:
+    def test_an_approval_route_answers_413_too(
+        self, served: tuple[Serving, dict[str, str]]
+    ) -> None:
         """The routes FastAPI serves read bodies through the same bounded reader."""
         server, headers = served
         big = b'{"note": "' + b"x" * (2 * 1024 * 1024) + b'"}'

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import structlog
 from _telemetry import TRACE_ID, TRACEPARENT, bearer, refund
 from typer.testing import CliRunner
 
+from _serve import create_key, free_port
 from charter.cli import app
 from charter.errors import CharterError
 from charter.examples import EXAMPLE_POLICY
@@ -35,18 +35,6 @@ from charter.telemetry._logs import RequestLog, bind
 
 CHARTER = [sys.executable, "-m", "charter"]
 LIFETIME = "90"  # seconds a test server may live at most
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def create_key(store: str, *args: str) -> str:
-    result = CliRunner().invoke(app, ["keys", "create", "--store", store, *args])
-    assert result.exit_code == 0, result.output
-    return result.stdout.strip()
 
 
 @dataclass

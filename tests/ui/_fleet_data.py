@@ -18,18 +18,12 @@ the real clock, sees the same fleet (the breakers stay open for their cool-down)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
-from charter import Charter, Verdict
+from _traffic import act, mail, notes
+from charter import Charter
 from charter.testing import FakeClock
 
-NOTE: dict[str, Any] = {
-    "agent": "support-bot",
-    "action": "crm.note",
-    "args": {"customer_id": "c-1", "text": "called back"},
-    "context": {"confidence": 0.9, "rationale": "keeping the record current"},
-}
 REFUND: dict[str, Any] = {
     "agent": "support-bot",
     "action": "payments.refund",
@@ -46,29 +40,6 @@ SCALE: dict[str, Any] = {
     "args": {"service": "web", "replicas": 4},
     "context": {"confidence": 0.9, "rationale": "traffic is rising before the sale"},
 }
-
-
-def mail(campaign: str, n: int) -> dict[str, Any]:
-    return {
-        "agent": "outreach-bot",
-        "action": "mail.send",
-        "args": {
-            "to": f"customer-{n}@example.com",
-            "subject": "Our offer",
-            "body": "Hello",
-            "campaign": campaign,
-        },
-        "context": {"confidence": 0.85, "rationale": "in the reviewed campaign"},
-    }
-
-
-def act(charter: Charter, request: Mapping[str, Any], *, success: bool) -> None:
-    """Decide (it must be allowed), redeem the grant and report the outcome."""
-    record = charter.decide(request)
-    assert record.verdict is Verdict.ALLOW, (request["action"], record.decision.reasons)
-    assert record.grant is not None
-    charter.redeem(record.grant.id, record.grant.token, request["args"])
-    charter.record_outcome(record.id, success=success, error=None if success else "it failed")
 
 
 def seed_fleet(charter: Charter, clock: FakeClock, end: dt.datetime) -> None:
@@ -89,15 +60,11 @@ def seed_fleet(charter: Charter, clock: FakeClock, end: dt.datetime) -> None:
         act(charter, mail("black-friday", n), success=True)
         clock.advance(2)
     at(9 * minutes)
-    for i in range(20):
-        act(charter, NOTE, success=i % 5 == 0)  # 4 of 20 succeed
-        clock.advance(1)
+    notes(charter, clock, 20, every=5)  # 4 of 20 succeed
     at(8 * minutes)
     charter.monitors.evaluate()  # fires the alerts, demotes support-bot
     at(7 * minutes)
-    for _ in range(100):
-        act(charter, NOTE, success=True)
-        clock.advance(1)
+    notes(charter, clock, 100)
     at(5 * minutes)
     charter.monitors.evaluate()  # proposes support-bot's level back
     at(4 * minutes)

@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _ui import CHROMIUM, CHROMIUM_ARGS, HTMX, STEP_MS, Server, missing, start_server
+from _ui import Server, start_server
+
+from _browser import Pages, chromium
 
 
 @pytest.fixture
@@ -17,38 +19,20 @@ def server(store_target: str) -> Iterator[Server]:
     running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        missing("no /usr/bin/chromium: `apt-get install -y --no-install-recommends chromium`")
-    if not HTMX.exists():
-        missing("htmx is not fetched: run `python scripts/fetch_htmx.py`")
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only browser tests need it
+    """Chromium for this folder's tests, closed after them.
 
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=30_000
-        )
+    Playwright's sync API keeps an event loop running in the thread until it stops, and
+    tests of other folders that run later may run their own.
+    """
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def new_page(browser: Any, server: Server) -> Iterator[Callable[[], Any]]:
     """Open pages in fresh browser contexts (one per reviewer); page errors fail the test."""
-    contexts: list[Any] = []
-    problems: list[str] = []
-
-    def open_page() -> Any:
-        context = browser.new_context(base_url=server.url, viewport={"width": 1360, "height": 900})
-        context.set_default_timeout(STEP_MS)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        return page
-
-    yield open_page
-    for context in contexts:
-        context.close()
-    assert not problems, f"the browser reported errors: {problems}"
+    pages = Pages(browser, server.url)
+    yield pages.open
+    pages.close()

@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-from _ui import ARTIFACTS, Server
+from _ui import Server
 from playwright.sync_api import expect
 
 import charter
+from _browser import shot
 from charter.sdk import ActionDenied, governed
 
 pytestmark = pytest.mark.browser
@@ -93,13 +94,6 @@ def open_card(page: Any, decision_text: str) -> None:
     expect(row).to_be_visible()
     row.click()
     expect(page.get_by_test_id("decide")).to_be_visible()
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")  # noqa: T201 - the path is for the person running the tests
 
 
 def decision_id_on(page: Any) -> str:

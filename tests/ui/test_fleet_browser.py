@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 from _fleet_data import seed_fleet
-from _ui import ARTIFACTS, Server, create_key, start_server
+from _ui import Server, start_server
 from playwright.sync_api import expect
 
+from _browser import shot, sign_in_page
+from _serve import create_key
 from charter import Charter
 from charter.examples import EXAMPLE_POLICY
 from charter.testing import FakeClock
@@ -42,21 +44,6 @@ def admin_key(server: Server) -> str:
     return create_key(server.db, "--role", "admin", "--label", "ada@example.com")
 
 
-def sign_in(page: Any, key: str, where: str = "/ui/fleet") -> None:
-    page.goto(where)
-    expect(page).to_have_url(re.compile(r"/ui/signin"))
-    page.fill("#key", key)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(re.escape(where) + r"$"))
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")  # noqa: T201 - the path is for the person running the tests
-
-
 def fleet_row(page: Any, agent: str) -> Any:
     return page.locator(f"[data-testid=fleet-row][data-agent='{agent}']")
 
@@ -69,7 +56,7 @@ class TestFleetPage:
     ):
         """Alerts, proposals and each agent's standing show; alerts lead to their runbook."""
         page = new_page()
-        sign_in(page, server.keys.alice)
+        sign_in_page(page, server.keys.alice)
         expect(page.get_by_role("link", name="Fleet")).to_have_attribute("aria-current", "page")
         rows = page.get_by_test_id("fleet-row")
         expect(rows).to_have_count(4)
@@ -117,7 +104,7 @@ class TestFleetPage:
     def test_the_agent_page_draws_its_figures(self, server: Server, new_page: Callable[[], Any]):
         """Charts with text alternatives and data tables, figures per action and model."""
         page = new_page()
-        sign_in(page, server.keys.alice)
+        sign_in_page(page, server.keys.alice)
         fleet_row(page, "outreach-bot").get_by_role("link", name="outreach-bot").click()
         expect(page).to_have_url(re.compile(r"/ui/agents/outreach-bot$"))
         expect(page.get_by_test_id("agent")).to_contain_text("gpt-5-mini")
@@ -156,7 +143,7 @@ class TestActingFromThePages:
     ):
         """Accepting restores the level: the badge goes and the level in force is 2 again."""
         page = new_page()
-        sign_in(page, admin_key)
+        sign_in_page(page, admin_key)
         expect(page.get_by_test_id("proposal")).to_contain_text("support-bot")
         page.get_by_test_id("accept").click()
         expect(page.get_by_test_id("flash")).to_contain_text("Accepted")
@@ -170,7 +157,7 @@ class TestActingFromThePages:
     ):
         """Unticked, the form does not go; ticked, the agent is halted until an admin resumes."""
         page = new_page()
-        sign_in(page, server.keys.alice, "/ui/agents/infra-bot")
+        sign_in_page(page, server.keys.alice, "/ui/agents/infra-bot")
         page.get_by_text("Halt infra-bot…").click()
         page.fill("#halt-reason", "scaling the wrong service in a loop")
         page.get_by_test_id("halt").click()  # the box is not ticked: the browser holds it
@@ -185,7 +172,7 @@ class TestActingFromThePages:
         expect(page.get_by_test_id("fleet-row").first).to_have_attribute("data-agent", "infra-bot")
         expect(fleet_row(page, "infra-bot").get_by_test_id("badge-halted")).to_be_visible()
         admin = new_page()
-        sign_in(admin, admin_key, "/ui/agents/infra-bot")
+        sign_in_page(admin, admin_key, "/ui/agents/infra-bot")
         admin.get_by_test_id("resume-confirm").check()
         admin.get_by_test_id("resume").click()
         expect(admin.get_by_test_id("flash")).to_contain_text("Resumed")

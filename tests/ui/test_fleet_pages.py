@@ -17,6 +17,8 @@ import pytest
 from _fleet_data import seed_fleet
 from starlette.testclient import TestClient
 
+import _signin
+from _signin import csrf_of
 from charter import Charter
 from charter.examples import EXAMPLE_POLICY
 from charter.ledger import events
@@ -44,20 +46,9 @@ def entries(charter: Charter, kind: str) -> list[dict[str, Any]]:
     return [e.payload_object() for e in charter.store.entries(kinds={kind})]
 
 
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
-
-
 def sign_in(client: TestClient, secret: str) -> str:
-    """Sign in and return the session's CSRF token."""
-    form = client.get("/ui/signin")
-    answer = client.post(
-        "/ui/signin", data={"key": secret, "csrf": csrf_of(form.text)}, follow_redirects=False
-    )
-    assert answer.status_code == 303, answer.text
-    return csrf_of(client.get("/ui/fleet").text)
+    """Sign in and return the session's CSRF token, from the fleet page."""
+    return _signin.sign_in(client, secret, then="/ui/fleet")
 
 
 def key_id(charter: Charter, label: str) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
+from _signin import csrf_of, sign_in
 from charter import Charter
 from charter.examples import EXAMPLE_POLICY
 from charter.ledger import LedgerEntry
@@ -34,22 +35,6 @@ def charter(store_target: str) -> Iterator[Charter]:
 def client(charter: Charter) -> Iterator[TestClient]:
     with TestClient(create_app(charter), base_url=BASE) as test_client:
         yield test_client
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, "the page has no CSRF field"
-    return found.group(1)
-
-
-def sign_in(client: TestClient, secret: str) -> str:
-    """Sign in and return the session's CSRF token."""
-    form = client.get("/ui/signin")
-    answer = client.post(
-        "/ui/signin", data={"key": secret, "csrf": csrf_of(form.text)}, follow_redirects=False
-    )
-    assert answer.status_code == 303, answer.text
-    return csrf_of(client.get("/ui/").text)
 
 
 def finance_key(charter: Charter, label: str = "alice@example.com") -> str:

@@ -42,6 +42,16 @@ class Demotion:
     before: int
     after: int
 
+    def to_json(self) -> dict[str, Any]:
+        """As the API, the UI and `charter monitors --json` give it (`at` in the ledger's form)."""
+        return {
+            "agent": self.agent,
+            "rule": self.rule,
+            "at": self.at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "from": self.before,
+            "level": self.after,
+        }
+
 
 class AutonomyController:
     """What the controller did and proposed, folded from the ledger; what it does next."""

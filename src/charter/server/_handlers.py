@@ -289,6 +289,7 @@ class Handlers:
             "source": "bundle"
             if profile is self.charter.bundle.agents.get(agent_id)
             else "registry",
+            "demotion": self.charter.monitors.demotion(agent_id),
         }
 
     def get_agent(self, auth: str | None, agent_id: str) -> dict[str, Any]:

@@ -186,11 +186,25 @@ class VerifyAnswer(BaseModel):
     signature_checked: bool
 
 
+class Demotion(_Open):
+    """The autonomy controller's demotion of an agent still standing.
+
+    Which rule, when, and the levels from and to (`autonomy_in_force` says the level now).
+    """
+
+    agent: str
+    rule: str
+    at: str
+    from_: int = Field(alias="from")
+    level: int
+
+
 class AgentView(_Open):
     """An agent as decisions see it (the registry's entry, else the bundle's).
 
     `autonomy` is the profile's level; `autonomy_override` a level set at run time (by a
     person or a monitor) that takes precedence, and `autonomy_in_force` the one used.
+    `demotion` names the autonomy rule when the controller set the level, else null.
     """
 
     id: str
@@ -202,6 +216,7 @@ class AgentView(_Open):
     autonomy_override: int | None
     autonomy_in_force: int | None
     source: Literal["registry", "bundle"]
+    demotion: Demotion | None = None
 
 
 class AgentPut(_Closed):

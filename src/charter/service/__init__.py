@@ -12,9 +12,11 @@ from charter.service._audit import (
     replay_ledger,
     replay_store,
 )
+from charter.service._breakers import Breakers, CircuitView
 from charter.service._charter import Charter
 from charter.service._clock import format_time, system_clock
 from charter.service._desk import SETTLED_STATES, ApprovalDesk, approval_row
+from charter.service._monitors import Monitors, fold_ledger
 from charter.service._notify import (
     RetryPolicy,
     Webhook,
@@ -34,11 +36,14 @@ __all__ = [
     "SETTLED_STATES",
     "ApprovalDesk",
     "ApprovalView",
+    "Breakers",
     "Charter",
+    "CircuitView",
     "DecisionRecord",
     "DecisionView",
     "GrantTicket",
     "KeyRing",
+    "Monitors",
     "Principal",
     "Redemption",
     "RetryPolicy",
@@ -47,6 +52,7 @@ __all__ = [
     "approval_link",
     "approval_row",
     "check_recorded_state",
+    "fold_ledger",
     "format_time",
     "grant_token",
     "json_message",

@@ -285,15 +285,7 @@ class Monitors:
         self._fresh()
         with self._lock:
             found = self._controller.demotion(agent)
-        if found is None:
-            return None
-        return {
-            "agent": found.agent,
-            "rule": found.rule,
-            "at": format_time(found.at),
-            "from": found.before,
-            "level": found.after,
-        }
+        return None if found is None else found.to_json()
 
     # -- judging -------------------------------------------------------------------------
 
